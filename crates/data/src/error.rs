@@ -1,0 +1,71 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong while finding, fetching or reading a dataset. Each variant names
+/// the file involved and what was expected, so the message alone tells the user what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file starts like gzip but does not decompress.
+    #[error("{path}: corrupt gzip stream: {source}")]
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// The decompression error.
+        source: std::io::Error,
+    },
+    /// The file is not in the expected format.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What was found and what was expected.
+        message: String,
+    },
+    /// The file's SHA-256 matches none of the known digests.
+    #[error(
+        "{path}: SHA-256 {actual} matches no known digest for this file (expected one of {expected}); \
+         delete it to download it again"
+    )]
+    Digest {
+        /// The file.
+        path: PathBuf,
+        /// The digest found.
+        actual: String,
+        /// The accepted digests, comma-separated.
+        expected: String,
+    },
+    /// The files are absent and could not be downloaded.
+    #[error("{name} not found in {searched} and the download failed: {reason}")]
+    Missing {
+        /// The dataset file.
+        name: String,
+        /// The folders that were searched.
+        searched: String,
+        /// Why it could not be obtained.
+        reason: String,
+    },
+    /// The download itself failed.
+    #[error("download of {url} failed: {reason}")]
+    Download {
+        /// The address.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl DataError {
+    pub(crate) fn format(path: &std::path::Path, message: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Finding a dataset on disk, checking its digests, and downloading it when it is absent.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::{
+    DataError, DatasetKind,
+    dataset::{existing_file, maybe_gunzip},
+};
+
+/// Environment variable naming the data directory when the config gives none.
+pub const DATA_DIR_ENV: &str = "CNN_DATA_DIR";
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads `path`, accepts it if the SHA-256 of the file or of its decompressed content is one of
+/// `digests`, and returns the decompressed content.
+pub(crate) fn read_verified(path: &Path, digests: &[&str]) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file_digest = sha256_hex(&raw);
+    let content = maybe_gunzip(raw, path)?;
+    if digests.contains(&file_digest.as_str()) {
+        return Ok(content);
+    }
+    let content_digest = sha256_hex(&content);
+    if digests.contains(&content_digest.as_str()) {
+        return Ok(content);
+    }
+    Err(DataError::Digest {
+        path: path.to_path_buf(),
+        actual: content_digest,
+        expected: digests.join(", "),
+    })
+}
+
+/// The folders searched for a dataset, in order: the config's `data_dir`, then
+/// `$CNN_DATA_DIR`, then `./data`; each holds one sub-folder per dataset.
+fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = configured.map(Path::to_path_buf).into_iter().collect();
+    if let Some(env) = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()) {
+        dirs.push(PathBuf::from(env));
+    }
+    dirs.push(PathBuf::from("data"));
+    dirs
+}
+
+/// Finds the folder holding all of `kind`'s files. When none does, downloads them from the
+/// dataset's mirrors into the first candidate folder, verifying every file. The error, when
+/// neither works, lists the folders searched and how to get the files.
+pub fn locate(kind: DatasetKind, configured: Option<&Path>, progress: bool) -> Result<PathBuf, DataError> {
+    let dirs = candidates(configured);
+    let complete = |folder: &Path| kind.files().iter().all(|f| existing_file(folder, f.name).is_some());
+    if let Some(folder) = dirs.iter().map(|d| d.join(kind.folder())).find(|f| complete(f)) {
+        return Ok(folder);
+    }
+    let searched = dirs
+        .iter()
+        .map(|d| d.join(kind.folder()).display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let target = dirs[0].join(kind.folder());
+    let missing = |name: &str, reason: String| DataError::Missing {
+        name: name.to_string(),
+        searched: searched.clone(),
+        reason,
+    };
+    if kind.mirrors().is_empty() {
+        return Err(missing(
+            &format!("{} files", kind.name()),
+            "this dataset is not downloadable; restore it from the repository".into(),
+        ));
+    }
+    std::fs::create_dir_all(&target).map_err(|source| DataError::Io {
+        path: target.clone(),
+        source,
+    })?;
+    for spec in kind.files() {
+        if existing_file(&target, spec.name).is_some() {
+            continue;
+        }
+        let file = format!("{}.gz", spec.name);
+        let urls: Vec<String> = kind.mirrors().iter().map(|m| format!("{m}{file}")).collect();
+        download_verified(&urls, &target.join(&file), spec.sha256, progress).map_err(|e| {
+            missing(
+                &file,
+                format!(
+                    "{e}. Put the official files in one of those folders (or set data_dir in the \
+                     config, or {DATA_DIR_ENV})"
+                ),
+            )
+        })?;
+    }
+    Ok(target)
+}
+
+/// Downloads the first of `urls` that answers into `dest`, showing a progress bar when
+/// `progress` is set. The body goes to a temporary file beside `dest`, is checked against
+/// `digests`, and only then renamed into place: an interrupted or corrupt download never leaves
+/// a file that looks valid.
+pub fn download_verified(urls: &[String], dest: &Path, digests: &[&str], progress: bool) -> Result<(), DataError> {
+    let mut last = None;
+    for url in urls {
+        match download_one(url, dest, digests, progress) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| DataError::Download {
+        url: dest.display().to_string(),
+        reason: "no address to download from".into(),
+    }))
+}
+
+fn download_one(url: &str, dest: &Path, digests: &[&str], progress: bool) -> Result<(), DataError> {
+    let fail = |reason: String| DataError::Download {
+        url: url.to_string(),
+        reason,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_recv_body(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let length = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bar = if progress {
+        indicatif::ProgressBar::new(length.unwrap_or(0))
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(dest.file_name().unwrap_or_default().to_string_lossy().into_owned());
+
+    let temp = dest.with_extension("part");
+    let io = |source| DataError::Io {
+        path: temp.clone(),
+        source,
+    };
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp).map_err(io)?;
+        let mut reader = response.body_mut().as_reader();
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buffer).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buffer[..n]).map_err(io)?;
+            bar.inc(n as u64);
+        }
+        file.sync_all().map_err(io)?;
+        drop(file);
+        read_verified(&temp, digests)?;
+        std::fs::rename(&temp, dest).map_err(|source| DataError::Io {
+            path: dest.to_path_buf(),
+            source,
+        })
+    })();
+    bar.finish_and_clear();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// Serves `body` once per connection on 127.0.0.1 for `connections` connections.
+    fn serve(body: Vec<u8>, connections: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(connections) {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&body).unwrap();
+            }
+        });
+        format!("http://{address}/file.gz")
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn loopback_download_is_verified_and_renamed() {
+        let content = b"the real content".to_vec();
+        let digest = sha256_hex(&content);
+        let url = serve(gzip(&content), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("file.gz");
+        download_verified(&[url], &dest, &[&digest], false).unwrap();
+        assert_eq!(read_verified(&dest, &[&digest]).unwrap(), content);
+        assert!(!dest.with_extension("part").exists());
+    }
+
+    #[test]
+    fn corrupted_download_is_rejected_and_not_kept() {
+        let digest = sha256_hex(b"the real content");
+        let url = serve(gzip(b"the real contenT"), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("file.gz");
+        let err = download_verified(&[url], &dest, &[&digest], false).unwrap_err();
+        assert!(matches!(err, DataError::Digest { .. }), "{err}");
+        assert!(!dest.exists() && !dest.with_extension("part").exists());
+    }
+
+    #[test]
+    fn digest_mismatch_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t10k-labels-idx1-ubyte");
+        std::fs::write(&path, b"not mnist").unwrap();
+        let err = read_verified(&path, &["00"]).unwrap_err().to_string();
+        assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains("SHA-256"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_gzip_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.gz");
+        let mut bytes = gzip(&[5u8; 1000]);
+        let mid = bytes.len() / 2;
+        bytes.truncate(mid);
+        std::fs::write(&path, bytes).unwrap();
+        let err = read_verified(&path, &["00"]).unwrap_err();
+        assert!(matches!(err, DataError::Gzip { .. }), "{err}");
+    }
+}

@@ -1,0 +1,374 @@
+//! The run configuration: a TOML file, checked strictly, with command-line overrides on top.
+
+use std::path::{Path, PathBuf};
+
+use burn::{
+    lr_scheduler::{
+        constant::ConstantLr, module_lr_scheduler::ModuleLrScheduler, cosine::CosineAnnealingLrSchedulerConfig,
+        exponential::ExponentialLrSchedulerConfig, step::StepLrSchedulerConfig,
+    },
+    optim::{AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig},
+};
+use data::DatasetKind;
+use models::{LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::device::BackendName;
+
+/// Everything a training run needs. Unknown keys are errors, so a typo never goes unnoticed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `mnist` (full MNIST) or `mnist_sample` (the bundled 2,000/500 sample).
+    pub dataset: String,
+    /// Folder holding `<dataset>/` sub-folders; falls back to `$CNN_DATA_DIR`, then `./data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `flex` (default CPU backend), `ndarray` (CPU) or `wgpu` (GPU through Vulkan).
+    #[serde(default)]
+    pub backend: BackendName,
+    /// Number of training epochs.
+    pub epochs: usize,
+    /// Images per training step.
+    pub batch_size: usize,
+    /// Seed of weight initialisation, shuffling and dropout.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Data-loader worker threads.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Share of the training set held out for validation (the last images).
+    #[serde(default = "default_validation")]
+    pub validation_fraction: f64,
+    /// Run directory: checkpoints, metrics, summary.
+    pub output: PathBuf,
+    /// The network.
+    pub model: ModelSpec,
+    /// The optimiser.
+    pub optimizer: OptimizerSpec,
+    /// The learning-rate schedule; constant when absent.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_validation() -> f64 {
+    1.0 / 12.0
+}
+
+/// The `[model]` table.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// Rosebrock's LeNet (28x28 input).
+    Lenet5Modern,
+    /// LeCun's 1998 LeNet-5 (32x32 input).
+    Lenet5Classic,
+}
+
+/// The `[optimizer]` table.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerSpec {
+    /// Stochastic gradient descent, optionally with (Nesterov) momentum.
+    Sgd {
+        /// Initial learning rate.
+        learning_rate: f64,
+        /// Momentum factor; 0 disables momentum.
+        #[serde(default)]
+        momentum: f64,
+        /// Nesterov's variant of momentum.
+        #[serde(default)]
+        nesterov: bool,
+        /// L2 penalty.
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    /// Adam.
+    Adam {
+        /// Initial learning rate.
+        learning_rate: f64,
+        /// First-moment decay.
+        #[serde(default = "beta_1")]
+        beta_1: f32,
+        /// Second-moment decay.
+        #[serde(default = "beta_2")]
+        beta_2: f32,
+        /// L2 penalty.
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+fn beta_1() -> f32 {
+    0.9
+}
+fn beta_2() -> f32 {
+    0.999
+}
+
+/// The `[schedule]` table: how the learning rate moves over epochs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleSpec {
+    /// The optimiser's learning rate throughout.
+    #[default]
+    Constant,
+    /// lr * exp(-decay_per_epoch * epoch), applied smoothly step by step (Graham used 0.01).
+    Exponential {
+        /// Decay rate per epoch.
+        decay_per_epoch: f64,
+    },
+    /// lr * gamma every `every_epochs` epochs.
+    Step {
+        /// Epochs between drops.
+        every_epochs: usize,
+        /// Factor at each drop.
+        gamma: f64,
+    },
+    /// Cosine annealing from lr to `min_lr` over the whole run.
+    Cosine {
+        /// Final learning rate.
+        #[serde(default)]
+        min_lr: f64,
+    },
+}
+
+/// A configuration problem, naming the file and the offending key or value.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Command-line values that replace the file's.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--backend`.
+    pub backend: Option<BackendName>,
+    /// `--epochs`.
+    pub epochs: Option<usize>,
+    /// `--batch-size`.
+    pub batch_size: Option<usize>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--output`.
+    pub output: Option<PathBuf>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+}
+
+impl RunConfig {
+    /// Reads and validates `path`, then applies `overrides`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+        let o = overrides.clone();
+        config.backend = o.backend.unwrap_or(config.backend);
+        config.epochs = o.epochs.unwrap_or(config.epochs);
+        config.batch_size = o.batch_size.unwrap_or(config.batch_size);
+        config.data_dir = o.data_dir.or(config.data_dir);
+        config.output = o.output.unwrap_or(config.output);
+        config.seed = o.seed.unwrap_or(config.seed);
+        config.validate().map_err(error)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        DatasetKind::from_name(&self.dataset).map_err(|e| format!("dataset: {e}"))?;
+        if self.epochs == 0 {
+            return Err("epochs: expected at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return Err("batch_size: expected at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return Err(format!(
+                "validation_fraction: {} is outside [0, 1)",
+                self.validation_fraction
+            ));
+        }
+        let lr = match self.optimizer {
+            OptimizerSpec::Sgd { learning_rate, .. } | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
+        };
+        if !(lr > 0.0 && lr <= 1.0) {
+            return Err(format!("optimizer.learning_rate: {lr} is outside (0, 1]"));
+        }
+        if let ScheduleSpec::Step { every_epochs: 0, .. } = self.schedule {
+            return Err("schedule.every_epochs: expected at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The dataset (validated at load time).
+    pub fn dataset_kind(&self) -> DatasetKind {
+        DatasetKind::from_name(&self.dataset).expect("validated in RunConfig::load")
+    }
+
+    /// The network's config for `classes` outputs.
+    pub fn network(&self, classes: usize) -> NetworkConfig {
+        match self.model {
+            ModelSpec::Lenet5Modern => {
+                NetworkConfig::LeNet5Modern(LeNet5ModernConfig::new().with_num_classes(classes))
+            }
+            ModelSpec::Lenet5Classic => {
+                NetworkConfig::LeNet5Classic(LeNet5ClassicConfig::new().with_num_classes(classes))
+            }
+        }
+    }
+
+    /// The optimiser, built from `[optimizer]`.
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        let decay = |w: f64| (w > 0.0).then(|| WeightDecayConfig::new(w as f32));
+        match self.optimizer {
+            OptimizerSpec::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                ..
+            } => SgdConfig::new()
+                .with_momentum((momentum > 0.0).then(|| {
+                    MomentumConfig::new()
+                        .with_momentum(momentum)
+                        .with_dampening(0.0)
+                        .with_nesterov(nesterov)
+                }))
+                .with_weight_decay(decay(weight_decay))
+                .init(),
+            OptimizerSpec::Adam {
+                beta_1,
+                beta_2,
+                weight_decay,
+                ..
+            } => AdamConfig::new()
+                .with_beta_1(beta_1)
+                .with_beta_2(beta_2)
+                .with_weight_decay(decay(weight_decay))
+                .init(),
+        }
+    }
+
+    /// The learning-rate scheduler, stepped once per training step.
+    pub fn scheduler(&self, steps_per_epoch: usize) -> Result<ModuleLrScheduler, String> {
+        let lr = match self.optimizer {
+            OptimizerSpec::Sgd { learning_rate, .. } | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
+        };
+        let steps = steps_per_epoch.max(1);
+        match self.schedule {
+            ScheduleSpec::Constant => Ok(ModuleLrScheduler::new(ConstantLr::new(lr))),
+            ScheduleSpec::Exponential { decay_per_epoch } => {
+                ExponentialLrSchedulerConfig::new(lr, (-decay_per_epoch / steps as f64).exp()).init()
+            }
+            ScheduleSpec::Step { every_epochs, gamma } => StepLrSchedulerConfig::new(lr, every_epochs * steps)
+                .with_gamma(gamma)
+                .init(),
+            ScheduleSpec::Cosine { min_lr } => CosineAnnealingLrSchedulerConfig::new(lr, self.epochs * steps)
+                .with_min_lr(min_lr)
+                .init(),
+        }
+        .map_err(|e| format!("schedule: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+dataset = "mnist"
+epochs = 2
+batch_size = 64
+output = "runs/x"
+[model]
+kind = "lenet5_modern"
+[optimizer]
+kind = "sgd"
+learning_rate = 0.01
+momentum = 0.9
+nesterov = true
+"#;
+
+    fn load(text: &str, overrides: &Overrides) -> Result<RunConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, text).unwrap();
+        RunConfig::load(&path, overrides)
+    }
+
+    #[test]
+    fn reads_a_valid_config_and_applies_overrides() {
+        let overrides = Overrides {
+            epochs: Some(5),
+            backend: Some(BackendName::Ndarray),
+            ..Default::default()
+        };
+        let config = load(VALID, &overrides).unwrap();
+        assert_eq!(config.epochs, 5);
+        assert_eq!(config.backend, BackendName::Ndarray);
+        assert_eq!(config.batch_size, 64);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_file() {
+        let err = load(&VALID.replace("epochs = 2", "epochs = 2\nepoch = 3"), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run.toml") && err.contains("unknown field `epoch`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_table_is_rejected() {
+        let err = load(&VALID.replace("nesterov = true", "nestorov = true"), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nestorov"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = load(&VALID.replace("batch_size = 64", "batch_size = \"64\""), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_size") && err.contains("run.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let err = load(&VALID.replace("\"mnist\"", "\"cifar\""), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown dataset \"cifar\""), "{err}");
+        let err = load(&VALID.replace("lenet5_modern", "alexnet"), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alexnet"), "{err}");
+        let err = load(&VALID.replace("\"sgd\"", "\"sgd\"\nlearning_rat = 1"), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("learning_rat"), "{err}");
+    }
+
+    #[test]
+    fn every_shipped_config_loads() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(configs).unwrap() {
+            let path = entry.unwrap().path();
+            RunConfig::load(&path, &Overrides::default()).unwrap();
+            seen += 1;
+        }
+        assert!(seen >= 3);
+    }
+}

@@ -1,0 +1,92 @@
+//! Backend name -> Burn device. In Burn 0.22 the backend is the device, so this is the only
+//! place that knows which backends exist.
+
+use std::sync::OnceLock;
+
+use burn::{
+    prelude::*,
+    tensor::wgpu::WgpuBackend,
+};
+use serde::{Deserialize, Serialize};
+
+/// A backend the user can pick with `backend = ...` or `--backend`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    /// Burn's maintained CPU backend (multi-threaded, SIMD): the fast CPU choice.
+    #[default]
+    Flex,
+    /// The ndarray CPU backend the course asks for (much slower than flex).
+    Ndarray,
+    /// The GPU through wgpu on Vulkan (Mesa's lavapipe counts, slowly, when there is no GPU).
+    Wgpu,
+}
+
+impl BackendName {
+    /// Name as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The device for `backend`. For wgpu the adapter is acquired now, on Vulkan only (a silent
+/// fallback to OpenGL would be ~25x slower), and its absence is an error that says what to do.
+pub fn init(backend: BackendName) -> Result<Device, String> {
+    match backend {
+        BackendName::Flex => Ok(Device::flex()),
+        // Deprecated upstream in favour of flex, but the course asks for it by name.
+        #[allow(deprecated)]
+        BackendName::Ndarray => Ok(Device::ndarray()),
+        BackendName::Wgpu => {
+            // A wgpu runtime can be initialised once per process: keep the answer.
+            static WGPU: OnceLock<Result<Device, String>> = OnceLock::new();
+            WGPU.get_or_init(|| {
+                Device::wgpu_options()
+                    .graphics_api(WgpuBackend::Vulkan)
+                    .init()
+                    .map_err(|e| {
+                        format!(
+                            "no usable GPU adapter for --backend wgpu (Vulkan): {e}. Install a Vulkan \
+                             driver (without a GPU, Mesa's software one: apt-get install \
+                             mesa-vulkan-drivers libvulkan1) or use --backend flex"
+                        )
+                    })
+            })
+            .clone()
+        }
+    }
+}
+
+/// What the device is, for summaries and benchmark tables: the GPU's own name for wgpu, the
+/// CPU model and thread count for the CPU backends.
+pub fn describe(backend: BackendName, device: &Device) -> String {
+    match backend {
+        BackendName::Wgpu => device
+            .identity()
+            .map(|identity| identity.name)
+            .unwrap_or_else(|| "unknown wgpu adapter".into()),
+        BackendName::Flex | BackendName::Ndarray => {
+            let model = std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|info| {
+                    info.lines()
+                        .find(|l| l.starts_with("model name"))
+                        .and_then(|l| l.split(':').nth(1))
+                        .map(|s| s.trim().to_string())
+                })
+                .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            format!("{model}, {threads} threads")
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! A training run from config to summary: data, model, Burn's Learner, test accuracy.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::{
+    data::{dataloader::{DataLoaderBuilder, batcher::Batcher}, dataset::Dataset},
+    prelude::*,
+    train::{
+        Learner, SupervisedTraining,
+        metric::{AccuracyMetric, LearningRateMetric, LossMetric},
+    },
+};
+use data::{ImageBatcher, ImageDataset, Splits};
+use models::Network;
+use serde::Serialize;
+
+use crate::{
+    RunConfig,
+    checkpoint::{AtomicCheckpointer, last_complete, write_atomic},
+    device,
+    progress::{EpochRecord, EpochRenderer},
+};
+
+/// The machine-readable result of a run, written to `<output>/summary.json`.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    /// The resolved configuration (file plus flags).
+    pub config: RunConfig,
+    /// Backend name.
+    pub backend: String,
+    /// The device the run used.
+    pub device: String,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Per-epoch figures of the epochs trained in this process.
+    pub epochs: Vec<EpochRecord>,
+    /// Mean seconds per training epoch (over `epochs`).
+    pub seconds_per_epoch: f64,
+    /// Mean training images per second (over `epochs`).
+    pub images_per_second: f64,
+    /// Test-set accuracy, percent.
+    pub test_accuracy: f64,
+    /// Test-set images.
+    pub test_images: usize,
+    /// The epoch this process resumed from, if it did.
+    pub resumed_from: Option<usize>,
+}
+
+/// Errors of a run, already worded for the user.
+pub type RunError = String;
+
+/// Trains `config`, or continues its run directory when `resume` is set, then evaluates on the
+/// test set and writes the summary. Returns the summary.
+pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
+    let run = config.output.clone();
+    let resumed_from = if resume {
+        let epoch = last_complete(&run).ok_or_else(|| {
+            format!("--resume: no complete checkpoint in {}/checkpoint", run.display())
+        })?;
+        Some(epoch)
+    } else {
+        if last_complete(&run).is_some() {
+            return Err(format!(
+                "{} already holds a run; pass --resume to continue it or --output for a new one",
+                run.display()
+            ));
+        }
+        None
+    };
+    std::fs::create_dir_all(&run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+    let resolved = toml::to_string(config).map_err(|e| e.to_string())?;
+    write_atomic(&run.join("config.toml"), resolved.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", run.join("config.toml").display()))?;
+
+    let device = device::init(config.backend)?;
+    device.seed(config.seed);
+    let kind = config.dataset_kind();
+    let folder = data::locate(kind, config.data_dir.as_deref(), std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .map_err(|e| e.to_string())?;
+    let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
+    let model = config.network(kind.classes()).init(&device.clone().autodiff());
+    let parameters = model.num_params();
+
+    let all_train = ImageDataset::new(splits.train_images, splits.train_labels);
+    let held_out = (all_train.len() as f64 * config.validation_fraction).round() as usize;
+    let (train_set, valid_set) = all_train.split_tail(held_out);
+    let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
+    let batcher = ImageBatcher::new(kind, train_set.image_shape(), model.input_size())?;
+    let steps_per_epoch = train_set.len().div_ceil(config.batch_size);
+    println!(
+        "{}: {} on {} ({}), {} parameters; {} train / {} valid / {} test images from {}",
+        run.display(),
+        model.name(),
+        config.backend,
+        device::describe(config.backend, &device),
+        parameters,
+        train_set.len(),
+        valid_set.len(),
+        test_set.len(),
+        folder.display()
+    );
+
+    let loader = |dataset: ImageDataset, shuffle: bool| {
+        let builder = DataLoaderBuilder::new(batcher.clone())
+            .batch_size(config.batch_size)
+            .num_workers(config.workers);
+        let builder = if shuffle { builder.shuffle(config.seed) } else { builder };
+        builder.build(dataset)
+    };
+    let epochs = Arc::new(Mutex::new(Vec::new()));
+    let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
+    let mut training = SupervisedTraining::new(&run, loader(train_set, true), loader(valid_set, false))
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
+        .renderer(Box::new(EpochRenderer::new(epochs.clone())))
+        .num_epochs(config.epochs);
+    if let Some(epoch) = resumed_from {
+        training = training.checkpoint(epoch);
+    }
+    let learner = Learner::new(model, config.optimizer(), config.scheduler(steps_per_epoch)?);
+    let result = training.launch(learner);
+    if let Some(error) = result.error {
+        return Err(format!("training failed: {error}"));
+    }
+    if result.interrupted.is_some() {
+        return Err("training was interrupted; continue it with --resume".into());
+    }
+
+    let test_start = Instant::now();
+    let test_accuracy = accuracy(&result.model, &test_set, &batcher, config.batch_size, &device);
+    let epochs = epochs.lock().expect("renderer lock").clone();
+    let trained = epochs.len().max(1) as f64;
+    let summary = RunSummary {
+        config: config.clone(),
+        backend: config.backend.to_string(),
+        device: device::describe(config.backend, &device),
+        parameters,
+        seconds_per_epoch: epochs.iter().map(|e| e.train_seconds).sum::<f64>() / trained,
+        images_per_second: epochs.iter().map(|e| e.images_per_second).sum::<f64>() / trained,
+        epochs,
+        test_accuracy,
+        test_images: test_set.len(),
+        resumed_from,
+    };
+    let path: PathBuf = run.join("summary.json");
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    write_atomic(&path, json.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "test accuracy {:.2}% on {} images ({:.1} s); summary in {}",
+        test_accuracy,
+        summary.test_images,
+        test_start.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(summary)
+}
+
+/// Percentage of `dataset` that `model` classifies correctly, evaluated on `device`.
+pub fn accuracy(model: &Network, dataset: &ImageDataset, batcher: &ImageBatcher, batch_size: usize, device: &Device) -> f64 {
+    let model = model.clone().to_device(device);
+    let mut correct = 0usize;
+    let indices: Vec<usize> = (0..dataset.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        let items = dataset.get_many(chunk.to_vec()).expect("indices are in range");
+        let batch = batcher.batch(items, device);
+        let predicted = model.forward(batch.images).argmax(1).flatten::<1>(0, 1);
+        let hits: i64 = predicted.equal(batch.targets).int().sum().into_scalar();
+        correct += hits as usize;
+    }
+    100.0 * correct as f64 / dataset.len().max(1) as f64
+}

@@ -1,0 +1,11 @@
+//! The trainer behind the `train` command: configuration, devices, training runs, benchmarks.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod fit;
+mod progress;
+
+pub use config::{ConfigError, Overrides, RunConfig};
+pub use device::BackendName;

@@ -1,0 +1,123 @@
+//! `train`: trains, resumes and benchmarks the course's CNNs from a TOML config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use train::{BackendName, Overrides, RunConfig, bench, fit};
+
+/// Train LeNet-5 and friends with Burn on CPU (flex, ndarray) or GPU (wgpu).
+///
+/// Data is looked up in the config's data_dir, then $CNN_DATA_DIR, then ./data; full MNIST is
+/// downloaded there when absent.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time training steps of the config's model on each backend (median/min ms per step).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The run's TOML config, e.g. configs/lenet_mnist.toml.
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+    /// Continue the run in the output directory from its last complete checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args)]
+struct OverrideArgs {
+    /// Backend to run on, replacing the config's `backend`.
+    #[arg(long, value_enum)]
+    backend: Option<BackendName>,
+    /// Number of epochs, replacing `epochs`.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step, replacing `batch_size`.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Folder holding the datasets, replacing `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Run directory for checkpoints and the summary, replacing `output`.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Random seed, replacing `seed`.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The config whose model, dataset and batch size are timed.
+    config: PathBuf,
+    /// Backends to time, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "flex,ndarray,wgpu")]
+    backends: Vec<BackendName>,
+    /// Timed steps per backend.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps per backend (kernel compilation, autotuning, allocation).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Also write the timings as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+}
+
+impl From<OverrideArgs> for Overrides {
+    fn from(a: OverrideArgs) -> Self {
+        Self {
+            backend: a.backend,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            data_dir: a.data_dir,
+            output: a.output,
+            seed: a.seed,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Bench(args)) => run_bench(args),
+        None => match cli.run.config {
+            Some(config) => RunConfig::load(&config, &cli.run.overrides.into())
+                .map_err(|e| e.to_string())
+                .and_then(|config| fit::train(&config, cli.run.resume).map(|_| ())),
+            None => Err("no config given; try: train configs/quickstart.toml (see --help)".into()),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_bench(args: BenchArgs) -> Result<(), String> {
+    let config = RunConfig::load(&args.config, &args.overrides.into()).map_err(|e| e.to_string())?;
+    let timings = bench::run(&config, &args.backends, args.warmup, args.steps)?;
+    if let Some(path) = args.json {
+        let json = serde_json::to_string_pretty(&timings).map_err(|e| e.to_string())?;
+        train::checkpoint::write_atomic(&path, json.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

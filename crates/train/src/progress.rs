@@ -1,0 +1,246 @@
+//! What the user sees while training: a progress bar on a terminal, one line per epoch
+//! elsewhere (CI logs), and the per-epoch figures kept for the run summary.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::train::{
+    logger::{EvaluationProgressLogger, TrainingProgressLogger},
+    metric::{MetricDefinition, MetricId, NumericEntry},
+    renderer::{EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining},
+};
+use serde::Serialize;
+
+/// Figures of one finished epoch.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Mean training accuracy, percent.
+    pub train_accuracy: f64,
+    /// Mean validation loss.
+    pub valid_loss: f64,
+    /// Mean validation accuracy, percent.
+    pub valid_accuracy: f64,
+    /// Learning rate at the end of the epoch.
+    pub learning_rate: f64,
+    /// Wall seconds of the training split.
+    pub train_seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+}
+
+#[derive(Default)]
+struct Mean {
+    sum: f64,
+    count: f64,
+    last: f64,
+}
+
+impl Mean {
+    fn add(&mut self, entry: &NumericEntry) {
+        let (value, count) = match *entry {
+            NumericEntry::Value(v) => (v, 1.0),
+            NumericEntry::Aggregated {
+                aggregated_value,
+                count,
+            } => (aggregated_value, count as f64),
+            // The epoch's own aggregate, when the metric reports one, supersedes ours.
+            NumericEntry::Final(v) => {
+                *self = Self {
+                    sum: v,
+                    count: 1.0,
+                    last: v,
+                };
+                return;
+            }
+        };
+        self.sum += value * count;
+        self.count += count;
+        self.last = value;
+    }
+
+    fn mean(&self) -> f64 {
+        if self.count > 0.0 {
+            self.sum / self.count
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// Burn renderer that records epochs into a shared list and shows progress.
+pub struct EpochRenderer {
+    names: HashMap<MetricId, String>,
+    train: HashMap<String, Mean>,
+    valid: HashMap<String, Mean>,
+    epochs: Arc<Mutex<Vec<EpochRecord>>>,
+    total_epochs: usize,
+    epoch: usize,
+    split: String,
+    split_start: Instant,
+    train_items: usize,
+    train_seconds: f64,
+    bar: Option<indicatif::ProgressBar>,
+    interactive: bool,
+}
+
+impl EpochRenderer {
+    /// A renderer appending finished epochs to `epochs`.
+    pub fn new(epochs: Arc<Mutex<Vec<EpochRecord>>>) -> Self {
+        Self {
+            names: HashMap::new(),
+            train: HashMap::new(),
+            valid: HashMap::new(),
+            epochs,
+            total_epochs: 0,
+            epoch: 1,
+            split: String::new(),
+            split_start: Instant::now(),
+            train_items: 0,
+            train_seconds: 0.0,
+            bar: None,
+            interactive: std::io::stdout().is_terminal(),
+        }
+    }
+
+    fn record(map: &mut HashMap<String, Mean>, names: &HashMap<MetricId, String>, state: MetricState) {
+        if let MetricState::Numeric(entry, Some(value)) = state {
+            let name = names
+                .get(&entry.metric_id)
+                .cloned()
+                .unwrap_or_else(|| format!("{:?}", entry.metric_id));
+            map.entry(name).or_default().add(&value);
+        }
+    }
+
+    fn finish_epoch(&mut self) {
+        let mean = |map: &HashMap<String, Mean>, name: &str| map.get(name).map_or(f64::NAN, Mean::mean);
+        let record = EpochRecord {
+            epoch: self.epoch,
+            train_loss: mean(&self.train, "Loss"),
+            train_accuracy: mean(&self.train, "Accuracy"),
+            valid_loss: mean(&self.valid, "Loss"),
+            valid_accuracy: mean(&self.valid, "Accuracy"),
+            learning_rate: self.train.get("Learning Rate").map_or(f64::NAN, |m| m.last),
+            train_seconds: self.train_seconds,
+            images_per_second: self.train_items as f64 / self.train_seconds.max(1e-9),
+        };
+        let line = format!(
+            "epoch {}/{}  train loss {:.4} acc {:.2}%  valid loss {:.4} acc {:.2}%  lr {:.2e}  {:.1} s ({:.0} img/s)",
+            record.epoch,
+            self.total_epochs,
+            record.train_loss,
+            record.train_accuracy,
+            record.valid_loss,
+            record.valid_accuracy,
+            record.learning_rate,
+            record.train_seconds,
+            record.images_per_second
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
+        self.epochs.lock().expect("renderer lock").push(record);
+        self.train.clear();
+        self.valid.clear();
+    }
+}
+
+impl MetricsRendererTraining for EpochRenderer {
+    fn update_train(&mut self, state: MetricState) {
+        Self::record(&mut self.train, &self.names, state);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        Self::record(&mut self.valid, &self.names, state);
+    }
+
+    fn on_train_end(
+        &mut self,
+        _summary: Option<burn::train::LearnerSummary>,
+    ) -> Result<(), Box<dyn core::error::Error>> {
+        Ok(())
+    }
+}
+
+impl TrainingProgressLogger for EpochRenderer {
+    fn start(&mut self, total_epochs: usize, starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {
+        self.total_epochs = total_epochs;
+        self.epoch = starting_epoch.max(1);
+        if starting_epoch > 1 {
+            println!("resuming at epoch {starting_epoch} of {total_epochs}");
+        }
+    }
+
+    fn update_epoch(&mut self, epoch: usize) {
+        self.finish_epoch();
+        self.epoch = epoch + 1;
+    }
+
+    fn start_split(&mut self, split: &str, total_items: usize) {
+        self.split = split.to_string();
+        self.split_start = Instant::now();
+        if self.interactive {
+            let bar = indicatif::ProgressBar::new(total_items as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>16} [{bar:30}] {pos}/{len} images {elapsed_precise} eta {eta}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(format!("epoch {}/{} {split}", self.epoch, self.total_epochs));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn update_split(&mut self, items_processed: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(items_processed as u64);
+        }
+        if self.split.eq_ignore_ascii_case("train") {
+            self.train_items = items_processed;
+        }
+    }
+
+    fn end_split(&mut self) {
+        if self.split.eq_ignore_ascii_case("train") {
+            self.train_seconds = self.split_start.elapsed().as_secs_f64();
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn end(&mut self) {}
+
+    fn log_event_training(&mut self, _event: String) {}
+}
+
+impl EvaluationProgressLogger for EpochRenderer {
+    fn start_global_progress(&mut self, _total_tests: usize) {}
+    fn start_test(&mut self, _name: &str, _total_items: usize) {}
+    fn update_test_progress(&mut self, _items_processed: usize) {}
+    fn end_test(&mut self) {}
+    fn end_global_progress(&mut self) {}
+    fn log_event_evaluation(&mut self, _event: String) {}
+}
+
+impl MetricsRendererEvaluation for EpochRenderer {
+    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
+}
+
+impl MetricsRenderer for EpochRenderer {
+    fn manual_close(&mut self) {}
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names
+            .insert(definition.metric_id, definition.name.to_string());
+    }
+}

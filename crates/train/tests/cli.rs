@@ -1,0 +1,155 @@
+//! End-to-end tests of the `train` command on the bundled MNIST sample.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .expect("the train binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn short_training_on_the_sample_learns() {
+    let run = tempfile::tempdir().unwrap();
+    let output = train(&[
+        "configs/quickstart.toml",
+        "--epochs",
+        "3",
+        "--output",
+        run.path().to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = summary(run.path());
+    let epochs = summary["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    let first = epochs[0]["train_loss"].as_f64().unwrap();
+    let last = epochs[2]["train_loss"].as_f64().unwrap();
+    assert!(last < 0.6 * first, "loss went from {first} to {last}");
+    // 1,800 training digits are enough for LeNet to pass 90% on the 500 test digits.
+    let accuracy = summary["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 90.0, "test accuracy {accuracy}%");
+    assert_eq!(summary["test_images"], 500);
+    assert!(run.path().join("config.toml").is_file());
+    assert!(run.path().join("checkpoint/model-3.bpk").is_file());
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint() {
+    let run = tempfile::tempdir().unwrap();
+    let out = run.path().to_str().unwrap();
+    let args = ["configs/quickstart.toml", "--epochs", "6", "--output", out];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while train::checkpoint::last_complete(run.path()).is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let done = train::checkpoint::last_complete(run.path()).unwrap();
+    assert!(done < 6, "the run finished before the kill");
+    assert!(!run.path().join("summary.json").exists());
+
+    // Without --resume the run directory is protected.
+    let refused = train(&args);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("--resume"), "{}", text(&refused));
+
+    let resumed = train(&[&args[..], &["--resume"]].concat());
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let summary = summary(run.path());
+    let resumed_from = summary["resumed_from"].as_u64().unwrap() as usize;
+    assert!(resumed_from >= done);
+    let epochs: Vec<u64> = summary["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, ((resumed_from + 1) as u64..=6).collect::<Vec<_>>());
+    assert!(run.path().join("checkpoint/model-6.bpk").is_file());
+}
+
+#[test]
+fn config_errors_name_the_file_and_key_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    let text_in = std::fs::read_to_string(repo().join("configs/quickstart.toml")).unwrap();
+    std::fs::write(&path, text_in.replace("epochs = 4", "epochs = 4\nlearning_rate = 0.1")).unwrap();
+    let output = train(&[path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let message = text(&output);
+    assert!(message.contains("typo.toml") && message.contains("learning_rate"), "{message}");
+
+    let output = train(&["configs/quickstart.toml", "--backend", "cuda"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("flex"), "{}", text(&output));
+}
+
+#[test]
+fn a_corrupt_data_file_is_named() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("mnist_sample");
+    std::fs::create_dir_all(&folder).unwrap();
+    for entry in std::fs::read_dir(repo().join("samples/mnist_sample")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), folder.join(entry.file_name())).unwrap();
+    }
+    let victim = folder.join("t10k-labels-idx1-ubyte.gz");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes.truncate(bytes.len() - 8);
+    std::fs::write(&victim, bytes).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let output = train(&[
+        "configs/quickstart.toml",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--output",
+        run.path().to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("t10k-labels-idx1-ubyte.gz"), "{}", text(&output));
+}
+
+#[test]
+fn wgpu_without_an_adapter_is_a_clear_error() {
+    let run = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(["configs/quickstart.toml", "--backend", "wgpu", "--output"])
+        .arg(run.path())
+        // Point the Vulkan loader at no driver at all: no adapter can be found.
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let message = text(&output);
+    assert!(message.contains("no usable GPU adapter") && message.contains("--backend flex"), "{message}");
+}
