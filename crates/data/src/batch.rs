@@ -101,7 +101,11 @@ pub struct ImageBatcher {
 impl ImageBatcher {
     /// A batcher for `kind`'s images of shape `(channels, rows, cols)` padded to `input_size`.
     /// Fails when the model's input is smaller than the images.
-    pub fn new(kind: DatasetKind, image_shape: (usize, usize, usize), input_size: usize) -> Result<Self, String> {
+    pub fn new(
+        kind: DatasetKind,
+        image_shape: (usize, usize, usize),
+        input_size: usize,
+    ) -> Result<Self, String> {
         let (channels, rows, cols) = image_shape;
         if input_size < rows || input_size < cols {
             return Err(format!(
@@ -191,7 +195,15 @@ mod tests {
         for (v, e) in values.iter().zip(expected) {
             assert!((v - e).abs() < 1e-6, "{values:?}");
         }
-        assert_eq!(batch.targets.into_data().try_to_vec::<i64>().unwrap(), vec![7]);
+        assert_eq!(
+            batch
+                .targets
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap(),
+            vec![7]
+        );
     }
 
     #[test]

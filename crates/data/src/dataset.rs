@@ -92,7 +92,9 @@ impl DatasetKind {
         [Self::Mnist, Self::MnistSample]
             .into_iter()
             .find(|kind| kind.name() == name)
-            .ok_or_else(|| format!("unknown dataset {name:?}, expected \"mnist\" or \"mnist_sample\""))
+            .ok_or_else(|| {
+                format!("unknown dataset {name:?}, expected \"mnist\" or \"mnist_sample\"")
+            })
     }
 
     /// The folder under the data directory that holds this dataset's files.
@@ -191,7 +193,11 @@ impl Splits {
             if images.count != labels.len() {
                 return Err(DataError::format(
                     path,
-                    format!("{} labels for {} images, expected equal counts", labels.len(), images.count),
+                    format!(
+                        "{} labels for {} images, expected equal counts",
+                        labels.len(),
+                        images.count
+                    ),
                 ));
             }
         }

@@ -16,7 +16,10 @@ pub const DATA_DIR_ENV: &str = "CNN_DATA_DIR";
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Reads `path`, accepts it if the SHA-256 of the file or of its decompressed content is one of
@@ -56,10 +59,22 @@ fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
 /// Finds the folder holding all of `kind`'s files. When none does, downloads them from the
 /// dataset's mirrors into the first candidate folder, verifying every file. The error, when
 /// neither works, lists the folders searched and how to get the files.
-pub fn locate(kind: DatasetKind, configured: Option<&Path>, progress: bool) -> Result<PathBuf, DataError> {
+pub fn locate(
+    kind: DatasetKind,
+    configured: Option<&Path>,
+    progress: bool,
+) -> Result<PathBuf, DataError> {
     let dirs = candidates(configured);
-    let complete = |folder: &Path| kind.files().iter().all(|f| existing_file(folder, f.name).is_some());
-    if let Some(folder) = dirs.iter().map(|d| d.join(kind.folder())).find(|f| complete(f)) {
+    let complete = |folder: &Path| {
+        kind.files()
+            .iter()
+            .all(|f| existing_file(folder, f.name).is_some())
+    };
+    if let Some(folder) = dirs
+        .iter()
+        .map(|d| d.join(kind.folder()))
+        .find(|f| complete(f))
+    {
         return Ok(folder);
     }
     let searched = dirs
@@ -88,7 +103,11 @@ pub fn locate(kind: DatasetKind, configured: Option<&Path>, progress: bool) -> R
             continue;
         }
         let file = format!("{}.gz", spec.name);
-        let urls: Vec<String> = kind.mirrors().iter().map(|m| format!("{m}{file}")).collect();
+        let urls: Vec<String> = kind
+            .mirrors()
+            .iter()
+            .map(|m| format!("{m}{file}"))
+            .collect();
         download_verified(&urls, &target.join(&file), spec.sha256, progress).map_err(|e| {
             missing(
                 &file,
@@ -106,7 +125,12 @@ pub fn locate(kind: DatasetKind, configured: Option<&Path>, progress: bool) -> R
 /// `progress` is set. The body goes to a temporary file beside `dest`, is checked against
 /// `digests`, and only then renamed into place: an interrupted or corrupt download never leaves
 /// a file that looks valid.
-pub fn download_verified(urls: &[String], dest: &Path, digests: &[&str], progress: bool) -> Result<(), DataError> {
+pub fn download_verified(
+    urls: &[String],
+    dest: &Path,
+    digests: &[&str],
+    progress: bool,
+) -> Result<(), DataError> {
     let mut last = None;
     for url in urls {
         match download_one(url, dest, digests, progress) {
@@ -142,11 +166,18 @@ fn download_one(url: &str, dest: &Path, digests: &[&str], progress: bool) -> Res
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("static template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
-    bar.set_message(dest.file_name().unwrap_or_default().to_string_lossy().into_owned());
+    bar.set_message(
+        dest.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+    );
 
     let temp = dest.with_extension("part");
     let io = |source| DataError::Io {
@@ -244,7 +275,10 @@ mod tests {
         let path = dir.path().join("t10k-labels-idx1-ubyte");
         std::fs::write(&path, b"not mnist").unwrap();
         let err = read_verified(&path, &["00"]).unwrap_err().to_string();
-        assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains("SHA-256"), "{err}");
+        assert!(
+            err.contains("t10k-labels-idx1-ubyte") && err.contains("SHA-256"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,9 +10,19 @@ fn repo() -> PathBuf {
 
 #[test]
 fn the_bundled_sample_is_verified_and_class_balanced() {
-    let splits = Splits::load(DatasetKind::MnistSample, &repo().join("samples/mnist_sample")).unwrap();
-    assert_eq!((splits.train_images.count, splits.test_images.count), (2000, 500));
-    assert_eq!((splits.train_images.rows, splits.train_images.cols), (28, 28));
+    let splits = Splits::load(
+        DatasetKind::MnistSample,
+        &repo().join("samples/mnist_sample"),
+    )
+    .unwrap();
+    assert_eq!(
+        (splits.train_images.count, splits.test_images.count),
+        (2000, 500)
+    );
+    assert_eq!(
+        (splits.train_images.rows, splits.train_images.cols),
+        (28, 28)
+    );
     for (labels, per_class) in [(&splits.train_labels, 200), (&splits.test_labels, 50)] {
         for digit in 0..10u8 {
             assert_eq!(labels.iter().filter(|&&l| l == digit).count(), per_class);
@@ -38,6 +48,9 @@ fn full_mnist_when_present() {
         return;
     }
     let splits = Splits::load(DatasetKind::Mnist, &dir).unwrap();
-    assert_eq!((splits.train_images.count, splits.test_images.count), (60_000, 10_000));
+    assert_eq!(
+        (splits.train_images.count, splits.test_images.count),
+        (60_000, 10_000)
+    );
     assert_eq!(splits.train_labels[..5], [5, 0, 4, 1, 9]);
 }

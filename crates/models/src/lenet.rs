@@ -37,10 +37,15 @@ impl LeNet5Modern {
 
     /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(self.activation.forward(self.conv1.forward(x)));
-        let x = self.pool.forward(self.activation.forward(self.conv2.forward(x)));
+        let x = self
+            .pool
+            .forward(self.activation.forward(self.conv1.forward(x)));
+        let x = self
+            .pool
+            .forward(self.activation.forward(self.conv2.forward(x)));
         let x = x.flatten::<2>(1, 3);
-        self.fc2.forward(self.activation.forward(self.fc1.forward(x)))
+        self.fc2
+            .forward(self.activation.forward(self.fc1.forward(x)))
     }
 }
 
@@ -114,7 +119,8 @@ impl Subsampling {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let maps = self.coefficient.dims()[0];
         let sum = self.pool.forward(x).mul_scalar(4.0);
-        sum * self.coefficient.val().reshape([1, maps, 1, 1]) + self.bias.val().reshape([1, maps, 1, 1])
+        sum * self.coefficient.val().reshape([1, maps, 1, 1])
+            + self.bias.val().reshape([1, maps, 1, 1])
     }
 }
 
@@ -165,7 +171,10 @@ impl PartialConv {
         let device = kernels.device();
         let [_, area] = kernels.dims();
         let (_, rows) = Self::rows();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [C3_TABLE.len() * Self::INPUTS]), &device);
+        let rows = Tensor::<1, Int>::from_data(
+            TensorData::new(rows, [C3_TABLE.len() * Self::INPUTS]),
+            &device,
+        );
         let zero = Tensor::zeros([1, area], &device);
         let weight = Tensor::cat(vec![kernels, zero], 0)
             .select(0, rows)

@@ -32,7 +32,12 @@ pub struct BackendTiming {
 
 /// Times `steps` training steps after `warmup` untimed ones, at the config's batch size, for
 /// each backend in turn. An unavailable backend is reported and skipped.
-pub fn run(config: &RunConfig, backends: &[BackendName], warmup: usize, steps: usize) -> Result<Vec<BackendTiming>, String> {
+pub fn run(
+    config: &RunConfig,
+    backends: &[BackendName],
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<BackendTiming>, String> {
     let kind = config.dataset_kind();
     let folder = data::locate(kind, config.data_dir.as_deref(), true).map_err(|e| e.to_string())?;
     let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
@@ -62,7 +67,9 @@ pub fn run(config: &RunConfig, backends: &[BackendName], warmup: usize, steps: u
             let began = Instant::now();
             let output = TrainStep::step(&model, batch);
             model = model.optimize(&mut optimizer, 1e-3.into(), output.grads);
-            device.sync().map_err(|e| format!("{backend}: device sync failed: {e:?}"))?;
+            device
+                .sync()
+                .map_err(|e| format!("{backend}: device sync failed: {e:?}"))?;
             if step >= warmup {
                 times.push(began.elapsed().as_secs_f64() * 1e3);
             }
@@ -81,7 +88,12 @@ pub fn run(config: &RunConfig, backends: &[BackendName], warmup: usize, steps: u
         };
         println!(
             "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.0} img/s  ~{:7.1} s/epoch  ({})",
-            timing.backend, timing.median_ms, timing.min_ms, timing.images_per_second, timing.epoch_seconds, timing.device
+            timing.backend,
+            timing.median_ms,
+            timing.min_ms,
+            timing.images_per_second,
+            timing.epoch_seconds,
+            timing.device
         );
         results.push(timing);
     }

@@ -46,7 +46,9 @@ impl AtomicCheckpointer {
 
 impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
     fn save(&self, epoch: usize, record: R) -> Result<(), CheckpointerError> {
-        let bytes = record.checkpoint_into_bytes().map_err(CheckpointerError::Record)?;
+        let bytes = record
+            .checkpoint_into_bytes()
+            .map_err(CheckpointerError::Record)?;
         std::fs::create_dir_all(&self.directory).map_err(CheckpointerError::IOError)?;
         write_atomic(&self.path(epoch), &bytes).map_err(CheckpointerError::IOError)
     }
@@ -58,7 +60,9 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
 
     fn delete(&self, epoch: usize) -> Result<(), CheckpointerError> {
         match std::fs::remove_file(self.path(epoch)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointerError::IOError(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CheckpointerError::IOError(e))
+            }
             _ => Ok(()),
         }
     }
@@ -74,7 +78,11 @@ pub fn last_complete(run: &Path) -> Option<usize> {
             let epoch = name.strip_prefix("model-")?.strip_suffix(".bpk")?;
             epoch.parse::<usize>().ok()
         })
-        .filter(|epoch| PARTS.iter().all(|p| dir.join(format!("{p}-{epoch}.bpk")).is_file()))
+        .filter(|epoch| {
+            PARTS
+                .iter()
+                .all(|p| dir.join(format!("{p}-{epoch}.bpk")).is_file())
+        })
         .max()
 }
 

@@ -4,10 +4,13 @@ use std::path::{Path, PathBuf};
 
 use burn::{
     lr_scheduler::{
-        constant::ConstantLr, module_lr_scheduler::ModuleLrScheduler, cosine::CosineAnnealingLrSchedulerConfig,
-        exponential::ExponentialLrSchedulerConfig, step::StepLrSchedulerConfig,
+        constant::ConstantLr, cosine::CosineAnnealingLrSchedulerConfig,
+        exponential::ExponentialLrSchedulerConfig, module_lr_scheduler::ModuleLrScheduler,
+        step::StepLrSchedulerConfig,
     },
-    optim::{AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig},
+    optim::{
+        AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
+    },
 };
 use data::DatasetKind;
 use models::{LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
@@ -174,7 +177,8 @@ impl RunConfig {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
         let o = overrides.clone();
         config.backend = o.backend.unwrap_or(config.backend);
         config.epochs = o.epochs.unwrap_or(config.epochs);
@@ -201,12 +205,16 @@ impl RunConfig {
             ));
         }
         let lr = match self.optimizer {
-            OptimizerSpec::Sgd { learning_rate, .. } | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
+            OptimizerSpec::Sgd { learning_rate, .. }
+            | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
         };
         if !(lr > 0.0 && lr <= 1.0) {
             return Err(format!("optimizer.learning_rate: {lr} is outside (0, 1]"));
         }
-        if let ScheduleSpec::Step { every_epochs: 0, .. } = self.schedule {
+        if let ScheduleSpec::Step {
+            every_epochs: 0, ..
+        } = self.schedule
+        {
             return Err("schedule.every_epochs: expected at least 1".into());
         }
         Ok(())
@@ -263,20 +271,27 @@ impl RunConfig {
     /// The learning-rate scheduler, stepped once per training step.
     pub fn scheduler(&self, steps_per_epoch: usize) -> Result<ModuleLrScheduler, String> {
         let lr = match self.optimizer {
-            OptimizerSpec::Sgd { learning_rate, .. } | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
+            OptimizerSpec::Sgd { learning_rate, .. }
+            | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
         };
         let steps = steps_per_epoch.max(1);
         match self.schedule {
             ScheduleSpec::Constant => Ok(ModuleLrScheduler::new(ConstantLr::new(lr))),
             ScheduleSpec::Exponential { decay_per_epoch } => {
-                ExponentialLrSchedulerConfig::new(lr, (-decay_per_epoch / steps as f64).exp()).init()
+                ExponentialLrSchedulerConfig::new(lr, (-decay_per_epoch / steps as f64).exp())
+                    .init()
             }
-            ScheduleSpec::Step { every_epochs, gamma } => StepLrSchedulerConfig::new(lr, every_epochs * steps)
+            ScheduleSpec::Step {
+                every_epochs,
+                gamma,
+            } => StepLrSchedulerConfig::new(lr, every_epochs * steps)
                 .with_gamma(gamma)
                 .init(),
-            ScheduleSpec::Cosine { min_lr } => CosineAnnealingLrSchedulerConfig::new(lr, self.epochs * steps)
-                .with_min_lr(min_lr)
-                .init(),
+            ScheduleSpec::Cosine { min_lr } => {
+                CosineAnnealingLrSchedulerConfig::new(lr, self.epochs * steps)
+                    .with_min_lr(min_lr)
+                    .init()
+            }
         }
         .map_err(|e| format!("schedule: {e}"))
     }
@@ -322,41 +337,65 @@ nesterov = true
 
     #[test]
     fn unknown_key_names_the_key_and_the_file() {
-        let err = load(&VALID.replace("epochs = 2", "epochs = 2\nepoch = 3"), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("run.toml") && err.contains("unknown field `epoch`"), "{err}");
+        let err = load(
+            &VALID.replace("epochs = 2", "epochs = 2\nepoch = 3"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("run.toml") && err.contains("unknown field `epoch`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_key_in_a_table_is_rejected() {
-        let err = load(&VALID.replace("nesterov = true", "nestorov = true"), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &VALID.replace("nesterov = true", "nestorov = true"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("nestorov"), "{err}");
     }
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err = load(&VALID.replace("batch_size = 64", "batch_size = \"64\""), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("batch_size") && err.contains("run.toml"), "{err}");
+        let err = load(
+            &VALID.replace("batch_size = 64", "batch_size = \"64\""),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("batch_size") && err.contains("run.toml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_values_are_rejected() {
-        let err = load(&VALID.replace("\"mnist\"", "\"cifar\""), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &VALID.replace("\"mnist\"", "\"cifar\""),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown dataset \"cifar\""), "{err}");
-        let err = load(&VALID.replace("lenet5_modern", "alexnet"), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &VALID.replace("lenet5_modern", "alexnet"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("alexnet"), "{err}");
-        let err = load(&VALID.replace("\"sgd\"", "\"sgd\"\nlearning_rat = 1"), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &VALID.replace("\"sgd\"", "\"sgd\"\nlearning_rat = 1"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("learning_rat"), "{err}");
     }
 

@@ -3,10 +3,7 @@
 
 use std::sync::OnceLock;
 
-use burn::{
-    prelude::*,
-    tensor::wgpu::WgpuBackend,
-};
+use burn::{prelude::*, tensor::wgpu::WgpuBackend};
 use serde::{Deserialize, Serialize};
 
 /// A backend the user can pick with `backend = ...` or `--backend`.
@@ -85,7 +82,9 @@ pub fn describe(backend: BackendName, device: &Device) -> String {
                         .map(|s| s.trim().to_string())
                 })
                 .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
             format!("{model}, {threads} threads")
         }
     }

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::{
-    data::{dataloader::{DataLoaderBuilder, batcher::Batcher}, dataset::Dataset},
+    data::{
+        dataloader::{DataLoaderBuilder, batcher::Batcher},
+        dataset::Dataset,
+    },
     prelude::*,
     train::{
         Learner, SupervisedTraining,
@@ -57,7 +60,10 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     let run = config.output.clone();
     let resumed_from = if resume {
         let epoch = last_complete(&run).ok_or_else(|| {
-            format!("--resume: no complete checkpoint in {}/checkpoint", run.display())
+            format!(
+                "--resume: no complete checkpoint in {}/checkpoint",
+                run.display()
+            )
         })?;
         Some(epoch)
     } else {
@@ -77,10 +83,16 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     let device = device::init(config.backend)?;
     device.seed(config.seed);
     let kind = config.dataset_kind();
-    let folder = data::locate(kind, config.data_dir.as_deref(), std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .map_err(|e| e.to_string())?;
+    let folder = data::locate(
+        kind,
+        config.data_dir.as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+    .map_err(|e| e.to_string())?;
     let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
-    let model = config.network(kind.classes()).init(&device.clone().autodiff());
+    let model = config
+        .network(kind.classes())
+        .init(&device.clone().autodiff());
     let parameters = model.num_params();
 
     let all_train = ImageDataset::new(splits.train_images, splits.train_labels);
@@ -106,21 +118,30 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         let builder = DataLoaderBuilder::new(batcher.clone())
             .batch_size(config.batch_size)
             .num_workers(config.workers);
-        let builder = if shuffle { builder.shuffle(config.seed) } else { builder };
+        let builder = if shuffle {
+            builder.shuffle(config.seed)
+        } else {
+            builder
+        };
         builder.build(dataset)
     };
     let epochs = Arc::new(Mutex::new(Vec::new()));
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
-    let mut training = SupervisedTraining::new(&run, loader(train_set, true), loader(valid_set, false))
-        .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .metric_train_numeric(LearningRateMetric::new())
-        .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
-        .renderer(Box::new(EpochRenderer::new(epochs.clone())))
-        .num_epochs(config.epochs);
+    let mut training =
+        SupervisedTraining::new(&run, loader(train_set, true), loader(valid_set, false))
+            .metrics((AccuracyMetric::new(), LossMetric::new()))
+            .metric_train_numeric(LearningRateMetric::new())
+            .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
+            .renderer(Box::new(EpochRenderer::new(epochs.clone())))
+            .num_epochs(config.epochs);
     if let Some(epoch) = resumed_from {
         training = training.checkpoint(epoch);
     }
-    let learner = Learner::new(model, config.optimizer(), config.scheduler(steps_per_epoch)?);
+    let learner = Learner::new(
+        model,
+        config.optimizer(),
+        config.scheduler(steps_per_epoch)?,
+    );
     let result = training.launch(learner);
     if let Some(error) = result.error {
         return Err(format!("training failed: {error}"));
@@ -130,7 +151,13 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     }
 
     let test_start = Instant::now();
-    let test_accuracy = accuracy(&result.model, &test_set, &batcher, config.batch_size, &device);
+    let test_accuracy = accuracy(
+        &result.model,
+        &test_set,
+        &batcher,
+        config.batch_size,
+        &device,
+    );
     let epochs = epochs.lock().expect("renderer lock").clone();
     let trained = epochs.len().max(1) as f64;
     let summary = RunSummary {
@@ -147,7 +174,8 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     };
     let path: PathBuf = run.join("summary.json");
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-    write_atomic(&path, json.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_atomic(&path, json.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!(
         "test accuracy {:.2}% on {} images ({:.1} s); summary in {}",
         test_accuracy,
@@ -159,12 +187,20 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
 }
 
 /// Percentage of `dataset` that `model` classifies correctly, evaluated on `device`.
-pub fn accuracy(model: &Network, dataset: &ImageDataset, batcher: &ImageBatcher, batch_size: usize, device: &Device) -> f64 {
+pub fn accuracy(
+    model: &Network,
+    dataset: &ImageDataset,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> f64 {
     let model = model.clone().to_device(device);
     let mut correct = 0usize;
     let indices: Vec<usize> = (0..dataset.len()).collect();
     for chunk in indices.chunks(batch_size) {
-        let items = dataset.get_many(chunk.to_vec()).expect("indices are in range");
+        let items = dataset
+            .get_many(chunk.to_vec())
+            .expect("indices are in range");
         let batch = batcher.batch(items, device);
         let predicted = model.forward(batch.images).argmax(1).flatten::<1>(0, 1);
         let hits: i64 = predicted.equal(batch.targets).int().sum().into_scalar();

@@ -63,7 +63,12 @@ struct BenchArgs {
     /// The config whose model, dataset and batch size are timed.
     config: PathBuf,
     /// Backends to time, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "flex,ndarray,wgpu")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "flex,ndarray,wgpu"
+    )]
     backends: Vec<BackendName>,
     /// Timed steps per backend.
     #[arg(long, default_value_t = 10)]
@@ -112,7 +117,8 @@ fn main() -> ExitCode {
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
-    let config = RunConfig::load(&args.config, &args.overrides.into()).map_err(|e| e.to_string())?;
+    let config =
+        RunConfig::load(&args.config, &args.overrides.into()).map_err(|e| e.to_string())?;
     let timings = bench::run(&config, &args.backends, args.warmup, args.steps)?;
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&timings).map_err(|e| e.to_string())?;

@@ -9,7 +9,10 @@ use std::time::Instant;
 use burn::train::{
     logger::{EvaluationProgressLogger, TrainingProgressLogger},
     metric::{MetricDefinition, MetricId, NumericEntry},
-    renderer::{EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining},
+    renderer::{
+        EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+        MetricsRendererTraining,
+    },
 };
 use serde::Serialize;
 
@@ -108,7 +111,11 @@ impl EpochRenderer {
         }
     }
 
-    fn record(map: &mut HashMap<String, Mean>, names: &HashMap<MetricId, String>, state: MetricState) {
+    fn record(
+        map: &mut HashMap<String, Mean>,
+        names: &HashMap<MetricId, String>,
+        state: MetricState,
+    ) {
         if let MetricState::Numeric(entry, Some(value)) = state {
             let name = names
                 .get(&entry.metric_id)
@@ -119,7 +126,8 @@ impl EpochRenderer {
     }
 
     fn finish_epoch(&mut self) {
-        let mean = |map: &HashMap<String, Mean>, name: &str| map.get(name).map_or(f64::NAN, Mean::mean);
+        let mean =
+            |map: &HashMap<String, Mean>, name: &str| map.get(name).map_or(f64::NAN, Mean::mean);
         let record = EpochRecord {
             epoch: self.epoch,
             train_loss: mean(&self.train, "Loss"),
@@ -170,7 +178,13 @@ impl MetricsRendererTraining for EpochRenderer {
 }
 
 impl TrainingProgressLogger for EpochRenderer {
-    fn start(&mut self, total_epochs: usize, starting_epoch: usize, _items: Option<usize>, _label: Option<&str>) {
+    fn start(
+        &mut self,
+        total_epochs: usize,
+        starting_epoch: usize,
+        _items: Option<usize>,
+        _label: Option<&str>,
+    ) {
         self.total_epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
         if starting_epoch > 1 {
@@ -195,7 +209,10 @@ impl TrainingProgressLogger for EpochRenderer {
                 .expect("static template")
                 .progress_chars("=> "),
             );
-            bar.set_message(format!("epoch {}/{} {split}", self.epoch, self.total_epochs));
+            bar.set_message(format!(
+                "epoch {}/{} {split}",
+                self.epoch, self.total_epochs
+            ));
             self.bar = Some(bar);
         }
     }

@@ -9,7 +9,12 @@ fn outputs(network: NetworkConfig, size: usize) -> Vec<(BackendName, TensorData)
     let flex = Device::flex();
     flex.seed(7);
     let model = network.init(&flex);
-    let input = Tensor::<4>::random([3, 1, size, size], burn::tensor::Distribution::Default, &flex).into_data();
+    let input = Tensor::<4>::random(
+        [3, 1, size, size],
+        burn::tensor::Distribution::Default,
+        &flex,
+    )
+    .into_data();
     [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu]
         .into_iter()
         .map(|backend| {
@@ -34,10 +39,16 @@ fn assert_all_equal(results: Vec<(BackendName, TensorData)>) {
 
 #[test]
 fn lenet_modern_is_the_same_on_every_backend() {
-    assert_all_equal(outputs(NetworkConfig::LeNet5Modern(LeNet5ModernConfig::new()), 28));
+    assert_all_equal(outputs(
+        NetworkConfig::LeNet5Modern(LeNet5ModernConfig::new()),
+        28,
+    ));
 }
 
 #[test]
 fn lenet_classic_is_the_same_on_every_backend() {
-    assert_all_equal(outputs(NetworkConfig::LeNet5Classic(LeNet5ClassicConfig::new()), 32));
+    assert_all_equal(outputs(
+        NetworkConfig::LeNet5Classic(LeNet5ClassicConfig::new()),
+        32,
+    ));
 }

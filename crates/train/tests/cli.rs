@@ -5,7 +5,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn train(args: &[&str]) -> Output {
@@ -67,7 +70,10 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
     let deadline = Instant::now() + Duration::from_secs(300);
     while train::checkpoint::last_complete(run.path()).is_none() {
         assert!(Instant::now() < deadline, "no checkpoint after 300 s");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
@@ -101,11 +107,18 @@ fn config_errors_name_the_file_and_key_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.toml");
     let text_in = std::fs::read_to_string(repo().join("configs/quickstart.toml")).unwrap();
-    std::fs::write(&path, text_in.replace("epochs = 4", "epochs = 4\nlearning_rate = 0.1")).unwrap();
+    std::fs::write(
+        &path,
+        text_in.replace("epochs = 4", "epochs = 4\nlearning_rate = 0.1"),
+    )
+    .unwrap();
     let output = train(&[path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let message = text(&output);
-    assert!(message.contains("typo.toml") && message.contains("learning_rate"), "{message}");
+    assert!(
+        message.contains("typo.toml") && message.contains("learning_rate"),
+        "{message}"
+    );
 
     let output = train(&["configs/quickstart.toml", "--backend", "cuda"]);
     assert!(!output.status.success());
@@ -134,7 +147,11 @@ fn a_corrupt_data_file_is_named() {
         run.path().to_str().unwrap(),
     ]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    assert!(text(&output).contains("t10k-labels-idx1-ubyte.gz"), "{}", text(&output));
+    assert!(
+        text(&output).contains("t10k-labels-idx1-ubyte.gz"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[test]
@@ -151,5 +168,8 @@ fn wgpu_without_an_adapter_is_a_clear_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let message = text(&output);
-    assert!(message.contains("no usable GPU adapter") && message.contains("--backend flex"), "{message}");
+    assert!(
+        message.contains("no usable GPU adapter") && message.contains("--backend flex"),
+        "{message}"
+    );
 }
