@@ -270,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn locate_uses_the_configured_folder_and_lists_the_searched_ones() {
+        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples");
+        let found = locate(DatasetKind::MnistSample, Some(&samples), false).unwrap();
+        assert_eq!(found, samples.join("mnist_sample"));
+        let empty = tempfile::tempdir().unwrap();
+        let err = locate(DatasetKind::MnistSample, Some(empty.path()), false)
+            .unwrap_err()
+            .to_string();
+        let expected = empty.path().join("mnist_sample").display().to_string();
+        assert!(
+            err.contains(&expected) && err.contains("data/mnist_sample"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn digest_mismatch_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t10k-labels-idx1-ubyte");

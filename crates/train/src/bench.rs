@@ -66,7 +66,11 @@ pub fn run(
             let batch = batcher.batch(items, &device.clone().autodiff());
             let began = Instant::now();
             let output = TrainStep::step(&model, batch);
-            model = model.optimize(&mut optimizer, 1e-3.into(), output.grads);
+            model = model.optimize(
+                &mut optimizer,
+                config.optimizer.learning_rate().into(),
+                output.grads,
+            );
             device
                 .sync()
                 .map_err(|e| format!("{backend}: device sync failed: {e:?}"))?;

@@ -108,6 +108,15 @@ pub enum OptimizerSpec {
     },
 }
 
+impl OptimizerSpec {
+    /// The initial learning rate.
+    pub fn learning_rate(&self) -> f64 {
+        match *self {
+            Self::Sgd { learning_rate, .. } | Self::Adam { learning_rate, .. } => learning_rate,
+        }
+    }
+}
+
 fn beta_1() -> f32 {
     0.9
 }
@@ -204,10 +213,7 @@ impl RunConfig {
                 self.validation_fraction
             ));
         }
-        let lr = match self.optimizer {
-            OptimizerSpec::Sgd { learning_rate, .. }
-            | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
-        };
+        let lr = self.optimizer.learning_rate();
         if !(lr > 0.0 && lr <= 1.0) {
             return Err(format!("optimizer.learning_rate: {lr} is outside (0, 1]"));
         }
@@ -270,10 +276,7 @@ impl RunConfig {
 
     /// The learning-rate scheduler, stepped once per training step.
     pub fn scheduler(&self, steps_per_epoch: usize) -> Result<ModuleLrScheduler, String> {
-        let lr = match self.optimizer {
-            OptimizerSpec::Sgd { learning_rate, .. }
-            | OptimizerSpec::Adam { learning_rate, .. } => learning_rate,
-        };
+        let lr = self.optimizer.learning_rate();
         let steps = steps_per_epoch.max(1);
         match self.schedule {
             ScheduleSpec::Constant => Ok(ModuleLrScheduler::new(ConstantLr::new(lr))),

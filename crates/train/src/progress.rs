@@ -29,7 +29,7 @@ pub struct EpochRecord {
     pub valid_loss: f64,
     /// Mean validation accuracy, percent.
     pub valid_accuracy: f64,
-    /// Learning rate at the end of the epoch.
+    /// Learning rate of the epoch's last step.
     pub learning_rate: f64,
     /// Wall seconds of the training split.
     pub train_seconds: f64,
@@ -53,12 +53,10 @@ impl Mean {
                 count,
             } => (aggregated_value, count as f64),
             // The epoch's own aggregate, when the metric reports one, supersedes ours.
+            // (`last` stays the last step's value: for the learning rate that is what matters.)
             NumericEntry::Final(v) => {
-                *self = Self {
-                    sum: v,
-                    count: 1.0,
-                    last: v,
-                };
+                self.sum = v;
+                self.count = 1.0;
                 return;
             }
         };
