@@ -12,6 +12,8 @@ pub enum NetworkConfig {
 }
 
 /// Any of the course's networks: one type for the trainer, the evaluator and the benchmarks.
+// One value per run, moved rarely: the size gap between variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     /// See [`LeNet5Modern`].
