@@ -173,3 +173,23 @@ fn wgpu_without_an_adapter_is_a_clear_error() {
         "{message}"
     );
 }
+
+#[test]
+fn the_same_seed_reproduces_a_run() {
+    let losses: Vec<serde_json::Value> = (0..2)
+        .map(|_| {
+            let run = tempfile::tempdir().unwrap();
+            let output = train(&[
+                "configs/quickstart.toml",
+                "--epochs",
+                "1",
+                "--output",
+                run.path().to_str().unwrap(),
+            ]);
+            assert!(output.status.success(), "{}", text(&output));
+            let summary = summary(run.path());
+            serde_json::json!([summary["epochs"][0]["train_loss"], summary["test_accuracy"]])
+        })
+        .collect();
+    assert_eq!(losses[0], losses[1]);
+}
