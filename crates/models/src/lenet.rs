@@ -132,14 +132,18 @@ pub struct PartialConv {
     /// One 5x5 kernel per link, in table order: `[links, 25]`.
     kernels: Param<Tensor<2>>,
     bias: Param<Tensor<1>>,
+    /// For each (output, input) pair, the row of `kernels` it uses, or the zero row after them.
+    #[module(skip)]
+    rows: Vec<i64>,
 }
 
 impl PartialConv {
     const INPUTS: usize = 6;
     const KERNEL: usize = 5;
 
-    /// For each (output, input) pair, the row of `kernels` it uses, or `links` (a zero row).
-    fn rows() -> (usize, Vec<i64>) {
+    /// The number of links, and for each (output, input) pair the row of `kernels` it uses, or
+    /// `links` (a zero row).
+    fn link_rows() -> (usize, Vec<i64>) {
         let links: usize = C3_TABLE.iter().map(|inputs| inputs.len()).sum();
         let mut rows = vec![links as i64; C3_TABLE.len() * Self::INPUTS];
         let mut link = 0;
@@ -153,7 +157,7 @@ impl PartialConv {
     }
 
     fn new(device: &Device) -> Self {
-        let (links, _) = Self::rows();
+        let (links, rows) = Self::link_rows();
         let area = Self::KERNEL * Self::KERNEL;
         // Each C3 unit has (maps it sees) * 25 inputs; the widest case bounds the init range.
         let init = Initializer::Uniform {
@@ -163,6 +167,7 @@ impl PartialConv {
         Self {
             kernels: init.init([links, area], device),
             bias: init.init([C3_TABLE.len()], device),
+            rows,
         }
     }
 
@@ -170,9 +175,8 @@ impl PartialConv {
         let kernels = self.kernels.val();
         let device = kernels.device();
         let [_, area] = kernels.dims();
-        let (_, rows) = Self::rows();
         let rows = Tensor::<1, Int>::from_data(
-            TensorData::new(rows, [C3_TABLE.len() * Self::INPUTS]),
+            TensorData::new(self.rows.clone(), [C3_TABLE.len() * Self::INPUTS]),
             &device,
         );
         let zero = Tensor::zeros([1, area], &device);
