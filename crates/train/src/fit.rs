@@ -94,6 +94,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         .network(kind.classes())
         .init(&device.clone().autodiff());
     let parameters = model.num_params();
+    let device_name = device::describe(config.backend, &device);
 
     let all_train = ImageDataset::new(splits.train_images, splits.train_labels);
     let held_out = (all_train.len() as f64 * config.validation_fraction).round() as usize;
@@ -106,7 +107,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         run.display(),
         model.name(),
         config.backend,
-        device::describe(config.backend, &device),
+        device_name,
         parameters,
         train_set.len(),
         valid_set.len(),
@@ -163,7 +164,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     let summary = RunSummary {
         config: config.clone(),
         backend: config.backend.to_string(),
-        device: device::describe(config.backend, &device),
+        device: device_name,
         parameters,
         seconds_per_epoch: epochs.iter().map(|e| e.train_seconds).sum::<f64>() / trained,
         images_per_second: epochs.iter().map(|e| e.images_per_second).sum::<f64>() / trained,

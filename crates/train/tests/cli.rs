@@ -31,18 +31,20 @@ fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
 
-#[test]
-fn short_training_on_the_sample_learns() {
+/// Trains the quick start for `epochs` into a fresh run directory; returns it and its summary.
+fn train_sample(epochs: usize) -> (tempfile::TempDir, serde_json::Value) {
     let run = tempfile::tempdir().unwrap();
-    let output = train(&[
-        "configs/quickstart.toml",
-        "--epochs",
-        "3",
-        "--output",
-        run.path().to_str().unwrap(),
-    ]);
+    let epochs = epochs.to_string();
+    let args = ["configs/quickstart.toml", "--epochs", &epochs, "--output"];
+    let output = train(&[&args[..], &[run.path().to_str().unwrap()]].concat());
     assert!(output.status.success(), "{}", text(&output));
     let summary = summary(run.path());
+    (run, summary)
+}
+
+#[test]
+fn short_training_on_the_sample_learns() {
+    let (run, summary) = train_sample(3);
     let epochs = summary["epochs"].as_array().unwrap();
     assert_eq!(epochs.len(), 3);
     let first = epochs[0]["train_loss"].as_f64().unwrap();
@@ -178,16 +180,7 @@ fn wgpu_without_an_adapter_is_a_clear_error() {
 fn the_same_seed_reproduces_a_run() {
     let losses: Vec<serde_json::Value> = (0..2)
         .map(|_| {
-            let run = tempfile::tempdir().unwrap();
-            let output = train(&[
-                "configs/quickstart.toml",
-                "--epochs",
-                "1",
-                "--output",
-                run.path().to_str().unwrap(),
-            ]);
-            assert!(output.status.success(), "{}", text(&output));
-            let summary = summary(run.path());
+            let (_run, summary) = train_sample(1);
             serde_json::json!([summary["epochs"][0]["train_loss"], summary["test_accuracy"]])
         })
         .collect();
