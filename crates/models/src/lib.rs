@@ -5,10 +5,23 @@
 //! reports the square input size it expects ([`Network::input_size`]), so the data pipeline pads
 //! images to what the model asks for instead of hard-coding it.
 
+mod fmp;
 mod lenet;
 mod network;
+// Burn marks NdArray deprecated; the course asks for it, so the op serves it too.
+#[allow(deprecated)]
+mod pool;
+mod regions;
 mod step;
 
+pub use fmp::{FmpNet, FmpNetConfig, FractionalMaxPool2d};
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
 pub use network::{Network, NetworkConfig};
+pub use pool::{
+    FractionalMaxPoolBackend, fmp_backward_tensor_ops, fmp_forward_tensor_ops,
+    fractional_max_pool2d,
+};
+pub use regions::{
+    PoolRegions, RegionKind, RegionSampler, Span, fmp_sizes, overlapping_pseudorandom,
+};
 pub use step::ImageBatch;

@@ -1,6 +1,8 @@
 use burn::prelude::*;
 
-use crate::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
+use crate::{
+    FmpNet, FmpNetConfig, LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig,
+};
 
 /// Which network to build, with its parameters.
 #[derive(Config, Debug)]
@@ -9,6 +11,8 @@ pub enum NetworkConfig {
     LeNet5Modern(LeNet5ModernConfig),
     /// LeCun et al. 1998 LeNet-5 (scaled tanh, trainable subsampling, 32x32 input).
     LeNet5Classic(LeNet5ClassicConfig),
+    /// Graham's fractional max-pooling network.
+    FmpNet(FmpNetConfig),
 }
 
 /// Any of the course's networks: one type for the trainer, the evaluator and the benchmarks.
@@ -20,6 +24,8 @@ pub enum Network {
     LeNet5Modern(LeNet5Modern),
     /// See [`LeNet5Classic`].
     LeNet5Classic(LeNet5Classic),
+    /// See [`FmpNet`].
+    FmpNet(FmpNet),
 }
 
 impl NetworkConfig {
@@ -28,6 +34,7 @@ impl NetworkConfig {
         match self {
             Self::LeNet5Modern(config) => Network::LeNet5Modern(config.init(device)),
             Self::LeNet5Classic(config) => Network::LeNet5Classic(config.init(device)),
+            Self::FmpNet(config) => Network::FmpNet(config.init(device)),
         }
     }
 }
@@ -38,6 +45,7 @@ impl Network {
         match self {
             Self::LeNet5Modern(net) => net.forward(images),
             Self::LeNet5Classic(net) => net.forward(images),
+            Self::FmpNet(net) => net.forward(images),
         }
     }
 
@@ -46,6 +54,7 @@ impl Network {
         match self {
             Self::LeNet5Modern(_) => LeNet5Modern::INPUT_SIZE,
             Self::LeNet5Classic(_) => LeNet5Classic::INPUT_SIZE,
+            Self::FmpNet(net) => net.input_size(),
         }
     }
 
@@ -54,6 +63,7 @@ impl Network {
         match self {
             Self::LeNet5Modern(_) => "lenet5_modern",
             Self::LeNet5Classic(_) => "lenet5_classic",
+            Self::FmpNet(_) => "fmp",
         }
     }
 }

@@ -1,0 +1,311 @@
+//! Graham's fractional max-pooling network (arXiv 1412.6071) and its pooling layer.
+
+use burn::{
+    nn::{
+        BatchNorm, BatchNormConfig, Dropout, DropoutConfig, PaddingConfig2d,
+        conv::{Conv2d, Conv2dConfig},
+    },
+    prelude::*,
+    tensor::activation::leaky_relu,
+};
+
+use crate::pool::fractional_max_pool2d;
+use crate::regions::{RegionKind, RegionSampler, fmp_sizes};
+
+/// A fractional max-pooling layer: fresh pseudorandom or random regions on every forward pass,
+/// in training and in evaluation alike, so repeated evaluations form an ensemble.
+#[derive(Module, Debug)]
+pub struct FractionalMaxPool2d {
+    /// Output side, in cells.
+    #[module(skip)]
+    output_size: usize,
+    /// How regions are drawn.
+    #[module(skip)]
+    kind: RegionKind,
+    /// One draw per image and channel (PyTorch) instead of one per image (Graham).
+    #[module(skip)]
+    per_channel: bool,
+    /// The run's seeded generator.
+    #[module(skip)]
+    sampler: RegionSampler,
+}
+
+impl FractionalMaxPool2d {
+    /// A layer pooling to `output_size` x `output_size` with regions of `kind` from `sampler`.
+    pub fn new(
+        output_size: usize,
+        kind: RegionKind,
+        per_channel: bool,
+        sampler: RegionSampler,
+    ) -> Self {
+        Self {
+            output_size,
+            kind,
+            per_channel,
+            sampler,
+        }
+    }
+
+    /// Pools `x` `[n, c, h, w]` to `[n, c, output_size, output_size]`.
+    ///
+    /// # Panics
+    /// If `h` or `w` cannot be pooled to the output size with steps of 1 and 2 (the network
+    /// computes its sizes so that they can).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        for side in [h, w] {
+            if let Err(e) = self.kind.check_sizes(side, self.output_size) {
+                panic!("FractionalMaxPool2d: input {h}x{w}: {e}");
+            }
+        }
+        let out = [self.output_size; 2];
+        let regions = self
+            .sampler
+            .draw(self.kind, self.per_channel, n, c, [h, w], out);
+        fractional_max_pool2d(x, &regions)
+    }
+}
+
+/// The FMP network's hyper-parameters. The defaults are Graham's MNIST network.
+#[derive(Config, Debug)]
+pub struct FmpNetConfig {
+    /// Image channels: 1 for MNIST, 3 for CIFAR-10.
+    #[config(default = 1)]
+    pub channels: usize,
+    /// Number of output classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Number of (convolution, FMP) blocks.
+    #[config(default = 6)]
+    pub layers: usize,
+    /// Filter growth `k`: block `n` has `k * n` filters, the head `k * (layers + 1)`.
+    #[config(default = 32)]
+    pub filters: usize,
+    /// Pooling ratio, in (1, 2]: sqrt 2 for MNIST, cube root of 2 for CIFAR-10.
+    #[config(default = "std::f64::consts::SQRT_2")]
+    pub alpha: f64,
+    /// Overlapping 2x2 windows (true) or disjoint regions.
+    #[config(default = true)]
+    pub overlapping: bool,
+    /// Pseudorandom (true) or random region sequences.
+    #[config(default = true)]
+    pub pseudorandom: bool,
+    /// Draw regions per image and channel (PyTorch) instead of per image (Graham).
+    #[config(default = false)]
+    pub per_channel: bool,
+    /// Dropout of the last layer; it grows linearly from 0 in the first block.
+    #[config(default = 0.5)]
+    pub max_dropout: f64,
+    /// Slope of the leaky ReLU for negative inputs (Graham: 1/3).
+    #[config(default = "1.0 / 3.0")]
+    pub leaky_slope: f64,
+    /// Batch normalisation after every convolution but the last.
+    #[config(default = true)]
+    pub batch_norm: bool,
+    /// Seed of the pooling regions.
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+impl FmpNetConfig {
+    /// Checks the values `init` relies on, naming the offending field.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.alpha > 1.0 && self.alpha <= 2.0) {
+            return Err(format!("alpha: {} is outside (1, 2]", self.alpha));
+        }
+        if self.layers == 0 || self.filters == 0 || self.channels == 0 || self.num_classes == 0 {
+            return Err("layers, filters, channels and classes must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.max_dropout) {
+            return Err(format!(
+                "max_dropout: {} is outside [0, 1)",
+                self.max_dropout
+            ));
+        }
+        if self.leaky_slope < 0.0 {
+            return Err(format!("leaky_slope: {} is negative", self.leaky_slope));
+        }
+        Ok(())
+    }
+
+    /// The spatial sizes from input to output (see [`fmp_sizes`]).
+    pub fn sizes(&self) -> Vec<usize> {
+        fmp_sizes(self.alpha, self.layers)
+    }
+
+    /// Builds the network on `device`.
+    ///
+    /// # Panics
+    /// If [`FmpNetConfig::check`] fails.
+    pub fn init(&self, device: &Device) -> FmpNet {
+        if let Err(e) = self.check() {
+            panic!("FmpNetConfig: {e}");
+        }
+        let sizes = self.sizes();
+        let sampler = RegionSampler::new(self.seed);
+        let kind = RegionKind {
+            overlapping: self.overlapping,
+            pseudorandom: self.pseudorandom,
+        };
+        let conv = |from: usize, to: usize, kernel: usize| {
+            Conv2dConfig::new([from, to], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Valid)
+                .init(device)
+        };
+        let norm = |features: usize| {
+            self.batch_norm
+                .then(|| BatchNormConfig::new(features).init(device))
+        };
+        // Dropout rises linearly over the L + 1 sites: 0 after the first block, max at the head.
+        let dropout = |site: usize| {
+            DropoutConfig::new(self.max_dropout * site as f64 / self.layers as f64).init()
+        };
+        let k = self.filters;
+        let blocks = (0..self.layers)
+            .map(|i| FmpBlock {
+                conv: conv(if i == 0 { self.channels } else { k * i }, k * (i + 1), 2),
+                norm: norm(k * (i + 1)),
+                dropout: dropout(i),
+                pool: FractionalMaxPool2d::new(
+                    sizes[2 + 2 * i],
+                    kind,
+                    self.per_channel,
+                    sampler.clone(),
+                ),
+            })
+            .collect();
+        let head_filters = k * (self.layers + 1);
+        FmpNet {
+            blocks,
+            head: conv(k * self.layers, head_filters, 2),
+            head_norm: norm(head_filters),
+            head_dropout: dropout(self.layers),
+            classifier: conv(head_filters, self.num_classes, 1),
+            leaky_slope: self.leaky_slope,
+            input_size: sizes[0],
+            sampler,
+        }
+    }
+}
+
+/// One block: 2x2 convolution, optional batch norm, leaky ReLU, dropout, fractional max-pooling.
+#[derive(Module, Debug)]
+struct FmpBlock {
+    conv: Conv2d,
+    norm: Option<BatchNorm>,
+    dropout: Dropout,
+    pool: FractionalMaxPool2d,
+}
+
+/// Graham's FMP network: blocks of (2x2 conv, FMP), a 2x2 convolution down to 1x1 and a 1x1
+/// convolution to the classes, with no dense layer.
+#[derive(Module, Debug)]
+pub struct FmpNet {
+    blocks: Vec<FmpBlock>,
+    head: Conv2d,
+    head_norm: Option<BatchNorm>,
+    head_dropout: Dropout,
+    classifier: Conv2d,
+    #[module(skip)]
+    leaky_slope: f64,
+    #[module(skip)]
+    input_size: usize,
+    #[module(skip)]
+    sampler: RegionSampler,
+}
+
+impl FmpNet {
+    /// Side of the square input, computed backwards from the 1x1 output.
+    pub fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    /// Restarts the pooling-region generator (shared by every copy of this network) at `seed`,
+    /// so that the next forward passes draw the same regions as after `init` with that seed.
+    pub fn reseed(&self, seed: u64) {
+        self.sampler.reseed(seed);
+    }
+
+    /// Logits `[batch, classes]` for images `[batch, channels, input, input]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let activate = |x: Tensor<4>, norm: &Option<BatchNorm>| {
+            let x = match norm {
+                Some(norm) => norm.forward(x),
+                None => x,
+            };
+            leaky_relu(x, self.leaky_slope)
+        };
+        let mut x = x;
+        for block in &self.blocks {
+            x = activate(block.conv.forward(x), &block.norm);
+            x = block.pool.forward(block.dropout.forward(x));
+        }
+        let x = activate(self.head.forward(x), &self.head_norm);
+        let x = self.classifier.forward(self.head_dropout.forward(x));
+        x.flatten(1, 3)
+    }
+
+    /// Parameters of the convolutions alone (weights and biases, no batch norm).
+    pub fn convolution_params(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| b.conv.num_params())
+            .chain([self.head.num_params(), self.classifier.num_params()])
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mnist_net_matches_grahams_layout() {
+        let net = FmpNetConfig::new().init(&Device::flex());
+        assert_eq!(net.input_size(), 36);
+        // 32n filters for n = 1..6, then 224 and 10: 462,026 convolution parameters.
+        assert_eq!(net.convolution_params(), 462_026);
+        let x = Tensor::<4>::zeros([2, 1, 36, 36], &Device::flex());
+        assert_eq!(net.forward(x).dims(), [2, 10]);
+    }
+
+    #[test]
+    fn cifar_nets_have_the_papers_parameter_counts() {
+        let cifar = |filters| {
+            FmpNetConfig::new()
+                .with_channels(3)
+                .with_layers(12)
+                .with_filters(filters)
+                .with_alpha(2f64.cbrt())
+        };
+        let device = Device::flex();
+        let large = cifar(160).init(&device);
+        assert_eq!(large.input_size(), 94);
+        assert_eq!(large.convolution_params(), 74_584_490);
+        assert_eq!(cifar(64).init(&device).convolution_params(), 11_942_474);
+    }
+
+    #[test]
+    fn dropout_grows_linearly_to_the_maximum() {
+        let net = FmpNetConfig::new().init(&Device::flex());
+        let probs: Vec<f64> = net
+            .blocks
+            .iter()
+            .map(|b| b.dropout.prob)
+            .chain([net.head_dropout.prob])
+            .collect();
+        let expected: Vec<f64> = (0..=6).map(|i| 0.5 * i as f64 / 6.0).collect();
+        assert_eq!(probs, expected);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = FmpNetConfig::new().with_alpha(2.5).check().unwrap_err();
+        assert!(err.contains("alpha"), "{err}");
+        let err = FmpNetConfig::new()
+            .with_max_dropout(1.0)
+            .check()
+            .unwrap_err();
+        assert!(err.contains("max_dropout"), "{err}");
+    }
+}

@@ -1,0 +1,243 @@
+//! Fractional max-pooling as a dedicated backend operation.
+//!
+//! The forward pass keeps, for every output, the flat index of the input cell that held the
+//! maximum; the backward pass adds each output gradient at that index and nowhere else. Flex (the
+//! default CPU backend) runs both as parallel loops over image planes. The other backends run
+//! [`fmp_forward_tensor_ops`] / [`fmp_backward_tensor_ops`], the same computation written with
+//! Burn's tensor operations, which also serves as the reference the loops are tested against.
+
+use burn::backend::TensorMetadata;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
+    autodiff::{
+        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+        grads::Gradients,
+        ops::{Backward, Ops, OpsKind},
+    },
+    backend_extension,
+    flex::FlexTensor,
+    tensor::{FloatTensor, IntTensor},
+};
+use burn::prelude::*;
+use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
+use rayon::prelude::*;
+
+use crate::regions::PoolRegions;
+
+/// The backend operations behind [`fractional_max_pool2d`].
+#[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
+pub trait FractionalMaxPoolBackend: Backend {
+    /// Pools `x` `[n, c, h, w]` over `regions`: the maxima `[n, c, out_h, out_w]` and, for each,
+    /// the index `row * w + col` of the cell that held it.
+    #[fusion(default)]
+    fn fmp_forward(
+        x: FloatTensor<Self>,
+        regions: PoolRegions,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        fmp_forward_tensor_ops::<Self>(x, &regions)
+    }
+
+    /// The gradient of the input `[n, c, input[0], input[1]]`: `grad` added at `argmax`.
+    #[fusion(default)]
+    fn fmp_backward(
+        grad: FloatTensor<Self>,
+        argmax: IntTensor<Self>,
+        input: [usize; 2],
+    ) -> FloatTensor<Self> {
+        fmp_backward_tensor_ops::<Self>(grad, argmax, input)
+    }
+}
+
+/// Fractional max-pooling of `x` `[n, c, h, w]` over `regions`, differentiable on every backend.
+pub fn fractional_max_pool2d(x: Tensor<4>, regions: &PoolRegions) -> Tensor<4> {
+    let (pooled, _argmax) = Dispatch::fmp_forward(x.into_dispatch(), regions.clone());
+    Tensor::from_dispatch(pooled)
+}
+
+/// The flat input index of every region's four corners: `[n, groups, 4, out_h * out_w]`.
+/// A 1-wide interval repeats its cell, which leaves the maximum unchanged.
+fn corner_indices(regions: &PoolRegions, width: usize) -> Vec<i32> {
+    let [oh, ow] = regions.out;
+    let mut out = Vec::with_capacity(regions.batch() * regions.groups * 4 * oh * ow);
+    for n in 0..regions.batch() {
+        for g in 0..regions.groups {
+            let (rows, cols) = regions.of(n, g);
+            for (dr, dc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                for r in rows {
+                    let row = (r.start + dr.min(r.len - 1)) as usize;
+                    for c in cols {
+                        let col = (c.start + dc.min(c.len - 1)) as usize;
+                        out.push((row * width + col) as i32);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`FractionalMaxPoolBackend::fmp_forward`] from Burn tensor operations: gather the four corners
+/// of every region, take the maximum over them, and map its position back to the input index.
+pub fn fmp_forward_tensor_ops<B: Backend>(
+    x: FloatTensor<B>,
+    regions: &PoolRegions,
+) -> (FloatTensor<B>, IntTensor<B>) {
+    let [n, c, h, w] = x.shape().dims();
+    let [oh, ow] = regions.out;
+    let p = oh * ow;
+    let device = x.device();
+    let corners = TensorData::new(corner_indices(regions, w), [n, regions.groups, 4, p]);
+    let corners = B::int_expand(B::int_from_data(corners, &device), [n, c, 4, p].into());
+    let flat = B::float_reshape(x, [n, c, h * w].into());
+    let candidates = B::float_gather(
+        2,
+        flat,
+        B::int_reshape(corners.clone(), [n, c, 4 * p].into()),
+    );
+    let candidates = B::float_reshape(candidates, [n, c, 4, p].into());
+    let (maxima, which) = B::float_max_dim_with_indices(candidates, 2, IntDType::I32);
+    let argmax = B::int_gather(2, corners, which);
+    (
+        B::float_reshape(maxima, [n, c, oh, ow].into()),
+        B::int_reshape(argmax, [n, c, oh, ow].into()),
+    )
+}
+
+/// [`FractionalMaxPoolBackend::fmp_backward`] from Burn tensor operations: a scatter-add.
+pub fn fmp_backward_tensor_ops<B: Backend>(
+    grad: FloatTensor<B>,
+    argmax: IntTensor<B>,
+    input: [usize; 2],
+) -> FloatTensor<B> {
+    let [n, c, oh, ow] = grad.shape().dims();
+    let [h, w] = input;
+    let zeros = B::float_zeros([n, c, h * w].into(), &grad.device(), grad.dtype().into());
+    let grad = B::float_reshape(grad, [n, c, oh * ow].into());
+    let argmax = B::int_reshape(argmax, [n, c, oh * ow].into());
+    let summed = B::float_scatter(2, zeros, argmax, grad, IndexingUpdateOp::Add);
+    B::float_reshape(summed, [n, c, h, w].into())
+}
+
+impl FractionalMaxPoolBackend for Flex {
+    fn fmp_forward(x: FlexTensor, regions: PoolRegions) -> (FlexTensor, FlexTensor) {
+        if x.dtype() != DType::F32 {
+            return fmp_forward_tensor_ops::<Self>(x, &regions);
+        }
+        let [n, c, h, w] = x.shape().dims();
+        let [oh, ow] = regions.out;
+        let x = x.to_contiguous();
+        let input: &[f32] = x.as_slice().expect("contiguous after to_contiguous");
+        let mut maxima = vec![0f32; n * c * oh * ow];
+        let mut argmax = vec![0i32; n * c * oh * ow];
+        maxima
+            .par_chunks_mut(oh * ow)
+            .zip(argmax.par_chunks_mut(oh * ow))
+            .enumerate()
+            .for_each(|(plane, (maxima, argmax))| {
+                let (rows, cols) = regions.of(plane / c, plane % c);
+                let input = &input[plane * h * w..(plane + 1) * h * w];
+                let mut k = 0;
+                for r in rows {
+                    for col in cols {
+                        let mut best = r.start as usize * w + col.start as usize;
+                        for row in r.start..r.start + r.len {
+                            for cc in col.start..col.start + col.len {
+                                let i = row as usize * w + cc as usize;
+                                // `>` keeps the first maximum; NaN wins, as in PyTorch.
+                                if input[i] > input[best] || input[i].is_nan() {
+                                    best = i;
+                                }
+                            }
+                        }
+                        maxima[k] = input[best];
+                        argmax[k] = best as i32;
+                        k += 1;
+                    }
+                }
+            });
+        (
+            FlexTensor::from_data(TensorData::new(maxima, [n, c, oh, ow])),
+            FlexTensor::from_data(TensorData::new(argmax, [n, c, oh, ow])),
+        )
+    }
+
+    fn fmp_backward(grad: FlexTensor, argmax: FlexTensor, input: [usize; 2]) -> FlexTensor {
+        if grad.dtype() != DType::F32 || argmax.dtype() != DType::I32 {
+            return fmp_backward_tensor_ops::<Self>(grad, argmax, input);
+        }
+        let [n, c, oh, ow] = grad.shape().dims();
+        let [h, w] = input;
+        let grad = grad.to_contiguous();
+        let argmax = argmax.to_contiguous();
+        let grad: &[f32] = grad.as_slice().expect("contiguous");
+        let argmax: &[i32] = argmax.as_slice().expect("contiguous");
+        let p = oh * ow;
+        let mut out = vec![0f32; n * c * h * w];
+        out.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let grad = &grad[plane * p..(plane + 1) * p];
+                for (g, &i) in grad.iter().zip(&argmax[plane * p..(plane + 1) * p]) {
+                    out[i as usize] += g;
+                }
+            });
+        FlexTensor::from_data(TensorData::new(out, [n, c, h, w]))
+    }
+}
+
+impl FractionalMaxPoolBackend for NdArray {}
+
+impl FractionalMaxPoolBackend for burn_cubecl::CubeBackend {}
+
+impl<B: FractionalMaxPoolBackend, C: CheckpointStrategy> FractionalMaxPoolBackend
+    for Autodiff<B, C>
+{
+    fn fmp_forward(
+        x: FloatTensor<Self>,
+        regions: PoolRegions,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        #[derive(Debug)]
+        struct FmpBackward;
+
+        impl<B: FractionalMaxPoolBackend> Backward<B, 1> for FmpBackward {
+            type State = (IntTensor<B>, [usize; 2]);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (argmax, input) = ops.state;
+                if let Some(node) = parent {
+                    grads.register::<B>(node.id, B::fmp_backward(grad, argmax, input));
+                }
+            }
+        }
+
+        let [_, _, h, w] = x.shape().dims();
+        let (primitive, node) = x.into_parts();
+        match FmpBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (pooled, argmax) = B::fmp_forward(primitive, regions);
+                (prep.finish((argmax.clone(), [h, w]), pooled), argmax)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (pooled, argmax) = B::fmp_forward(primitive, regions);
+                (prep.finish(pooled), argmax)
+            }
+        }
+    }
+
+    fn fmp_backward(
+        grad: FloatTensor<Self>,
+        argmax: IntTensor<Self>,
+        input: [usize; 2],
+    ) -> FloatTensor<Self> {
+        // Only reached when differentiating a gradient: not needed for training, so the result
+        // is a constant.
+        Self::from_inner(B::fmp_backward(grad.into_primitive(), argmax, input))
+    }
+}
