@@ -126,6 +126,11 @@ impl DatasetKind {
         10
     }
 
+    /// Colour channels per image.
+    pub fn channels(self) -> usize {
+        1
+    }
+
     /// Per-channel mean and standard deviation of the training pixels on the [0, 1] scale.
     pub fn mean_std(self) -> (f32, f32) {
         (0.1307, 0.3081)

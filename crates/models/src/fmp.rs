@@ -175,7 +175,11 @@ impl FmpNetConfig {
             })
             .collect();
         let head_filters = k * (self.layers + 1);
+        let pool_inputs = (0..self.layers)
+            .map(|i| [k * (i + 1), sizes[1 + 2 * i], sizes[1 + 2 * i]])
+            .collect();
         FmpNet {
+            pool_inputs,
             blocks,
             head: conv(k * self.layers, head_filters, 2),
             head_norm: norm(head_filters),
@@ -212,6 +216,9 @@ pub struct FmpNet {
     input_size: usize,
     #[module(skip)]
     sampler: RegionSampler,
+    /// `[channels, height, width]` entering each pooling layer.
+    #[module(skip)]
+    pool_inputs: Vec<[usize; 3]>,
 }
 
 impl FmpNet {
@@ -243,6 +250,15 @@ impl FmpNet {
         let x = activate(self.head.forward(x), &self.head_norm);
         let x = self.classifier.forward(self.head_dropout.forward(x));
         x.flatten(1, 3)
+    }
+
+    /// The pooling layers with the `[channels, height, width]` of their inputs, for timing them
+    /// alone.
+    pub fn pooling_layers(&self) -> impl Iterator<Item = (&FractionalMaxPool2d, [usize; 3])> {
+        self.blocks
+            .iter()
+            .map(|b| &b.pool)
+            .zip(self.pool_inputs.iter().copied())
     }
 
     /// Parameters of the convolutions alone (weights and biases, no batch norm).

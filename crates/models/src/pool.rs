@@ -22,7 +22,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
 use rayon::prelude::*;
 
-use crate::regions::PoolRegions;
+use crate::regions::{PoolRegions, Span};
 
 /// The backend operations behind [`fractional_max_pool2d`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -136,23 +136,27 @@ impl FractionalMaxPoolBackend for Flex {
             .for_each(|(plane, (maxima, argmax))| {
                 let (rows, cols) = regions.of(plane / c, plane % c);
                 let input = &input[plane * h * w..(plane + 1) * h * w];
-                let mut k = 0;
-                for r in rows {
-                    for col in cols {
-                        let mut best = r.start as usize * w + col.start as usize;
-                        for row in r.start..r.start + r.len {
-                            for cc in col.start..col.start + col.len {
-                                let i = row as usize * w + cc as usize;
-                                // `>` keeps the first maximum; NaN wins, as in PyTorch.
-                                if input[i] > input[best] || input[i].is_nan() {
-                                    best = i;
-                                }
-                            }
-                        }
-                        maxima[k] = input[best];
-                        argmax[k] = best as i32;
-                        k += 1;
+                // First and last cell of each interval (equal when it is 1 wide), as in
+                // `corner_indices`: four candidates per region, compared without branches
+                // because on real data the winner is unpredictable.
+                let ends = |s: &Span| (s.start as usize, (s.start + s.len - 1) as usize);
+                let cols: Vec<(usize, usize)> = cols.iter().map(ends).collect();
+                let out = maxima.iter_mut().zip(argmax.iter_mut());
+                let regions = rows
+                    .iter()
+                    .flat_map(|r| cols.iter().map(move |c| (ends(r), *c)));
+                for (((r0, r1), (c0, c1)), (max, arg)) in regions.zip(out) {
+                    let mut best = r0 * w + c0;
+                    let mut value = input[best];
+                    for i in [r0 * w + c1, r1 * w + c0, r1 * w + c1] {
+                        // `>` keeps the first of equal maxima, in row-major order.
+                        let candidate = input[i];
+                        let better = candidate > value;
+                        best = if better { i } else { best };
+                        value = if better { candidate } else { value };
                     }
+                    *max = value;
+                    *arg = best as i32;
                 }
             });
         (

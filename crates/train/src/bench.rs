@@ -4,9 +4,12 @@ use std::time::Instant;
 
 use burn::{
     data::{dataloader::batcher::Batcher, dataset::Dataset},
+    prelude::*,
+    tensor::Distribution,
     train::TrainStep,
 };
 use data::{ImageBatcher, ImageDataset, Splits};
+use models::{FmpNet, Network};
 use serde::Serialize;
 
 use crate::{RunConfig, device, device::BackendName};
@@ -28,6 +31,57 @@ pub struct BackendTiming {
     pub images_per_second: f64,
     /// Estimated seconds for one epoch over the training split at the median.
     pub epoch_seconds: f64,
+    /// For FMP nets: median milliseconds of the pooling layers alone, forward and backward, at
+    /// the shapes of a training step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooling_median_ms: Option<f64>,
+    /// `pooling_median_ms` as a share of the median step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooling_share: Option<f64>,
+}
+
+fn median(times: &[f64]) -> (f64, f64) {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (sorted[sorted.len() / 2], sorted[0])
+}
+
+/// Milliseconds of the pooling layers' forward and backward passes at the network's shapes.
+fn time_pooling(
+    net: &FmpNet,
+    batch_size: usize,
+    device: &Device,
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<f64>, String> {
+    let mut times = Vec::with_capacity(steps);
+    for step in 0..warmup + steps {
+        let inputs: Vec<Tensor<4>> = net
+            .pooling_layers()
+            .map(|(_, [c, h, w])| {
+                Tensor::random([batch_size, c, h, w], Distribution::Default, device).require_grad()
+            })
+            .collect();
+        device
+            .sync()
+            .map_err(|e| format!("device sync failed: {e:?}"))?;
+        let began = Instant::now();
+        let loss = net
+            .pooling_layers()
+            .zip(inputs)
+            .map(|((pool, _), x)| pool.forward(x).sum())
+            .reduce(|a, b| a + b)
+            .expect("an FMP net has pooling layers");
+        let grads = loss.backward();
+        drop(grads);
+        device
+            .sync()
+            .map_err(|e| format!("device sync failed: {e:?}"))?;
+        if step >= warmup {
+            times.push(began.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
 }
 
 /// Times `steps` training steps after `warmup` untimed ones, at the config's batch size, for
@@ -42,7 +96,7 @@ pub fn run(
     let folder = data::locate(kind, config.data_dir.as_deref(), true).map_err(|e| e.to_string())?;
     let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
     let train_set = ImageDataset::new(splits.train_images, splits.train_labels);
-    let network = config.network(kind.classes());
+    let network = config.network();
     let mut results = Vec::new();
     for &backend in backends {
         let device = match device::init(backend) {
@@ -78,14 +132,23 @@ pub fn run(
                 times.push(began.elapsed().as_secs_f64() * 1e3);
             }
         }
-        let mut sorted = times.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
+        let (median, min) = median(&times);
+        let pooling = match &model {
+            Network::FmpNet(net) => {
+                let times =
+                    time_pooling(net, batch_size, &device.clone().autodiff(), warmup, steps)
+                        .map_err(|e| format!("{backend}: {e}"))?;
+                Some(self::median(&times).0)
+            }
+            _ => None,
+        };
         let timing = BackendTiming {
             backend: backend.to_string(),
             device: device::describe(backend, &device),
             median_ms: median,
-            min_ms: sorted[0],
+            min_ms: min,
+            pooling_median_ms: pooling,
+            pooling_share: pooling.map(|p| p / median),
             images_per_second: batch_size as f64 / (median / 1e3),
             epoch_seconds: train_set.len().div_ceil(batch_size) as f64 * median / 1e3,
             step_ms: times,
@@ -99,6 +162,13 @@ pub fn run(
             timing.epoch_seconds,
             timing.device
         );
+        if let (Some(ms), Some(share)) = (timing.pooling_median_ms, timing.pooling_share) {
+            println!(
+                "{:>8}  FMP layers alone (forward + backward): {ms:.1} ms, {:.1}% of a step",
+                "",
+                share * 100.0
+            );
+        }
         results.push(timing);
     }
     Ok(results)

@@ -13,7 +13,7 @@ use burn::{
     },
 };
 use data::DatasetKind;
-use models::{LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
+use models::{FmpNetConfig, LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::device::BackendName;
@@ -53,6 +53,10 @@ pub struct RunConfig {
     /// The learning-rate schedule; constant when absent.
     #[serde(default)]
     pub schedule: ScheduleSpec,
+    /// Forward passes averaged (softmax probabilities) per test image: an FMP net draws new
+    /// pooling regions on each. Default 12 for FMP nets, 1 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_passes: Option<usize>,
 }
 
 fn default_seed() -> u64 {
@@ -73,6 +77,56 @@ pub enum ModelSpec {
     Lenet5Modern,
     /// LeCun's 1998 LeNet-5 (32x32 input).
     Lenet5Classic,
+    /// Graham's fractional max-pooling network; input size computed from the layers.
+    Fmp {
+        /// Number of (2x2 convolution, FMP) blocks.
+        #[serde(default = "fmp_layers")]
+        layers: usize,
+        /// Filter growth k: block n has k*n filters.
+        #[serde(default = "fmp_filters")]
+        filters: usize,
+        /// Pooling ratio in (1, 2]: 1.41421356 (sqrt 2) for MNIST, 1.25992105 (cube root of 2)
+        /// for CIFAR-10.
+        #[serde(default = "fmp_alpha")]
+        alpha: f64,
+        /// Overlapping 2x2 windows, else disjoint regions.
+        #[serde(default = "yes")]
+        overlapping: bool,
+        /// Pseudorandom region sequences, else random ones.
+        #[serde(default = "yes")]
+        pseudorandom: bool,
+        /// Regions per image and channel (PyTorch), else per image (Graham).
+        #[serde(default)]
+        per_channel: bool,
+        /// Dropout at the head; it grows linearly from 0 in the first block.
+        #[serde(default = "fmp_max_dropout")]
+        max_dropout: f64,
+        /// Leaky ReLU slope for negative inputs.
+        #[serde(default = "fmp_leaky_slope")]
+        leaky_slope: f64,
+        /// Batch normalisation after the convolutions.
+        #[serde(default = "yes")]
+        batch_norm: bool,
+    },
+}
+
+fn fmp_layers() -> usize {
+    6
+}
+fn fmp_filters() -> usize {
+    32
+}
+fn fmp_alpha() -> f64 {
+    std::f64::consts::SQRT_2
+}
+fn fmp_max_dropout() -> f64 {
+    0.5
+}
+fn fmp_leaky_slope() -> f64 {
+    1.0 / 3.0
+}
+fn yes() -> bool {
+    true
 }
 
 /// The `[optimizer]` table.
@@ -177,6 +231,8 @@ pub struct Overrides {
     pub output: Option<PathBuf>,
     /// `--seed`.
     pub seed: Option<u64>,
+    /// `--test-passes`.
+    pub test_passes: Option<usize>,
 }
 
 impl RunConfig {
@@ -196,6 +252,7 @@ impl RunConfig {
         config.data_dir = o.data_dir.or(config.data_dir);
         config.output = o.output.unwrap_or(config.output);
         config.seed = o.seed.unwrap_or(config.seed);
+        config.test_passes = o.test_passes.or(config.test_passes);
         config.validate().map_err(error)?;
         Ok(config)
     }
@@ -218,6 +275,12 @@ impl RunConfig {
         if !(lr > 0.0 && lr <= 1.0) {
             return Err(format!("optimizer.learning_rate: {lr} is outside (0, 1]"));
         }
+        if self.test_passes == Some(0) {
+            return Err("test_passes: expected at least 1".into());
+        }
+        if let NetworkConfig::FmpNet(fmp) = self.network() {
+            fmp.check().map_err(|e| format!("model.{e}"))?;
+        }
         if let ScheduleSpec::Step {
             every_epochs: 0, ..
         } = self.schedule
@@ -232,8 +295,19 @@ impl RunConfig {
         DatasetKind::from_name(&self.dataset).expect("validated in RunConfig::load")
     }
 
-    /// The network's config for `classes` outputs.
-    pub fn network(&self, classes: usize) -> NetworkConfig {
+    /// Forward passes per test image: `test_passes`, else 12 for FMP nets and 1 for the others.
+    pub fn test_passes(&self) -> usize {
+        let default = match self.model {
+            ModelSpec::Fmp { .. } => 12,
+            _ => 1,
+        };
+        self.test_passes.unwrap_or(default)
+    }
+
+    /// The network's config, sized for the dataset.
+    pub fn network(&self) -> NetworkConfig {
+        let kind = DatasetKind::from_name(&self.dataset).unwrap_or(DatasetKind::Mnist);
+        let classes = kind.classes();
         match self.model {
             ModelSpec::Lenet5Modern => {
                 NetworkConfig::LeNet5Modern(LeNet5ModernConfig::new().with_num_classes(classes))
@@ -241,6 +315,31 @@ impl RunConfig {
             ModelSpec::Lenet5Classic => {
                 NetworkConfig::LeNet5Classic(LeNet5ClassicConfig::new().with_num_classes(classes))
             }
+            ModelSpec::Fmp {
+                layers,
+                filters,
+                alpha,
+                overlapping,
+                pseudorandom,
+                per_channel,
+                max_dropout,
+                leaky_slope,
+                batch_norm,
+            } => NetworkConfig::FmpNet(
+                FmpNetConfig::new()
+                    .with_channels(kind.channels())
+                    .with_num_classes(classes)
+                    .with_layers(layers)
+                    .with_filters(filters)
+                    .with_alpha(alpha)
+                    .with_overlapping(overlapping)
+                    .with_pseudorandom(pseudorandom)
+                    .with_per_channel(per_channel)
+                    .with_max_dropout(max_dropout)
+                    .with_leaky_slope(leaky_slope)
+                    .with_batch_norm(batch_norm)
+                    .with_seed(self.seed),
+            ),
         }
     }
 

@@ -10,6 +10,7 @@ use burn::{
         dataset::Dataset,
     },
     prelude::*,
+    tensor::activation::softmax,
     train::{
         Learner, SupervisedTraining,
         metric::{AccuracyMetric, LearningRateMetric, LossMetric},
@@ -43,12 +44,25 @@ pub struct RunSummary {
     pub seconds_per_epoch: f64,
     /// Mean training images per second (over `epochs`).
     pub images_per_second: f64,
-    /// Test-set accuracy, percent.
+    /// Test-set accuracy, percent, from the probabilities averaged over `test_passes` passes.
     pub test_accuracy: f64,
+    /// Test-set error, percent, after one pass and after `test_passes` passes.
+    pub test_error: TestError,
+    /// Forward passes per test image.
+    pub test_passes: usize,
     /// Test-set images.
     pub test_images: usize,
     /// The epoch this process resumed from, if it did.
     pub resumed_from: Option<usize>,
+}
+
+/// Test error, percent, of one forward pass and of the averaged passes.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct TestError {
+    /// One pass per image.
+    pub one_pass: f64,
+    /// Softmax probabilities averaged over the run's `test_passes`.
+    pub averaged: f64,
 }
 
 /// Errors of a run, already worded for the user.
@@ -90,9 +104,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     )
     .map_err(|e| e.to_string())?;
     let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
-    let model = config
-        .network(kind.classes())
-        .init(&device.clone().autodiff());
+    let model = config.network().init(&device.clone().autodiff());
     let parameters = model.num_params();
     let device_name = device::describe(config.backend, &device);
 
@@ -152,12 +164,14 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     }
 
     let test_start = Instant::now();
-    let test_accuracy = accuracy(
+    let passes = config.test_passes();
+    let [one_pass, averaged] = accuracy(
         &result.model,
         &test_set,
         &batcher,
         config.batch_size,
         &device,
+        passes,
     );
     let epochs = epochs.lock().expect("renderer lock").clone();
     let trained = epochs.len().max(1) as f64;
@@ -169,7 +183,12 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         seconds_per_epoch: epochs.iter().map(|e| e.train_seconds).sum::<f64>() / trained,
         images_per_second: epochs.iter().map(|e| e.images_per_second).sum::<f64>() / trained,
         epochs,
-        test_accuracy,
+        test_accuracy: averaged,
+        test_error: TestError {
+            one_pass: 100.0 - one_pass,
+            averaged: 100.0 - averaged,
+        },
+        test_passes: passes,
         test_images: test_set.len(),
         resumed_from,
     };
@@ -177,9 +196,17 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     write_atomic(&path, json.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let averaged_note = if passes > 1 {
+        format!(
+            ", {passes}-pass {averaged:.2}% (error {:.2}%)",
+            summary.test_error.averaged
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "test accuracy {:.2}% on {} images ({:.1} s); summary in {}",
-        test_accuracy,
+        "test accuracy {one_pass:.2}% (error {:.2}%){averaged_note} on {} images ({:.1} s); summary in {}",
+        summary.test_error.one_pass,
         summary.test_images,
         test_start.elapsed().as_secs_f64(),
         path.display()
@@ -187,25 +214,39 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     Ok(summary)
 }
 
-/// Percentage of `dataset` that `model` classifies correctly, evaluated on `device`.
+/// Percentage of `dataset` that `model` classifies correctly, evaluated on `device`: after one
+/// forward pass, and from the softmax probabilities summed over `passes` passes (an FMP net
+/// pools over new regions on each, so the passes form an ensemble).
 pub fn accuracy(
     model: &Network,
     dataset: &ImageDataset,
     batcher: &ImageBatcher,
     batch_size: usize,
     device: &Device,
-) -> f64 {
+    passes: usize,
+) -> [f64; 2] {
     let model = model.clone().to_device(device);
-    let mut correct = 0usize;
+    let mut correct = [0usize; 2];
     let indices: Vec<usize> = (0..dataset.len()).collect();
     for chunk in indices.chunks(batch_size) {
         let items = dataset
             .get_many(chunk.to_vec())
             .expect("indices are in range");
         let batch = batcher.batch(items, device);
-        let predicted = model.forward(batch.images).argmax(1).flatten::<1>(0, 1);
-        let hits: i64 = predicted.equal(batch.targets).int().sum().into_scalar();
-        correct += hits as usize;
+        let first = softmax(model.forward(batch.images.clone()), 1);
+        let mut summed = first.clone();
+        for _ in 1..passes {
+            summed = summed + softmax(model.forward(batch.images.clone()), 1);
+        }
+        for (hits, probabilities) in correct.iter_mut().zip([first, summed]) {
+            let predicted = probabilities.argmax(1).flatten::<1>(0, 1);
+            let agree: i64 = predicted
+                .equal(batch.targets.clone())
+                .int()
+                .sum()
+                .into_scalar();
+            *hits += agree as usize;
+        }
     }
-    100.0 * correct as f64 / dataset.len().max(1) as f64
+    correct.map(|hits| 100.0 * hits as f64 / dataset.len().max(1) as f64)
 }

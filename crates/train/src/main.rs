@@ -56,6 +56,9 @@ struct OverrideArgs {
     /// Random seed, replacing `seed`.
     #[arg(long)]
     seed: Option<u64>,
+    /// Forward passes averaged per test image, replacing `test_passes`.
+    #[arg(long)]
+    test_passes: Option<usize>,
 }
 
 #[derive(Args)]
@@ -92,6 +95,7 @@ impl From<OverrideArgs> for Overrides {
             data_dir: a.data_dir,
             output: a.output,
             seed: a.seed,
+            test_passes: a.test_passes,
         }
     }
 }
