@@ -302,6 +302,28 @@ mod tests {
     }
 
     #[test]
+    fn cifar_net_runs_forward_and_backward_on_94x94() {
+        let device = Device::flex().autodiff();
+        let net = FmpNetConfig::new()
+            .with_channels(3)
+            .with_layers(12)
+            .with_filters(64)
+            .with_alpha(2f64.cbrt())
+            .init(&device);
+        let x = Tensor::<4>::random([2, 3, 94, 94], burn::tensor::Distribution::Default, &device);
+        let logits = net.forward(x);
+        assert_eq!(logits.dims(), [2, 10]);
+        let grads = logits.sum().backward();
+        let first = net.blocks[0]
+            .conv
+            .weight
+            .grad(&grads)
+            .expect("first conv is trained");
+        assert_eq!(first.dims(), [64, 3, 2, 2]);
+        assert!(first.abs().sum().into_scalar::<f32>() > 0.0);
+    }
+
+    #[test]
     fn dropout_grows_linearly_to_the_maximum() {
         let net = FmpNetConfig::new().init(&Device::flex());
         let probs: Vec<f64> = net

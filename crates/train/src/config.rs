@@ -306,7 +306,7 @@ impl RunConfig {
 
     /// The network's config, sized for the dataset.
     pub fn network(&self) -> NetworkConfig {
-        let kind = DatasetKind::from_name(&self.dataset).unwrap_or(DatasetKind::Mnist);
+        let kind = self.dataset_kind();
         let classes = kind.classes();
         match self.model {
             ModelSpec::Lenet5Modern => {

@@ -186,3 +186,60 @@ fn the_same_seed_reproduces_a_run() {
         .collect();
     assert_eq!(losses[0], losses[1]);
 }
+
+#[test]
+fn every_fmp_region_kind_trains_on_the_sample() {
+    // A narrow FMP net (16n filters), 3 epochs on the 1,833 training digits. Measured: 1-pass
+    // test accuracy 93.0 / 88.4 / 92.0 / 81.2% for the kinds below in this order; 4-pass higher
+    // for each. Chance is 10%.
+    for (overlapping, pseudorandom) in [(true, true), (true, false), (false, true), (false, false)]
+    {
+        let run = tempfile::tempdir().unwrap();
+        let config = run.path().join("fmp.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+dataset = "mnist_sample"
+data_dir = "samples"
+epochs = 3
+batch_size = 32
+output = "{}"
+test_passes = 4
+[model]
+kind = "fmp"
+filters = 16
+max_dropout = 0.0
+overlapping = {overlapping}
+pseudorandom = {pseudorandom}
+[optimizer]
+kind = "sgd"
+learning_rate = 0.05
+momentum = 0.9
+nesterov = true
+[schedule]
+kind = "cosine"
+min_lr = 0.0005
+"#,
+                run.path().join("run").display()
+            ),
+        )
+        .unwrap();
+        let output = train(&[config.to_str().unwrap()]);
+        assert!(output.status.success(), "{}", text(&output));
+        let summary = summary(&run.path().join("run"));
+        let label = format!("overlapping={overlapping} pseudorandom={pseudorandom}");
+        assert_eq!(summary["test_passes"], 4, "{label}");
+        let one_pass = 100.0 - summary["test_error"]["one_pass"].as_f64().unwrap();
+        let averaged = 100.0 - summary["test_error"]["averaged"].as_f64().unwrap();
+        assert!(
+            one_pass >= 75.0,
+            "{label}: 1-pass test accuracy {one_pass}%"
+        );
+        assert!(
+            averaged >= 75.0,
+            "{label}: 4-pass test accuracy {averaged}%"
+        );
+        assert_eq!(summary["test_accuracy"].as_f64().unwrap(), averaged);
+    }
+}

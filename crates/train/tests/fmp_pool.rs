@@ -167,7 +167,11 @@ fn gradient_matches_finite_differences() {
     let loss = |x: Vec<f32>| -> f64 {
         let x = Tensor::<4>::from_data(TensorData::new(x, shape), &device);
         let pooled = values(fractional_max_pool2d(x, &regions));
-        pooled.iter().zip(&weights).map(|(&y, w)| y as f64 * w).sum()
+        pooled
+            .iter()
+            .zip(&weights)
+            .map(|(&y, w)| y as f64 * w)
+            .sum()
     };
     let x = Tensor::<4>::from_data(TensorData::new(host.clone(), shape), &device).require_grad();
     let w = Tensor::<4>::from_data(
