@@ -1,7 +1,7 @@
 //! Burn [`Dataset`] and [`Batcher`] for image classification: bytes in, tensors out.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::{
     data::{
@@ -11,8 +11,12 @@ use burn::{
     prelude::*,
 };
 use models::ImageBatch;
+use rand::{SeedableRng, rngs::StdRng};
 
-use crate::{DatasetKind, Images};
+use crate::{
+    DatasetKind, Images,
+    augment::{Augmentation, Transform},
+};
 
 /// One image (bytes, channels x rows x cols) and its label.
 #[derive(Clone, Debug)]
@@ -86,16 +90,19 @@ impl Dataset<ImageItem> for ImageDataset {
     }
 }
 
-/// Turns items into an [`ImageBatch`]: scales bytes to [0, 1], normalises with the dataset's
-/// mean and std, and zero-pads (background) each image, centred, to the model's input size.
+/// Turns items into an [`ImageBatch`]: scales bytes to [0, 1], normalises each channel with the
+/// dataset's mean and std, and zero-pads (background) each image, centred, to the model's input
+/// size. With an [`Augmentation`], each image is first distorted with parameters drawn from the
+/// batcher's seeded generator (shared by its clones, so one loader worker reproduces a run).
 #[derive(Clone, Debug)]
 pub struct ImageBatcher {
     channels: usize,
     rows: usize,
     cols: usize,
     input_size: usize,
-    mean: f32,
-    std: f32,
+    mean: &'static [f32],
+    std: &'static [f32],
+    augmentation: Option<(Augmentation, Arc<Mutex<StdRng>>)>,
 }
 
 impl ImageBatcher {
@@ -115,6 +122,13 @@ impl ImageBatcher {
             ));
         }
         let (mean, std) = kind.mean_std();
+        if mean.len() != channels {
+            return Err(format!(
+                "{} images have {channels} channels, expected {}",
+                kind.name(),
+                mean.len()
+            ));
+        }
         Ok(Self {
             channels,
             rows,
@@ -122,22 +136,65 @@ impl ImageBatcher {
             input_size,
             mean,
             std,
+            augmentation: None,
         })
+    }
+
+    /// The same batcher distorting every image by `augmentation`, drawn from a generator seeded
+    /// with `seed`. An augmentation with every part off leaves the batcher as it is.
+    pub fn with_augmentation(self, augmentation: &Augmentation, seed: u64) -> Self {
+        let augmentation = (!augmentation.is_off()).then(|| {
+            (
+                augmentation.clone(),
+                Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
+            )
+        });
+        Self {
+            augmentation,
+            ..self
+        }
+    }
+
+    /// (top, left) of an undistorted image in the input.
+    fn offset(&self) -> [usize; 2] {
+        let s = self.input_size;
+        [(s - self.rows) / 2, (s - self.cols) / 2]
     }
 
     /// Writes `pixels`, normalised and padded, into `out` (`channels * input_size^2` values).
     fn write_image(&self, pixels: &[u8], out: &mut [f32]) {
         let s = self.input_size;
-        let (top, left) = ((s - self.rows) / 2, (s - self.cols) / 2);
-        out.fill(-self.mean / self.std);
+        let [top, left] = self.offset();
         for c in 0..self.channels {
+            let (mean, std) = (self.mean[c], self.std[c]);
+            let plane = &mut out[c * s * s..(c + 1) * s * s];
+            plane.fill(-mean / std);
             for r in 0..self.rows {
                 let src = &pixels[(c * self.rows + r) * self.cols..][..self.cols];
-                let dst = &mut out[(c * s + top + r) * s + left..][..self.cols];
+                let dst = &mut plane[(top + r) * s + left..][..self.cols];
                 for (d, &p) in dst.iter_mut().zip(src) {
-                    *d = (p as f32 / 255.0 - self.mean) / self.std;
+                    *d = (p as f32 / 255.0 - mean) / std;
                 }
             }
+        }
+    }
+
+    /// Like [`Self::write_image`], through `transform`.
+    fn write_distorted(&self, pixels: &[u8], transform: &Transform, out: &mut [f32]) {
+        let s = self.input_size;
+        let plane_len = self.rows * self.cols;
+        for c in 0..self.channels {
+            let (mean, std) = (self.mean[c], self.std[c]);
+            transform.render(
+                c,
+                &pixels[c * plane_len..(c + 1) * plane_len],
+                [self.rows, self.cols],
+                self.offset(),
+                &mut out[c * s * s..(c + 1) * s * s],
+                s,
+                0.0,
+                |v| (v / 255.0 - mean) / std,
+            );
         }
     }
 }
@@ -147,8 +204,28 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
         let n = items.len();
         let per_image = self.channels * self.input_size * self.input_size;
         let mut pixels = vec![0f32; n * per_image];
-        for (item, out) in items.iter().zip(pixels.chunks_mut(per_image)) {
-            self.write_image(&item.pixels, out);
+        match &self.augmentation {
+            None => {
+                for (item, out) in items.iter().zip(pixels.chunks_mut(per_image)) {
+                    self.write_image(&item.pixels, out);
+                }
+            }
+            Some((augmentation, rng)) => {
+                // Draw under the lock, render outside it.
+                let transforms: Vec<Transform> = {
+                    let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+                    (0..n)
+                        .map(|_| augmentation.draw(self.channels, &mut *rng))
+                        .collect()
+                };
+                for ((item, t), out) in items
+                    .iter()
+                    .zip(&transforms)
+                    .zip(pixels.chunks_mut(per_image))
+                {
+                    self.write_distorted(&item.pixels, t, out);
+                }
+            }
         }
         let labels: Vec<i64> = items.iter().map(|item| item.label as i64).collect();
         let shape = [n, self.channels, self.input_size, self.input_size];
@@ -183,7 +260,7 @@ mod tests {
         assert_eq!(batch.images.dims(), [1, 1, 4, 4]);
         let values = batch.images.into_data().try_to_vec::<f32>().unwrap();
         let (mean, std) = DatasetKind::Mnist.mean_std();
-        let norm = |p: f32| (p / 255.0 - mean) / std;
+        let norm = |p: f32| (p / 255.0 - mean[0]) / std[0];
         let bg = norm(0.0);
         #[rustfmt::skip]
         let expected = [
@@ -219,6 +296,78 @@ mod tests {
     fn rejects_a_model_input_smaller_than_the_images() {
         let err = ImageBatcher::new(DatasetKind::Mnist, (1, 28, 28), 24).unwrap_err();
         assert!(err.contains("24x24") && err.contains("28x28"), "{err}");
+    }
+
+    /// 8 random-looking 3x32x32 images.
+    fn colour_images() -> ImageDataset {
+        let size = 3 * 32 * 32;
+        let pixels = (0..8 * size).map(|i| ((i * 7919) % 256) as u8).collect();
+        let images = Images {
+            pixels,
+            count: 8,
+            channels: 3,
+            rows: 32,
+            cols: 32,
+        };
+        ImageDataset::new(images, (0..8).collect())
+    }
+
+    fn batch_values(batcher: &ImageBatcher, dataset: &ImageDataset) -> Vec<f32> {
+        let items = dataset.get_many((0..dataset.len()).collect()).unwrap();
+        let batch = batcher.batch(items, &Device::flex());
+        batch.images.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn graham() -> Augmentation {
+        Augmentation {
+            flip: true,
+            translate: 16,
+            stretch: 0.2,
+            distortion: 0.2,
+            colour: 0.1,
+        }
+    }
+
+    #[test]
+    fn augmentation_off_gives_identical_batches() {
+        let dataset = colour_images();
+        let plain = ImageBatcher::new(DatasetKind::Cifar10, (3, 32, 32), 94).unwrap();
+        let off = plain.clone().with_augmentation(&Augmentation::default(), 1);
+        let values = batch_values(&plain, &dataset);
+        assert_eq!(values, batch_values(&off, &dataset));
+        // The distorting path with the identity transform writes exactly the same values.
+        let item = dataset.get(3).unwrap();
+        let mut direct = vec![0f32; 3 * 94 * 94];
+        let mut distorted = direct.clone();
+        plain.write_image(&item.pixels, &mut direct);
+        plain.write_distorted(&item.pixels, &Transform::identity(3), &mut distorted);
+        assert_eq!(direct, distorted);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_batches_and_another_differs() {
+        let dataset = colour_images();
+        let plain = ImageBatcher::new(DatasetKind::Cifar10, (3, 32, 32), 94).unwrap();
+        let a = plain.clone().with_augmentation(&graham(), 5);
+        let b = plain.clone().with_augmentation(&graham(), 5);
+        let c = plain.clone().with_augmentation(&graham(), 6);
+        let first = batch_values(&a, &dataset);
+        assert_eq!(first, batch_values(&b, &dataset));
+        assert_ne!(first, batch_values(&c, &dataset));
+        assert_ne!(first, batch_values(&plain, &dataset));
+        // Fresh draws for the next batch.
+        assert_ne!(first, batch_values(&a, &dataset));
+    }
+
+    #[test]
+    fn each_channel_is_normalised_with_its_own_statistics() {
+        let batcher = ImageBatcher::new(DatasetKind::Cifar10, (3, 32, 32), 32).unwrap();
+        let mut out = vec![0f32; 3 * 32 * 32];
+        batcher.write_image(&[255; 3 * 32 * 32], &mut out);
+        let (mean, std) = DatasetKind::Cifar10.mean_std();
+        for c in 0..3 {
+            assert!((out[c * 1024] - (1.0 - mean[c]) / std[c]).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -28,10 +28,10 @@ pub enum DataError {
         /// What was found and what was expected.
         message: String,
     },
-    /// The file's SHA-256 matches none of the known digests.
+    /// The file's digest matches none of the known ones.
     #[error(
-        "{path}: SHA-256 {actual} matches no known digest for this file (expected one of {expected}); \
-         delete it to download it again"
+        "{path}: digest mismatch (SHA-256 of the content {actual}; expected one of {expected}, \
+         MD5 or SHA-256 of the file or its content); delete it to download it again"
     )]
     Digest {
         /// The file.

@@ -4,43 +4,62 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::{
     DataError, DatasetKind,
-    dataset::{existing_file, maybe_gunzip},
+    cifar::{CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_TARBALL, CifarBinary},
+    dataset::{Storage, existing_file, maybe_gunzip},
 };
 
 /// Environment variable naming the data directory when the config gives none.
 pub const DATA_DIR_ENV: &str = "CNN_DATA_DIR";
+/// Environment variable that, set to anything but `0`, forbids downloads (air-gapped machines,
+/// tests).
+pub const OFFLINE_ENV: &str = "CNN_OFFLINE";
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
-/// Reads `path`, accepts it if the SHA-256 of the file or of its decompressed content is one of
+/// Lower-case hex MD5 of `bytes` (the digest published for CIFAR-10 and Fashion-MNIST).
+pub fn md5_hex(bytes: &[u8]) -> String {
+    hex(&Md5::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `bytes` have one of `digests`: 32 hex digits are an MD5, 64 a SHA-256.
+fn has_digest(bytes: &[u8], digests: &[&str]) -> bool {
+    let md5 = digests
+        .iter()
+        .any(|d| d.len() == 32)
+        .then(|| md5_hex(bytes));
+    let sha = sha256_hex(bytes);
+    digests
+        .iter()
+        .any(|d| *d == sha || Some(*d) == md5.as_deref())
+}
+
+/// Reads `path`, accepts it if the digest of the file or of its decompressed content is one of
 /// `digests`, and returns the decompressed content.
 pub(crate) fn read_verified(path: &Path, digests: &[&str]) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let file_digest = sha256_hex(&raw);
+    let file_matches = has_digest(&raw, digests);
     let content = maybe_gunzip(raw, path)?;
-    if digests.contains(&file_digest.as_str()) {
-        return Ok(content);
-    }
-    let content_digest = sha256_hex(&content);
-    if digests.contains(&content_digest.as_str()) {
+    if file_matches || has_digest(&content, digests) {
         return Ok(content);
     }
     Err(DataError::Digest {
         path: path.to_path_buf(),
-        actual: content_digest,
+        actual: sha256_hex(&content),
         expected: digests.join(", "),
     })
 }
@@ -56,30 +75,72 @@ fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
     dirs
 }
 
-/// Finds the folder holding all of `kind`'s files. When none does, downloads them from the
-/// dataset's mirrors into the first candidate folder, verifying every file. The error, when
-/// neither works, lists the folders searched and how to get the files.
+/// A file to download: its name in the dataset folder, the addresses, the accepted digests.
+struct Download {
+    file: String,
+    urls: Vec<String>,
+    digests: &'static [&'static str],
+}
+
+impl DatasetKind {
+    /// Whether `folder` holds everything this dataset needs.
+    fn is_complete(self, folder: &Path) -> bool {
+        match self.storage() {
+            Storage::Idx(files) => files
+                .iter()
+                .all(|f| existing_file(folder, f.name).is_some()),
+            Storage::CifarBinary => CifarBinary::present(folder),
+        }
+    }
+
+    /// The files to fetch into an empty `folder`.
+    fn downloads(self, folder: &Path) -> Vec<Download> {
+        let urls = |file: &str| {
+            self.mirrors()
+                .iter()
+                .map(|m| format!("{m}{file}"))
+                .collect()
+        };
+        match self.storage() {
+            Storage::Idx(files) => files
+                .iter()
+                .filter(|spec| existing_file(folder, spec.name).is_none())
+                .map(|spec| {
+                    let file = format!("{}.gz", spec.name);
+                    Download {
+                        urls: urls(&file),
+                        file,
+                        digests: spec.digests,
+                    }
+                })
+                .collect(),
+            Storage::CifarBinary => vec![Download {
+                file: CIFAR10_TARBALL.into(),
+                urls: urls(CIFAR10_TARBALL),
+                digests: &[CIFAR10_MD5],
+            }],
+        }
+    }
+}
+
+/// Finds the folder holding all of `kind`'s files: `<dir>/<dataset>` for each data folder, then
+/// the system package's folder. When none does, downloads them from the dataset's mirrors into
+/// the first data folder, verifying every file. The error, when neither works, lists the folders
+/// searched and how to get the files.
 pub fn locate(
     kind: DatasetKind,
     configured: Option<&Path>,
     progress: bool,
 ) -> Result<PathBuf, DataError> {
     let dirs = candidates(configured);
-    let complete = |folder: &Path| {
-        kind.files()
-            .iter()
-            .all(|f| existing_file(folder, f.name).is_some())
-    };
-    if let Some(folder) = dirs
-        .iter()
-        .map(|d| d.join(kind.folder()))
-        .find(|f| complete(f))
-    {
-        return Ok(folder);
+    let mut folders: Vec<PathBuf> = dirs.iter().map(|d| d.join(kind.folder())).collect();
+    folders.extend(kind.system_folders().iter().map(PathBuf::from));
+    if let Some(folder) = folders.iter().find(|f| kind.is_complete(f)) {
+        return Ok(folder.clone());
     }
-    let searched = dirs
+    let searched = folders
         .iter()
-        .map(|d| d.join(kind.folder()).display().to_string())
+        .map(|f| f.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
     let target = dirs[0].join(kind.folder());
@@ -88,35 +149,44 @@ pub fn locate(
         searched: searched.clone(),
         reason,
     };
+    let what = match kind {
+        DatasetKind::FashionMnist => {
+            "the official files (on Debian: apt-get install dataset-fashion-mnist)".to_string()
+        }
+        DatasetKind::Cifar10 => format!("{CIFAR10_TARBALL} or its extracted {CIFAR10_FOLDER}/"),
+        _ => "the official files".to_string(),
+    };
+    let advice = format!(
+        "Put {what} in one of those folders (or set data_dir in the config, or {DATA_DIR_ENV})"
+    );
     if kind.mirrors().is_empty() {
         return Err(missing(
             &format!("{} files", kind.name()),
             "this dataset is not downloadable; restore it from the repository".into(),
         ));
     }
+    if std::env::var_os(OFFLINE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+        let first = &kind.downloads(&target)[0];
+        return Err(missing(
+            &first.file,
+            format!(
+                "downloads are off (${OFFLINE_ENV} is set; the file is at {}). {advice}",
+                first.urls.join(" or ")
+            ),
+        ));
+    }
     std::fs::create_dir_all(&target).map_err(|source| DataError::Io {
         path: target.clone(),
         source,
     })?;
-    for spec in kind.files() {
-        if existing_file(&target, spec.name).is_some() {
-            continue;
-        }
-        let file = format!("{}.gz", spec.name);
-        let urls: Vec<String> = kind
-            .mirrors()
-            .iter()
-            .map(|m| format!("{m}{file}"))
-            .collect();
-        download_verified(&urls, &target.join(&file), spec.sha256, progress).map_err(|e| {
-            missing(
-                &file,
-                format!(
-                    "{e}. Put the official files in one of those folders (or set data_dir in the \
-                     config, or {DATA_DIR_ENV})"
-                ),
-            )
-        })?;
+    for download in kind.downloads(&target) {
+        download_verified(
+            &download.urls,
+            &target.join(&download.file),
+            download.digests,
+            progress,
+        )
+        .map_err(|e| missing(&download.file, format!("{e}. {advice}")))?;
     }
     Ok(target)
 }
@@ -212,13 +282,13 @@ fn download_one(url: &str, dest: &Path, digests: &[&str], progress: bool) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
 
     /// Serves `body` once per connection on 127.0.0.1 for `connections` connections.
-    fn serve(body: Vec<u8>, connections: usize) -> String {
+    pub(crate) fn serve(body: Vec<u8>, connections: usize) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         std::thread::spawn(move || {

@@ -173,3 +173,69 @@ pub fn run(
     }
     Ok(results)
 }
+
+/// Throughput of the training data loader: shuffling, augmentation, padding, batching.
+#[derive(Debug, Serialize)]
+pub struct LoaderTiming {
+    /// Batches read.
+    pub batches: usize,
+    /// Images read.
+    pub images: usize,
+    /// Loader worker threads.
+    pub workers: usize,
+    /// Whether any augmentation was on.
+    pub augmented: bool,
+    /// Seconds for all batches.
+    pub seconds: f64,
+    /// Images per second.
+    pub images_per_second: f64,
+}
+
+/// Reads `batches` training batches through the run's loader (as `train` builds it, with the
+/// config's augmentation and workers) into CPU tensors, and times them.
+pub fn loader(config: &RunConfig, batches: usize) -> Result<LoaderTiming, String> {
+    let kind = config.dataset_kind();
+    let folder = data::locate(kind, config.data_dir.as_deref(), true).map_err(|e| e.to_string())?;
+    let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
+    let train_set = ImageDataset::new(splits.train_images, splits.train_labels);
+    let input_size = config.network().init(&Device::flex()).input_size();
+    let batcher = ImageBatcher::new(kind, train_set.image_shape(), input_size)?;
+    let loader = crate::fit::loader(config, &batcher, train_set, true);
+    let began = Instant::now();
+    let mut images = 0;
+    let mut read = 0;
+    while read < batches {
+        let mut any = false;
+        for batch in loader.iter() {
+            let batch = batch.map_err(|e| format!("loader: {e}"))?;
+            images += batch.targets.dims()[0];
+            read += 1;
+            any = true;
+            if read == batches {
+                break;
+            }
+        }
+        if !any {
+            return Err("the training set yields no batches".into());
+        }
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let timing = LoaderTiming {
+        batches: read,
+        images,
+        workers: config.workers,
+        augmented: !config.augment.is_off(),
+        seconds,
+        images_per_second: images as f64 / seconds,
+    };
+    println!(
+        "loader: {} batches, {} images in {:.2} s: {:.0} images/s ({} workers, augmentation {})",
+        timing.batches,
+        timing.images,
+        timing.seconds,
+        timing.images_per_second,
+        timing.workers,
+        if timing.augmented { "on" } else { "off" }
+    );
+    Ok(timing)
+}

@@ -12,7 +12,7 @@ use burn::{
         AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
     },
 };
-use data::DatasetKind;
+use data::{Augmentation, DatasetKind};
 use models::{FmpNetConfig, LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ use crate::device::BackendName;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// `mnist` (full MNIST) or `mnist_sample` (the bundled 2,000/500 sample).
+    /// `mnist`, `mnist_sample` (the bundled 2,000/500 sample), `fashion_mnist` or `cifar10`.
     pub dataset: String,
     /// Folder holding `<dataset>/` sub-folders; falls back to `$CNN_DATA_DIR`, then `./data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +53,9 @@ pub struct RunConfig {
     /// The learning-rate schedule; constant when absent.
     #[serde(default)]
     pub schedule: ScheduleSpec,
+    /// Training-time distortions; all off when absent.
+    #[serde(default)]
+    pub augment: Augmentation,
     /// Forward passes averaged (softmax probabilities) per test image: an FMP net draws new
     /// pooling regions on each. Default 12 for FMP nets, 1 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,6 +278,7 @@ impl RunConfig {
         if !(lr > 0.0 && lr <= 1.0) {
             return Err(format!("optimizer.learning_rate: {lr} is outside (0, 1]"));
         }
+        self.augment.check().map_err(|e| format!("augment.{e}"))?;
         if self.test_passes == Some(0) {
             return Err("test_passes: expected at least 1".into());
         }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::{
     data::{
-        dataloader::{DataLoaderBuilder, batcher::Batcher},
+        dataloader::{DataLoader, DataLoaderBuilder, batcher::Batcher},
         dataset::Dataset,
     },
     prelude::*,
@@ -17,7 +17,7 @@ use burn::{
     },
 };
 use data::{ImageBatcher, ImageDataset, Splits};
-use models::Network;
+use models::{ImageBatch, Network};
 use serde::Serialize;
 
 use crate::{
@@ -94,8 +94,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     write_atomic(&run.join("config.toml"), resolved.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", run.join("config.toml").display()))?;
 
-    let device = device::init(config.backend)?;
-    device.seed(config.seed);
+    // Data first: a missing file is reported before any device starts.
     let kind = config.dataset_kind();
     let folder = data::locate(
         kind,
@@ -104,9 +103,17 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     )
     .map_err(|e| e.to_string())?;
     let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
+    let device = device::init(config.backend)?;
+    device.seed(config.seed);
     let model = config.network().init(&device.clone().autodiff());
     let parameters = model.num_params();
     let device_name = device::describe(config.backend, &device);
+    if device_name.contains("llvmpipe") {
+        eprintln!(
+            "note: the wgpu adapter is Mesa's software renderer ({device_name}): no GPU was found, \
+             and --backend flex is much faster on this machine"
+        );
+    }
 
     let all_train = ImageDataset::new(splits.train_images, splits.train_labels);
     let held_out = (all_train.len() as f64 * config.validation_fraction).round() as usize;
@@ -127,17 +134,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         folder.display()
     );
 
-    let loader = |dataset: ImageDataset, shuffle: bool| {
-        let builder = DataLoaderBuilder::new(batcher.clone())
-            .batch_size(config.batch_size)
-            .num_workers(config.workers);
-        let builder = if shuffle {
-            builder.shuffle(config.seed)
-        } else {
-            builder
-        };
-        builder.build(dataset)
-    };
+    let loader = |dataset, train| loader(config, &batcher, dataset, train);
     let epochs = Arc::new(Mutex::new(Vec::new()));
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
     let mut training =
@@ -212,6 +209,30 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         path.display()
     );
     Ok(summary)
+}
+
+/// A data loader over `dataset` at the config's batch size and worker count; for training,
+/// shuffled and distorted by `[augment]`, both seeded by the run's seed.
+pub fn loader(
+    config: &RunConfig,
+    batcher: &ImageBatcher,
+    dataset: ImageDataset,
+    train: bool,
+) -> Arc<dyn DataLoader<ImageBatch>> {
+    let builder = if train {
+        DataLoaderBuilder::new(
+            batcher
+                .clone()
+                .with_augmentation(&config.augment, config.seed),
+        )
+        .shuffle(config.seed)
+    } else {
+        DataLoaderBuilder::new(batcher.clone())
+    };
+    builder
+        .batch_size(config.batch_size)
+        .num_workers(config.workers)
+        .build(dataset)
 }
 
 /// Percentage of `dataset` that `model` classifies correctly, evaluated on `device`: after one

@@ -23,6 +23,25 @@ struct Cli {
 enum Command {
     /// Time training steps of the config's model on each backend (median/min ms per step).
     Bench(BenchArgs),
+    /// Time the training data loader (augmentation, padding, batching) in images per second.
+    LoaderBench(LoaderBenchArgs),
+}
+
+#[derive(Args)]
+struct LoaderBenchArgs {
+    /// The config whose dataset, augmentation, batch size and workers are timed.
+    config: PathBuf,
+    /// Batches to read.
+    #[arg(long, default_value_t = 50)]
+    batches: usize,
+    /// Also write the timing as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Loader worker threads, replacing `workers`.
+    #[arg(long)]
+    workers: Option<usize>,
+    #[command(flatten)]
+    overrides: OverrideArgs,
 }
 
 #[derive(Args)]
@@ -104,6 +123,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Bench(args)) => run_bench(args),
+        Some(Command::LoaderBench(args)) => run_loader_bench(args),
         None => match cli.run.config {
             Some(config) => RunConfig::load(&config, &cli.run.overrides.into())
                 .map_err(|e| e.to_string())
@@ -124,8 +144,21 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     let config =
         RunConfig::load(&args.config, &args.overrides.into()).map_err(|e| e.to_string())?;
     let timings = bench::run(&config, &args.backends, args.warmup, args.steps)?;
-    if let Some(path) = args.json {
-        let json = serde_json::to_string_pretty(&timings).map_err(|e| e.to_string())?;
+    write_json(args.json, &timings)
+}
+
+fn run_loader_bench(args: LoaderBenchArgs) -> Result<(), String> {
+    let mut config =
+        RunConfig::load(&args.config, &args.overrides.into()).map_err(|e| e.to_string())?;
+    config.workers = args.workers.unwrap_or(config.workers);
+    let timing = bench::loader(&config, args.batches)?;
+    write_json(args.json, &timing)
+}
+
+/// Writes `value` as JSON to `path`, atomically, when a path is given.
+fn write_json(path: Option<PathBuf>, value: &impl serde::Serialize) -> Result<(), String> {
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
         train::checkpoint::write_atomic(&path, json.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }

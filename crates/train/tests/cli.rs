@@ -243,3 +243,103 @@ min_lr = 0.0005
         assert_eq!(summary["test_accuracy"].as_f64().unwrap(), averaged);
     }
 }
+
+#[test]
+fn every_shipped_config_loads() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let config = train::RunConfig::load(&path, &train::Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        config.network();
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(names.len() >= 6, "{names:?}");
+}
+
+/// Writes CIFAR-10 binary batches of `per_batch` random records into
+/// `<data_dir>/cifar10/cifar-10-batches-bin/`, as the official archive unpacks.
+fn generate_cifar(data_dir: &Path, per_batch: usize) {
+    let folder = data_dir.join("cifar10").join(data::CIFAR10_FOLDER);
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut state = 1u32;
+    let names = [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+    ];
+    for name in names.iter().chain(&["test_batch"]) {
+        let mut bytes = Vec::with_capacity(per_batch * 3073);
+        for i in 0..per_batch {
+            bytes.push((i % 10) as u8);
+            bytes.extend((0..3072).map(|_| {
+                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                (state >> 24) as u8
+            }));
+        }
+        std::fs::write(folder.join(format!("{name}.bin")), bytes).unwrap();
+    }
+}
+
+#[test]
+fn the_cifar_config_trains_an_epoch_on_generated_data() {
+    let root = tempfile::tempdir().unwrap();
+    generate_cifar(root.path(), 10);
+    let run = root.path().join("run");
+    let output = train(&[
+        "configs/fmp_cifar_k64.toml",
+        "--backend",
+        "flex",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "5",
+        "--test-passes",
+        "2",
+        "--data-dir",
+        root.path().to_str().unwrap(),
+        "--output",
+        run.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = summary(&run);
+    assert_eq!(summary["epochs"].as_array().unwrap().len(), 1);
+    assert_eq!(summary["test_images"], 10);
+    assert_eq!(summary["test_passes"], 2);
+    assert_eq!(summary["config"]["augment"]["translate"], 16);
+    assert!(
+        text(&output).contains("46 train / 4 valid / 10 test"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn the_cifar_config_without_data_says_where_and_how() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .env(data::OFFLINE_ENV, "1")
+        .args([
+            "configs/fmp_cifar.toml",
+            "--data-dir",
+            empty.path().to_str().unwrap(),
+            "--output",
+            empty.path().join("run").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    for expected in [
+        "cifar-10-binary.tar.gz not found in",
+        &empty.path().join("cifar10").display().to_string(),
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        "Put cifar-10-binary.tar.gz or its extracted cifar-10-batches-bin/ in one of those",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in: {message}");
+    }
+}
