@@ -29,6 +29,15 @@ pub enum Network {
 }
 
 impl NetworkConfig {
+    /// Side of the square input the network will expect, without building it.
+    pub fn input_size(&self) -> usize {
+        match self {
+            Self::LeNet5Modern(_) => LeNet5Modern::INPUT_SIZE,
+            Self::LeNet5Classic(_) => LeNet5Classic::INPUT_SIZE,
+            Self::FmpNet(config) => config.sizes()[0],
+        }
+    }
+
     /// Builds the network with freshly initialised weights on `device`.
     pub fn init(&self, device: &Device) -> Network {
         match self {

@@ -192,15 +192,15 @@ pub struct LoaderTiming {
 }
 
 /// Reads `batches` training batches through the run's loader (as `train` builds it, with the
-/// config's augmentation and workers) into CPU tensors, and times them.
+/// config's augmentation and workers) into CPU (flex) tensors, and times them.
 pub fn loader(config: &RunConfig, batches: usize) -> Result<LoaderTiming, String> {
     let kind = config.dataset_kind();
     let folder = data::locate(kind, config.data_dir.as_deref(), true).map_err(|e| e.to_string())?;
     let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
     let train_set = ImageDataset::new(splits.train_images, splits.train_labels);
-    let input_size = config.network().init(&Device::flex()).input_size();
+    let input_size = config.network().input_size();
     let batcher = ImageBatcher::new(kind, train_set.image_shape(), input_size)?;
-    let loader = crate::fit::loader(config, &batcher, train_set, true);
+    let loader = crate::fit::loader(config, &batcher, train_set, true, &Device::flex());
     let began = Instant::now();
     let mut images = 0;
     let mut read = 0;

@@ -134,7 +134,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         folder.display()
     );
 
-    let loader = |dataset, train| loader(config, &batcher, dataset, train);
+    let loader = |dataset, train| loader(config, &batcher, dataset, train, &device);
     let epochs = Arc::new(Mutex::new(Vec::new()));
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
     let mut training =
@@ -211,13 +211,15 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     Ok(summary)
 }
 
-/// A data loader over `dataset` at the config's batch size and worker count; for training,
-/// shuffled and distorted by `[augment]`, both seeded by the run's seed.
+/// A data loader over `dataset` making batches on `device`, at the config's batch size and
+/// worker count; for training, shuffled and distorted by `[augment]`, both seeded by the run's
+/// seed.
 pub fn loader(
     config: &RunConfig,
     batcher: &ImageBatcher,
     dataset: ImageDataset,
     train: bool,
+    device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
     let builder = if train {
         DataLoaderBuilder::new(
@@ -232,6 +234,7 @@ pub fn loader(
     builder
         .batch_size(config.batch_size)
         .num_workers(config.workers)
+        .set_device(device.clone())
         .build(dataset)
 }
 
