@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{DataError, DatasetKind, Images, Splits, fetch::read_verified};
 
@@ -174,7 +174,7 @@ pub fn parse_cifar_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)
 }
 
 /// Ten class names, one per line.
-fn parse_meta(bytes: &[u8], path: &PathBuf) -> Result<Vec<String>, DataError> {
+fn parse_meta(bytes: &[u8], path: &Path) -> Result<Vec<String>, DataError> {
     let names: Vec<String> = String::from_utf8_lossy(bytes)
         .lines()
         .map(str::trim)
@@ -269,9 +269,10 @@ mod tests {
         let url = crate::fetch::tests::serve(body.clone(), 2);
         let md5 = crate::md5_hex(&body);
         // The official digest rejects the generated archive, and nothing is left behind.
-        let err = crate::download_verified(&[url.clone()], &dest, &[CIFAR10_MD5], false)
-            .unwrap_err()
-            .to_string();
+        let err =
+            crate::download_verified(std::slice::from_ref(&url), &dest, &[CIFAR10_MD5], false)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("digest mismatch"), "{err}");
         assert!(!dest.exists() && !dest.with_extension("part").exists());
         crate::download_verified(&[url], &dest, &[&md5], false).unwrap();
