@@ -6,6 +6,7 @@ pub mod config;
 pub mod device;
 pub mod fit;
 mod progress;
+pub mod tiny;
 
 pub use config::{ConfigError, Overrides, RunConfig};
 pub use device::BackendName;

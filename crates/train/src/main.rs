@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use train::{BackendName, Overrides, RunConfig, bench, fit};
+use train::{BackendName, Overrides, RunConfig, bench, fit, tiny::TinyCnn};
 
 /// Train LeNet-5 and friends with Burn on CPU (flex, ndarray) or GPU (wgpu).
 ///
@@ -25,6 +25,27 @@ enum Command {
     Bench(BenchArgs),
     /// Time the training data loader (augmentation, padding, batching) in images per second.
     LoaderBench(LoaderBenchArgs),
+    /// The course's smallest CNN, forward, backward and one SGD step, by hand and by Burn.
+    TinyCnn(TinyCnnArgs),
+}
+
+#[derive(Args)]
+struct TinyCnnArgs {
+    /// A TOML file with image, kernel, bias, weights, dense_bias, target, learning_rate;
+    /// without it, the built-in example.
+    values: Option<PathBuf>,
+    /// Backends to run Burn on, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ndarray,wgpu"
+    )]
+    backends: Vec<BackendName>,
+    /// Largest accepted difference between Burn (f32) and the hand computation (f64),
+    /// absolute plus relative.
+    #[arg(long, default_value_t = 1e-5)]
+    tolerance: f64,
 }
 
 #[derive(Args)]
@@ -124,6 +145,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::LoaderBench(args)) => run_loader_bench(args),
+        Some(Command::TinyCnn(args)) => run_tiny_cnn(args),
         None => match cli.run.config {
             Some(config) => RunConfig::load(&config, &cli.run.overrides.into())
                 .map_err(|e| e.to_string())
@@ -153,6 +175,34 @@ fn run_loader_bench(args: LoaderBenchArgs) -> Result<(), String> {
     config.workers = args.workers.unwrap_or(config.workers);
     let timing = bench::loader(&config, args.batches)?;
     write_json(args.json, &timing)
+}
+
+fn run_tiny_cnn(args: TinyCnnArgs) -> Result<(), String> {
+    let cnn = match &args.values {
+        Some(path) => TinyCnn::load(path)?,
+        None => TinyCnn::default(),
+    };
+    let hand = cnn.by_hand();
+    let mut results = Vec::new();
+    for backend in args.backends {
+        let device = train::device::init(backend)?;
+        results.push((backend.to_string(), cnn.by_burn(&device)));
+    }
+    print!("{}", train::tiny::side_by_side(&cnn, &hand, &results));
+    for (backend, stages) in &results {
+        hand.compare(stages, args.tolerance)
+            .map_err(|e| format!("{backend} differs from the hand computation: {e}"))?;
+    }
+    println!(
+        "\nevery stage agrees within {} (absolute + relative) on {}",
+        args.tolerance,
+        results
+            .iter()
+            .map(|(b, _)| b.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 /// Writes `value` as JSON to `path`, atomically, when a path is given.
