@@ -154,6 +154,16 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
     );
     let result = training.launch(learner);
     if let Some(error) = result.error {
+        let error = error.to_string();
+        // cubecl's wording when a buffer does not fit the device (or its largest buffer).
+        if error.contains("can't allocate buffer") {
+            return Err(format!(
+                "training failed: {device_name} could not allocate a buffer at batch_size {}: \
+                 the device has too little memory, or too small a largest buffer, for this \
+                 batch; try a smaller --batch-size. Details: {error}",
+                config.batch_size
+            ));
+        }
         return Err(format!("training failed: {error}"));
     }
     if result.interrupted.is_some() {
