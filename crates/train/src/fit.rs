@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::{
     RunConfig,
     checkpoint::{AtomicCheckpointer, last_complete, write_atomic},
+    curves::CurveWriter,
     device,
     progress::{EpochRecord, EpochRenderer},
 };
@@ -38,7 +39,7 @@ pub struct RunSummary {
     pub device: String,
     /// Trainable parameters.
     pub parameters: usize,
-    /// Per-epoch figures of the epochs trained in this process.
+    /// Per-epoch figures of every epoch, those of earlier processes of a resumed run included.
     pub epochs: Vec<EpochRecord>,
     /// Mean seconds per training epoch (over `epochs`).
     pub seconds_per_epoch: f64,
@@ -52,6 +53,10 @@ pub struct RunSummary {
     pub test_passes: usize,
     /// Test-set images.
     pub test_images: usize,
+    /// The per-epoch figures as CSV, in the run directory.
+    pub curves_csv: String,
+    /// Their plot (loss and accuracy against epoch), in the run directory.
+    pub curves_plot: String,
     /// The epoch this process resumed from, if it did.
     pub resumed_from: Option<usize>,
 }
@@ -136,13 +141,14 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
 
     let loader = |dataset, train| loader(config, &batcher, dataset, train, &device);
     let epochs = Arc::new(Mutex::new(Vec::new()));
+    let curves = CurveWriter::new(&run, resumed_from)?;
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
     let mut training =
         SupervisedTraining::new(&run, loader(train_set, true), loader(valid_set, false))
             .metrics((AccuracyMetric::new(), LossMetric::new()))
             .metric_train_numeric(LearningRateMetric::new())
             .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
-            .renderer(Box::new(EpochRenderer::new(epochs.clone())))
+            .renderer(Box::new(EpochRenderer::new(epochs.clone(), curves.clone())))
             .num_epochs(config.epochs);
     if let Some(epoch) = resumed_from {
         training = training.checkpoint(epoch);
@@ -180,7 +186,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         &device,
         passes,
     );
-    let epochs = epochs.lock().expect("renderer lock").clone();
+    let epochs = curves.all(&epochs.lock().expect("renderer lock"));
     let trained = epochs.len().max(1) as f64;
     let summary = RunSummary {
         config: config.clone(),
@@ -197,6 +203,8 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         },
         test_passes: passes,
         test_images: test_set.len(),
+        curves_csv: crate::curves::CSV.into(),
+        curves_plot: crate::curves::SVG.into(),
         resumed_from,
     };
     let path: PathBuf = run.join("summary.json");

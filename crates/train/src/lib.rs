@@ -3,9 +3,10 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod curves;
 pub mod device;
 pub mod fit;
-mod progress;
+pub mod progress;
 pub mod tiny;
 
 pub use config::{ConfigError, Overrides, RunConfig};

@@ -14,10 +14,12 @@ use burn::train::{
         MetricsRendererTraining,
     },
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::curves::CurveWriter;
 
 /// Figures of one finished epoch.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch number.
     pub epoch: usize,
@@ -88,11 +90,12 @@ pub struct EpochRenderer {
     train_seconds: f64,
     bar: Option<indicatif::ProgressBar>,
     interactive: bool,
+    curves: CurveWriter,
 }
 
 impl EpochRenderer {
-    /// A renderer appending finished epochs to `epochs`.
-    pub fn new(epochs: Arc<Mutex<Vec<EpochRecord>>>) -> Self {
+    /// A renderer appending finished epochs to `epochs` and rewriting the run's curves.
+    pub fn new(epochs: Arc<Mutex<Vec<EpochRecord>>>, curves: CurveWriter) -> Self {
         Self {
             names: HashMap::new(),
             train: HashMap::new(),
@@ -106,6 +109,7 @@ impl EpochRenderer {
             train_seconds: 0.0,
             bar: None,
             interactive: std::io::stdout().is_terminal(),
+            curves,
         }
     }
 
@@ -152,7 +156,12 @@ impl EpochRenderer {
             Some(bar) => bar.println(line),
             None => println!("{line}"),
         }
-        self.epochs.lock().expect("renderer lock").push(record);
+        let mut epochs = self.epochs.lock().expect("renderer lock");
+        epochs.push(record);
+        if let Err(e) = self.curves.write(&epochs) {
+            eprintln!("warning: training curves not written: {e}");
+        }
+        drop(epochs);
         self.train.clear();
         self.valid.clear();
     }

@@ -56,6 +56,17 @@ fn short_training_on_the_sample_learns() {
     assert_eq!(summary["test_images"], 500);
     assert!(run.path().join("config.toml").is_file());
     assert!(run.path().join("checkpoint/model-3.bpk").is_file());
+    // Training curves: CSV and plot, named by the summary.
+    assert_eq!(summary["curves_csv"], "curves.csv");
+    assert_eq!(summary["curves_plot"], "curves.svg");
+    let csv = std::fs::read_to_string(run.path().join("curves.csv")).unwrap();
+    assert!(
+        csv.starts_with("epoch,train_loss,train_accuracy,valid_loss"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 4);
+    let svg = std::fs::read_to_string(run.path().join("curves.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("accuracy"));
 }
 
 #[test]
@@ -100,7 +111,13 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
         .iter()
         .map(|e| e["epoch"].as_u64().unwrap())
         .collect();
-    assert_eq!(epochs, ((resumed_from + 1) as u64..=6).collect::<Vec<_>>());
+    // The summary and the curves keep the epochs of the killed process too.
+    assert_eq!(epochs, (1..=6).collect::<Vec<u64>>());
+    let rows = train::curves::read(&run.path().join(train::curves::CSV)).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
     assert!(run.path().join("checkpoint/model-6.bpk").is_file());
 }
 

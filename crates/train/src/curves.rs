@@ -1,0 +1,190 @@
+//! Training curves: the per-epoch figures of a run as CSV and as an SVG plot in its directory,
+//! rewritten (atomically) after every epoch so that a killed run keeps them.
+
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use crate::checkpoint::write_atomic;
+use crate::progress::EpochRecord;
+
+/// File name of the CSV, in the run directory.
+pub const CSV: &str = "curves.csv";
+/// File name of the plot, in the run directory.
+pub const SVG: &str = "curves.svg";
+
+/// Writes the curves of a run: the epochs of earlier processes (read back on `--resume`) and
+/// those of this one.
+#[derive(Clone, Debug)]
+pub struct CurveWriter {
+    run: PathBuf,
+    earlier: Vec<EpochRecord>,
+}
+
+impl CurveWriter {
+    /// A writer for `run`, keeping the rows of its CSV for epochs up to `resumed_from` (none
+    /// for a fresh run).
+    pub fn new(run: &Path, resumed_from: Option<usize>) -> Result<Self, String> {
+        let earlier = match resumed_from {
+            Some(epoch) if run.join(CSV).is_file() => read(&run.join(CSV))?
+                .into_iter()
+                .filter(|r| r.epoch <= epoch)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            run: run.to_path_buf(),
+            earlier,
+        })
+    }
+
+    /// All epochs: the earlier ones, then `recent`.
+    pub fn all(&self, recent: &[EpochRecord]) -> Vec<EpochRecord> {
+        self.earlier.iter().chain(recent).cloned().collect()
+    }
+
+    /// Rewrites the CSV and the plot with the earlier epochs and `recent`.
+    pub fn write(&self, recent: &[EpochRecord]) -> Result<(), String> {
+        let all = self.all(recent);
+        let csv = self.run.join(CSV);
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        for record in &all {
+            writer.serialize(record).map_err(|e| e.to_string())?;
+        }
+        let bytes = writer.into_inner().map_err(|e| e.to_string())?;
+        write_atomic(&csv, &bytes).map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
+        let svg = self.run.join(SVG);
+        write_atomic(&svg, plot(&all)?.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", svg.display()))
+    }
+}
+
+/// Reads a curves CSV back.
+pub fn read(path: &Path) -> Result<Vec<EpochRecord>, String> {
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<EpochRecord>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Loss and accuracy against epoch, training and validation, as an SVG document.
+pub fn plot(epochs: &[EpochRecord]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (left, right) = root.split_horizontally(450);
+        let last = epochs.iter().map(|e| e.epoch).max().unwrap_or(1).max(2) as f64;
+        let panels: [(_, &str, [fn(&EpochRecord) -> f64; 2]); 2] = [
+            (left, "loss", [|e| e.train_loss, |e| e.valid_loss]),
+            (
+                right,
+                "accuracy (%)",
+                [|e| e.train_accuracy, |e| e.valid_accuracy],
+            ),
+        ];
+        for (area, name, series) in panels {
+            let values: Vec<f64> = epochs
+                .iter()
+                .flat_map(|e| series.map(|f| f(e)))
+                .filter(|v| v.is_finite())
+                .collect();
+            let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (low, high) = if low < high {
+                let pad = (high - low) * 0.05;
+                (low - pad, high + pad)
+            } else if low.is_finite() {
+                (low - 1.0, low + 1.0)
+            } else {
+                (0.0, 1.0)
+            };
+            let mut chart = ChartBuilder::on(&area)
+                .caption(name, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(32)
+                .y_label_area_size(56)
+                .build_cartesian_2d(1f64..last, low..high)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .x_labels((last as usize).min(12))
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (label, colour, f) in [("train", BLUE, series[0]), ("valid", RED, series[1])] {
+                let points: Vec<(f64, f64)> = epochs
+                    .iter()
+                    .map(|e| (e.epoch as f64, f(e)))
+                    .filter(|(_, v)| v.is_finite())
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(label)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize, loss: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            train_loss: loss,
+            train_accuracy: 90.0 + epoch as f64,
+            valid_loss: loss * 1.1,
+            valid_accuracy: 89.0 + epoch as f64,
+            learning_rate: 0.01,
+            train_seconds: 3.5,
+            images_per_second: 100.0,
+        }
+    }
+
+    #[test]
+    fn csv_round_trips_and_a_resumed_run_keeps_earlier_epochs() {
+        let run = tempfile::tempdir().unwrap();
+        let first = CurveWriter::new(run.path(), None).unwrap();
+        first
+            .write(&[record(1, 0.5), record(2, 0.4), record(3, 0.3)])
+            .unwrap();
+        assert_eq!(read(&run.path().join(CSV)).unwrap().len(), 3);
+        // Resumed from epoch 2: epoch 3 is trained again and replaces the old row.
+        let resumed = CurveWriter::new(run.path(), Some(2)).unwrap();
+        resumed.write(&[record(3, 0.25)]).unwrap();
+        let rows = read(&run.path().join(CSV)).unwrap();
+        assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(rows[2].train_loss, 0.25);
+        assert_eq!(rows[0].valid_accuracy, 90.0);
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_both_panels_and_legends() {
+        let svg = plot(&[record(1, 0.5), record(2, 0.4)]).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        for text in ["loss", "accuracy (%)", "train", "valid", "epoch"] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        // A single epoch or NaN metrics still plot.
+        let mut nan = record(1, f64::NAN);
+        nan.valid_accuracy = f64::NAN;
+        assert!(plot(&[nan]).is_ok());
+    }
+}
