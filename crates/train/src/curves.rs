@@ -69,6 +69,9 @@ pub fn read(path: &Path) -> Result<Vec<EpochRecord>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// One figure of an epoch.
+type Metric = fn(&EpochRecord) -> f64;
+
 /// Loss and accuracy against epoch, training and validation, as an SVG document.
 pub fn plot(epochs: &[EpochRecord]) -> Result<String, String> {
     let mut svg = String::new();
@@ -77,7 +80,7 @@ pub fn plot(epochs: &[EpochRecord]) -> Result<String, String> {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let (left, right) = root.split_horizontally(450);
         let last = epochs.iter().map(|e| e.epoch).max().unwrap_or(1).max(2) as f64;
-        let panels: [(_, &str, [fn(&EpochRecord) -> f64; 2]); 2] = [
+        let panels: [(_, &str, [Metric; 2]); 2] = [
             (left, "loss", [|e| e.train_loss, |e| e.valid_loss]),
             (
                 right,
