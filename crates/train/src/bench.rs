@@ -154,7 +154,7 @@ pub fn run(
             step_ms: times,
         };
         println!(
-            "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.0} img/s  ~{:7.1} s/epoch  ({})",
+            "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  ~{:7.1} s/epoch  ({})",
             timing.backend,
             timing.median_ms,
             timing.min_ms,
