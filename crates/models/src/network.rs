@@ -29,6 +29,47 @@ pub enum Network {
 }
 
 impl NetworkConfig {
+    /// Floating-point operations of one forward pass of one image: two per multiply-add of the
+    /// convolution and dense layers, as the model defines them (LeNet-5's C3 by its 60 links).
+    /// Activations, pooling and normalisation, linear in the activations' size, are left out.
+    /// A training step costs about three times this per image (forward, then the gradients of
+    /// both the activations and the weights).
+    pub fn forward_flops(&self) -> u64 {
+        // 2 * output cells * kernel volume (input maps x kernel area) per output map.
+        let layer = |side: usize, out: usize, inputs: usize, area: usize| {
+            2 * (side * side * out * inputs * area) as u64
+        };
+        match self {
+            Self::LeNet5Modern(c) => {
+                layer(28, 20, 1, 25)
+                    + layer(14, 50, 20, 25)
+                    + layer(1, 500, 50 * 7 * 7, 1)
+                    + layer(1, c.num_classes, 500, 1)
+            }
+            Self::LeNet5Classic(c) => {
+                let links: usize = crate::lenet::C3_TABLE.iter().map(|t| t.len()).sum();
+                layer(28, 6, 1, 25)
+                    + layer(10, 1, links, 25)
+                    + layer(1, 120, 16, 25)
+                    + layer(1, 84, 120, 1)
+                    + layer(1, c.num_classes, 84, 1)
+            }
+            Self::FmpNet(c) => {
+                let sizes = c.sizes();
+                let k = c.filters;
+                let blocks: u64 = (0..c.layers)
+                    .map(|i| {
+                        let inputs = if i == 0 { c.channels } else { k * i };
+                        layer(sizes[1 + 2 * i], k * (i + 1), inputs, 4)
+                    })
+                    .sum();
+                blocks
+                    + layer(1, k * (c.layers + 1), k * c.layers, 4)
+                    + layer(1, c.num_classes, k * (c.layers + 1), 1)
+            }
+        }
+    }
+
     /// Side of the square input the network will expect, without building it.
     pub fn input_size(&self) -> usize {
         match self {
@@ -74,5 +115,35 @@ impl Network {
             Self::LeNet5Classic(_) => "lenet5_classic",
             Self::FmpNet(_) => "fmp",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_flops_match_the_sizes_quoted_for_the_course() {
+        // A training image costs about 3 forward passes: FMP-MNIST ~0.12 GFLOP, the large
+        // FMP-CIFAR net ~89 GFLOP.
+        let mnist = NetworkConfig::FmpNet(FmpNetConfig::new());
+        assert_eq!(mnist.forward_flops(), 40_622_720);
+        let cifar = NetworkConfig::FmpNet(
+            FmpNetConfig::new()
+                .with_channels(3)
+                .with_layers(12)
+                .with_filters(160)
+                .with_alpha(2f64.cbrt()),
+        );
+        assert_eq!(cifar.forward_flops(), 29_678_053_760);
+        assert!((3.0 * cifar.forward_flops() as f64 / 1e9 - 89.0).abs() < 0.1);
+        // LeNets, by hand: modern 784,000 + 9,800,000 + 2,450,000 + 10,000.
+        let modern = NetworkConfig::LeNet5Modern(LeNet5ModernConfig::new());
+        assert_eq!(modern.forward_flops(), 13_044_000);
+        let classic = NetworkConfig::LeNet5Classic(LeNet5ClassicConfig::new());
+        assert_eq!(
+            classic.forward_flops(),
+            235_200 + 300_000 + 96_000 + 20_160 + 1_680
+        );
     }
 }

@@ -31,6 +31,11 @@ pub struct BackendTiming {
     pub images_per_second: f64,
     /// Estimated seconds for one epoch over the training split at the median.
     pub epoch_seconds: f64,
+    /// Floating-point operations of one training image (3 x the forward pass, see
+    /// `NetworkConfig::forward_flops`), in GFLOP.
+    pub gflop_per_image: f64,
+    /// Achieved GFLOP/s at the median step.
+    pub gflop_per_second: f64,
     /// For FMP nets: median milliseconds of the pooling layers alone, forward and backward, at
     /// the shapes of a training step.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +147,10 @@ pub fn run(
             }
             _ => None,
         };
+        let gflop_per_image = 3.0 * network.forward_flops() as f64 / 1e9;
         let timing = BackendTiming {
+            gflop_per_image,
+            gflop_per_second: gflop_per_image * batch_size as f64 / (median / 1e3),
             backend: backend.to_string(),
             device: device::describe(backend, &device),
             median_ms: median,
@@ -154,11 +162,12 @@ pub fn run(
             step_ms: times,
         };
         println!(
-            "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  ~{:7.1} s/epoch  ({})",
+            "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  {:7.1} GFLOP/s  ~{:7.1} s/epoch  ({})",
             timing.backend,
             timing.median_ms,
             timing.min_ms,
             timing.images_per_second,
+            timing.gflop_per_second,
             timing.epoch_seconds,
             timing.device
         );
