@@ -183,6 +183,66 @@ pub fn run(
     Ok(results)
 }
 
+/// Training images per second by backend, as an SVG bar chart with the values written on the
+/// bars.
+pub fn chart(title: &str, timings: &[BackendTiming]) -> Result<String, String> {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let top = timings
+            .iter()
+            .map(|t| t.images_per_second)
+            .fold(1.0, f64::max)
+            * 1.15;
+        let names: Vec<String> = timings.iter().map(|t| t.backend.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(-0.5..names.len() as f64 - 0.5, 0.0..top)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc("images / s")
+            .x_labels(names.len() + 1)
+            .x_label_formatter(&|x| {
+                // Only the bar centres (whole numbers) carry a backend's name.
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(timings.iter().enumerate().map(|(i, t)| {
+                let x = i as f64;
+                Rectangle::new(
+                    [(x - 0.35, 0.0), (x + 0.35, t.images_per_second)],
+                    BLUE.mix(0.6).filled(),
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(timings.iter().enumerate().map(|(i, t)| {
+                Text::new(
+                    format!("{:.1}", t.images_per_second),
+                    (i as f64 - 0.1, t.images_per_second + top * 0.06),
+                    ("sans-serif", 14),
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
 /// Throughput of the training data loader: shuffling, augmentation, padding, batching.
 #[derive(Debug, Serialize)]
 pub struct LoaderTiming {
@@ -247,4 +307,31 @@ pub fn loader(config: &RunConfig, batches: usize) -> Result<LoaderTiming, String
         if timing.augmented { "on" } else { "off" }
     );
     Ok(timing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_names_every_backend_and_value() {
+        let timing = |backend: &str, images_per_second| BackendTiming {
+            backend: backend.into(),
+            device: "test".into(),
+            step_ms: vec![1.0],
+            median_ms: 1.0,
+            min_ms: 1.0,
+            images_per_second,
+            epoch_seconds: 1.0,
+            gflop_per_image: 1.0,
+            gflop_per_second: 1.0,
+            pooling_median_ms: None,
+            pooling_share: None,
+        };
+        let svg = chart("title", &[timing("flex", 125.5), timing("ndarray", 3.25)]).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for text in ["title", "flex", "ndarray", "125.5", "3.2", "images / s"] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+    }
 }

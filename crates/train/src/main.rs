@@ -122,6 +122,9 @@ struct BenchArgs {
     /// Also write the timings as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw images per second by backend as an SVG bar chart in this file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
     #[command(flatten)]
     overrides: OverrideArgs,
 }
@@ -166,6 +169,16 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     let config =
         RunConfig::load(&args.config, &args.overrides.into()).map_err(|e| e.to_string())?;
     let timings = bench::run(&config, &args.backends, args.warmup, args.steps)?;
+    if let Some(path) = &args.chart {
+        let title = format!(
+            "{}: training images per second, batch {}",
+            args.config.display(),
+            config.batch_size
+        );
+        let svg = bench::chart(&title, &timings)?;
+        train::checkpoint::write_atomic(path, svg.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     write_json(args.json, &timings)
 }
 
