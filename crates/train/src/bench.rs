@@ -45,7 +45,8 @@ pub struct BackendTiming {
     pub pooling_share: Option<f64>,
 }
 
-fn median(times: &[f64]) -> (f64, f64) {
+/// The median and the minimum of `times`.
+fn median_and_min(times: &[f64]) -> (f64, f64) {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     (sorted[sorted.len() / 2], sorted[0])
@@ -77,8 +78,8 @@ fn time_pooling(
             .map(|((pool, _), x)| pool.forward(x).sum())
             .reduce(|a, b| a + b)
             .expect("an FMP net has pooling layers");
-        let grads = loss.backward();
-        drop(grads);
+        // The gradients are computed here; they are not needed afterwards.
+        let _gradients = loss.backward();
         device
             .sync()
             .map_err(|e| format!("device sync failed: {e:?}"))?;
@@ -137,13 +138,13 @@ pub fn run(
                 times.push(began.elapsed().as_secs_f64() * 1e3);
             }
         }
-        let (median, min) = median(&times);
+        let (median, min) = median_and_min(&times);
         let pooling = match &model {
             Network::FmpNet(net) => {
                 let times =
                     time_pooling(net, batch_size, &device.clone().autodiff(), warmup, steps)
                         .map_err(|e| format!("{backend}: {e}"))?;
-                Some(self::median(&times).0)
+                Some(median_and_min(&times).0)
             }
             _ => None,
         };
