@@ -36,6 +36,10 @@ pub struct BackendTiming {
     pub gflop_per_image: f64,
     /// Achieved GFLOP/s at the median step.
     pub gflop_per_second: f64,
+    /// Median milliseconds of an evaluation pass (forward only, no autodiff) over one batch.
+    pub eval_median_ms: f64,
+    /// Images per second evaluated, at `eval_median_ms`.
+    pub eval_images_per_second: f64,
     /// For FMP nets: median milliseconds of the pooling layers alone, forward and backward, at
     /// the shapes of a training step.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +143,25 @@ pub fn run(
             }
         }
         let (median, min) = median_and_min(&times);
+        // Evaluation: the trained model on the plain device, as the test pass runs it.
+        let evaluated = model.clone().to_device(&device);
+        let mut eval_times = Vec::with_capacity(steps);
+        for step in 0..warmup + steps {
+            let items = train_set
+                .get_many((0..batch_size).collect())
+                .expect("indices are in range");
+            let batch = batcher.batch(items, &device);
+            let began = Instant::now();
+            let logits = evaluated.forward(batch.images);
+            drop(logits);
+            device
+                .sync()
+                .map_err(|e| format!("{backend}: device sync failed: {e:?}"))?;
+            if step >= warmup {
+                eval_times.push(began.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let eval_median = median_and_min(&eval_times).0;
         let pooling = match &model {
             Network::FmpNet(net) => {
                 let times =
@@ -157,6 +180,8 @@ pub fn run(
             median_ms: median,
             min_ms: min,
             pooling_median_ms: pooling,
+            eval_median_ms: eval_median,
+            eval_images_per_second: batch_size as f64 / (eval_median / 1e3),
             pooling_share: pooling.map(|p| p / median),
             images_per_second: batch_size as f64 / (median / 1e3),
             epoch_seconds: train_set.len().div_ceil(batch_size) as f64 * median / 1e3,
@@ -171,6 +196,10 @@ pub fn run(
             timing.gflop_per_second,
             timing.epoch_seconds,
             timing.device
+        );
+        println!(
+            "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
+            "", timing.eval_median_ms, timing.eval_images_per_second
         );
         if let (Some(ms), Some(share)) = (timing.pooling_median_ms, timing.pooling_share) {
             println!(
@@ -326,6 +355,8 @@ mod tests {
             epoch_seconds: 1.0,
             gflop_per_image: 1.0,
             gflop_per_second: 1.0,
+            eval_median_ms: 1.0,
+            eval_images_per_second: 1.0,
             pooling_median_ms: None,
             pooling_share: None,
         };
