@@ -3,6 +3,7 @@
 
     python3 scripts/torch_reference.py configs/fmp_mnist.toml [--steps 10 --warmup 2
         --device cpu|cuda --threads N --json FILE]
+    train bench configs/fmp_mnist.toml --backends flex --include FILE --chart both.svg
 
 Reads the same TOML config, builds the same architecture in PyTorch (LeNet modern, LeNet-5
 classic, Graham's FMP net), and times training steps (forward, cross-entropy, backward, SGD step,
@@ -247,6 +248,18 @@ def main():
         if step >= args.warmup:
             times.append((time.perf_counter() - began) * 1e3)
     median = statistics.median_low(times)
+    # Evaluation: forward only, no autograd, eval mode (FMP still draws fresh regions).
+    model.eval()
+    eval_times = []
+    with torch.no_grad():
+        for step in range(args.warmup + args.steps):
+            sync()
+            began = time.perf_counter()
+            model(images)
+            sync()
+            if step >= args.warmup:
+                eval_times.append((time.perf_counter() - began) * 1e3)
+    eval_median = statistics.median_low(eval_times)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -262,11 +275,15 @@ def main():
         "epoch_seconds": math.ceil(train_images / batch) * median / 1e3,
         "gflop_per_image": gflop_per_image,
         "gflop_per_second": gflop_per_image * batch / (median / 1e3),
+        "eval_median_ms": eval_median,
+        "eval_images_per_second": batch / (eval_median / 1e3),
     }
     print(
         f"{timing['backend']:>8}: median {median:8.1f} ms  min {min(times):8.1f} ms  "
         f"{timing['images_per_second']:8.1f} img/s  {timing['gflop_per_second']:7.1f} GFLOP/s  "
-        f"~{timing['epoch_seconds']:7.1f} s/epoch  ({name})"
+        f"~{timing['epoch_seconds']:7.1f} s/epoch  ({name})\n"
+        f"{'':>8}  evaluation (forward only): {eval_median:.1f} ms per batch, "
+        f"{timing['eval_images_per_second']:.1f} img/s"
     )
     if args.json:
         with open(args.json, "w") as f:

@@ -10,12 +10,12 @@ use burn::{
 };
 use data::{ImageBatcher, ImageDataset, Splits};
 use models::{FmpNet, Network};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{RunConfig, device, device::BackendName};
 
-/// Timing of one backend.
-#[derive(Debug, Serialize)]
+/// Timing of one backend (also the format `scripts/torch_reference.py` writes).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BackendTiming {
     /// Backend name.
     pub backend: String,
@@ -42,11 +42,45 @@ pub struct BackendTiming {
     pub eval_images_per_second: f64,
     /// For FMP nets: median milliseconds of the pooling layers alone, forward and backward, at
     /// the shapes of a training step.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling_median_ms: Option<f64>,
     /// `pooling_median_ms` as a share of the median step.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling_share: Option<f64>,
+}
+
+impl BackendTiming {
+    /// One line per figure, as the bench table shows it.
+    pub fn print(&self) {
+        println!(
+            "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  {:7.1} GFLOP/s  ~{:7.1} s/epoch  ({})",
+            self.backend,
+            self.median_ms,
+            self.min_ms,
+            self.images_per_second,
+            self.gflop_per_second,
+            self.epoch_seconds,
+            self.device
+        );
+        println!(
+            "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
+            "", self.eval_median_ms, self.eval_images_per_second
+        );
+        if let (Some(ms), Some(share)) = (self.pooling_median_ms, self.pooling_share) {
+            println!(
+                "{:>8}  FMP layers alone (forward + backward): {ms:.1} ms, {:.1}% of a step",
+                "",
+                share * 100.0
+            );
+        }
+    }
+
+    /// Timings written earlier as JSON by `train bench --json` or `scripts/torch_reference.py`.
+    pub fn read_all(path: &std::path::Path) -> Result<Vec<Self>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 /// The median and the minimum of `times`.
@@ -187,27 +221,7 @@ pub fn run(
             epoch_seconds: train_set.len().div_ceil(batch_size) as f64 * median / 1e3,
             step_ms: times,
         };
-        println!(
-            "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  {:7.1} GFLOP/s  ~{:7.1} s/epoch  ({})",
-            timing.backend,
-            timing.median_ms,
-            timing.min_ms,
-            timing.images_per_second,
-            timing.gflop_per_second,
-            timing.epoch_seconds,
-            timing.device
-        );
-        println!(
-            "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
-            "", timing.eval_median_ms, timing.eval_images_per_second
-        );
-        if let (Some(ms), Some(share)) = (timing.pooling_median_ms, timing.pooling_share) {
-            println!(
-                "{:>8}  FMP layers alone (forward + backward): {ms:.1} ms, {:.1}% of a step",
-                "",
-                share * 100.0
-            );
-        }
+        timing.print();
         results.push(timing);
     }
     Ok(results)
@@ -343,9 +357,8 @@ pub fn loader(config: &RunConfig, batches: usize) -> Result<LoaderTiming, String
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_chart_names_every_backend_and_value() {
-        let timing = |backend: &str, images_per_second| BackendTiming {
+    fn timing(backend: &str, images_per_second: f64) -> BackendTiming {
+        BackendTiming {
             backend: backend.into(),
             device: "test".into(),
             step_ms: vec![1.0],
@@ -359,7 +372,27 @@ mod tests {
             eval_images_per_second: 1.0,
             pooling_median_ms: None,
             pooling_share: None,
-        };
+        }
+    }
+
+    #[test]
+    fn timings_from_elsewhere_are_read_back_and_bad_files_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("torch.json");
+        // As scripts/torch_reference.py writes it: no pooling fields.
+        let mut json = serde_json::to_value([timing("torch-cpu", 2390.0)]).unwrap();
+        json[0].as_object_mut().unwrap().remove("pooling_median_ms");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let read = BackendTiming::read_all(&path).unwrap();
+        assert_eq!(read[0].backend, "torch-cpu");
+        assert_eq!(read[0].images_per_second, 2390.0);
+        std::fs::write(&path, "[{\"backend\": 1}]").unwrap();
+        let err = BackendTiming::read_all(&path).unwrap_err();
+        assert!(err.contains("torch.json"), "{err}");
+    }
+
+    #[test]
+    fn the_chart_names_every_backend_and_value() {
         let svg = chart("title", &[timing("flex", 125.5), timing("ndarray", 3.25)]).unwrap();
         assert!(svg.starts_with("<svg"));
         for text in ["title", "flex", "ndarray", "125.5", "3.2", "images / s"] {

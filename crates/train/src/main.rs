@@ -125,6 +125,10 @@ struct BenchArgs {
     /// Also draw images per second by backend as an SVG bar chart in this file.
     #[arg(long)]
     chart: Option<PathBuf>,
+    /// Timings measured elsewhere to show in the same table, chart and JSON (files written by
+    /// `--json` or by scripts/torch_reference.py); repeatable.
+    #[arg(long)]
+    include: Vec<PathBuf>,
     #[command(flatten)]
     overrides: OverrideArgs,
 }
@@ -168,7 +172,13 @@ fn main() -> ExitCode {
 fn run_bench(args: BenchArgs) -> Result<(), String> {
     let config =
         RunConfig::load(&args.config, &args.overrides.into()).map_err(|e| e.to_string())?;
-    let timings = bench::run(&config, &args.backends, args.warmup, args.steps)?;
+    let mut timings = bench::run(&config, &args.backends, args.warmup, args.steps)?;
+    for path in &args.include {
+        for timing in bench::BackendTiming::read_all(path)? {
+            timing.print();
+            timings.push(timing);
+        }
+    }
     if let Some(path) = &args.chart {
         let title = format!(
             "{}: training images per second, batch {}",
