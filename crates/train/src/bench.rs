@@ -36,6 +36,11 @@ pub struct BackendTiming {
     pub gflop_per_image: f64,
     /// Achieved GFLOP/s at the median step.
     pub gflop_per_second: f64,
+    /// Most memory the device's allocator held after a training step, in MiB, where the backend
+    /// reports it (wgpu; the CPU backends do not). Pools keep freed pages, so this tracks the
+    /// step's peak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_memory_mib: Option<f64>,
     /// Median milliseconds of an evaluation pass (forward only, no autodiff) over one batch.
     pub eval_median_ms: f64,
     /// Images per second evaluated, at `eval_median_ms`.
@@ -66,6 +71,9 @@ impl BackendTiming {
             "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
             "", self.eval_median_ms, self.eval_images_per_second
         );
+        if let Some(mib) = self.device_memory_mib {
+            println!("{:>8}  device memory held after a step: {mib:.0} MiB", "");
+        }
         if let (Some(ms), Some(share)) = (self.pooling_median_ms, self.pooling_share) {
             println!(
                 "{:>8}  FMP layers alone (forward + backward): {ms:.1} ms, {:.1}% of a step",
@@ -156,6 +164,7 @@ pub fn run(
         let mut optimizer = config.optimizer();
         let batch_size = config.batch_size.min(train_set.len());
         let mut times = Vec::with_capacity(steps);
+        let mut reserved = None::<u64>;
         for step in 0..warmup + steps {
             let start = (step * batch_size) % (train_set.len() - batch_size + 1);
             let items = train_set
@@ -174,6 +183,9 @@ pub fn run(
                 .map_err(|e| format!("{backend}: device sync failed: {e:?}"))?;
             if step >= warmup {
                 times.push(began.elapsed().as_secs_f64() * 1e3);
+            }
+            if let Some(usage) = device.memory_pool_usage() {
+                reserved = Some(reserved.unwrap_or(0).max(usage.bytes_reserved));
             }
         }
         let (median, min) = median_and_min(&times);
@@ -214,6 +226,7 @@ pub fn run(
             median_ms: median,
             min_ms: min,
             pooling_median_ms: pooling,
+            device_memory_mib: reserved.map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
             eval_median_ms: eval_median,
             eval_images_per_second: batch_size as f64 / (eval_median / 1e3),
             pooling_share: pooling.map(|p| p / median),
@@ -372,6 +385,7 @@ mod tests {
             eval_images_per_second: 1.0,
             pooling_median_ms: None,
             pooling_share: None,
+            device_memory_mib: None,
         }
     }
 
