@@ -128,7 +128,8 @@ impl Transform {
 
     /// Renders one channel `plane` (`rows x cols` bytes) into `out` (`side x side`), the image
     /// centred as without distortion at (`top`, `left`), sampling bilinearly; cells that map
-    /// outside the image get `background`. `finish` maps a pixel value to the stored value.
+    /// outside the image get the background pixel 0, as plain padding does. `finish` maps a
+    /// pixel value to the stored value.
     #[allow(clippy::too_many_arguments)]
     pub fn render(
         &self,
@@ -138,13 +139,12 @@ impl Transform {
         [top, left]: [usize; 2],
         out: &mut [f32],
         side: usize,
-        background: f32,
         finish: impl Fn(f32) -> f32,
     ) {
         let (gain, offset) = (self.gain[channel], self.offset[channel]);
         let pixel = |r: isize, c: isize| -> f32 {
             if r < 0 || c < 0 || r >= rows as isize || c >= cols as isize {
-                background
+                0.0
             } else {
                 plane[r as usize * cols + c as usize] as f32 * gain + offset
             }
@@ -183,7 +183,7 @@ mod tests {
     fn render(t: &Transform) -> Vec<f32> {
         let plane = [1, 2, 3, 4, 5, 6];
         let mut out = vec![-1.0; 16];
-        t.render(0, &plane, [2, 3], [1, 0], &mut out, 4, 0.0, |v| v);
+        t.render(0, &plane, [2, 3], [1, 0], &mut out, 4, |v| v);
         out
     }
 
@@ -256,7 +256,7 @@ mod tests {
             ..Transform::identity(1)
         };
         let mut out = vec![0.0; 9];
-        t.render(0, &plane, [3, 3], [0, 0], &mut out, 3, 0.0, |v| v);
+        t.render(0, &plane, [3, 3], [0, 0], &mut out, 3, |v| v);
         let rounded: Vec<f32> = out.iter().map(|v| v.round()).collect();
         assert_eq!(rounded, [7.0, 4.0, 1.0, 8.0, 5.0, 2.0, 9.0, 6.0, 3.0]);
     }

@@ -192,7 +192,6 @@ impl ImageBatcher {
                 self.offset(),
                 &mut out[c * s * s..(c + 1) * s * s],
                 s,
-                0.0,
                 |v| (v / 255.0 - mean) / std,
             );
         }

@@ -8,7 +8,7 @@ use burn::{
     tensor::Distribution,
     train::TrainStep,
 };
-use data::{ImageBatcher, ImageDataset, Splits};
+use data::{DatasetKind, ImageBatcher, ImageDataset, Splits};
 use models::{FmpNet, Network};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,17 @@ impl BackendTiming {
     }
 }
 
+/// The config's dataset and its whole training split (located, downloaded if need be, verified).
+fn training_set(config: &RunConfig) -> Result<(DatasetKind, ImageDataset), String> {
+    let kind = config.dataset_kind();
+    let folder = data::locate(kind, config.data_dir.as_deref(), true).map_err(|e| e.to_string())?;
+    let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
+    Ok((
+        kind,
+        ImageDataset::new(splits.train_images, splits.train_labels),
+    ))
+}
+
 /// The median and the minimum of `times`.
 fn median_and_min(times: &[f64]) -> (f64, f64) {
     let mut sorted = times.to_vec();
@@ -144,10 +155,7 @@ pub fn run(
     warmup: usize,
     steps: usize,
 ) -> Result<Vec<BackendTiming>, String> {
-    let kind = config.dataset_kind();
-    let folder = data::locate(kind, config.data_dir.as_deref(), true).map_err(|e| e.to_string())?;
-    let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
-    let train_set = ImageDataset::new(splits.train_images, splits.train_labels);
+    let (kind, train_set) = training_set(config)?;
     let network = config.network();
     let mut results = Vec::new();
     for &backend in backends {
@@ -320,10 +328,7 @@ pub struct LoaderTiming {
 /// Reads `batches` training batches through the run's loader (as `train` builds it, with the
 /// config's augmentation and workers) into CPU (flex) tensors, and times them.
 pub fn loader(config: &RunConfig, batches: usize) -> Result<LoaderTiming, String> {
-    let kind = config.dataset_kind();
-    let folder = data::locate(kind, config.data_dir.as_deref(), true).map_err(|e| e.to_string())?;
-    let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
-    let train_set = ImageDataset::new(splits.train_images, splits.train_labels);
+    let (kind, train_set) = training_set(config)?;
     let input_size = config.network().input_size();
     let batcher = ImageBatcher::new(kind, train_set.image_shape(), input_size)?;
     let loader = crate::fit::loader(config, &batcher, train_set, true, &Device::flex());

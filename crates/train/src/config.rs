@@ -93,10 +93,10 @@ pub enum ModelSpec {
         #[serde(default = "fmp_alpha")]
         alpha: f64,
         /// Overlapping 2x2 windows, else disjoint regions.
-        #[serde(default = "yes")]
+        #[serde(default = "fmp_overlapping")]
         overlapping: bool,
         /// Pseudorandom region sequences, else random ones.
-        #[serde(default = "yes")]
+        #[serde(default = "fmp_pseudorandom")]
         pseudorandom: bool,
         /// Regions per image and channel (PyTorch), else per image (Graham).
         #[serde(default)]
@@ -108,28 +108,35 @@ pub enum ModelSpec {
         #[serde(default = "fmp_leaky_slope")]
         leaky_slope: f64,
         /// Batch normalisation after the convolutions.
-        #[serde(default = "yes")]
+        #[serde(default = "fmp_batch_norm")]
         batch_norm: bool,
     },
 }
 
+// The `[model]` defaults are FmpNetConfig's (Graham's MNIST net), defined once there.
 fn fmp_layers() -> usize {
-    6
+    FmpNetConfig::new().layers
 }
 fn fmp_filters() -> usize {
-    32
+    FmpNetConfig::new().filters
 }
 fn fmp_alpha() -> f64 {
-    std::f64::consts::SQRT_2
+    FmpNetConfig::new().alpha
 }
 fn fmp_max_dropout() -> f64 {
-    0.5
+    FmpNetConfig::new().max_dropout
 }
 fn fmp_leaky_slope() -> f64 {
-    1.0 / 3.0
+    FmpNetConfig::new().leaky_slope
 }
-fn yes() -> bool {
-    true
+fn fmp_overlapping() -> bool {
+    FmpNetConfig::new().overlapping
+}
+fn fmp_pseudorandom() -> bool {
+    FmpNetConfig::new().pseudorandom
+}
+fn fmp_batch_norm() -> bool {
+    FmpNetConfig::new().batch_norm
 }
 
 /// The `[optimizer]` table.
