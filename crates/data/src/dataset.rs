@@ -235,6 +235,14 @@ impl DatasetKind {
         }
     }
 
+    /// Side of the dataset's square images, in pixels.
+    pub fn image_side(self) -> usize {
+        match self {
+            Self::Cifar10 => 32,
+            _ => 28,
+        }
+    }
+
     /// Per-channel mean and standard deviation of the training pixels on the [0, 1] scale,
     /// over all pixels of the training set (for CIFAR-10 not the often quoted mean of per-image
     /// stds, 0.2023/0.1994/0.2010).

@@ -10,7 +10,7 @@ use burn::{
 };
 
 use crate::pool::fractional_max_pool2d;
-use crate::regions::{RegionKind, RegionSampler, fmp_sizes};
+use crate::regions::{PoolRegions, RegionKind, RegionSampler, fmp_sizes};
 
 /// A fractional max-pooling layer: fresh pseudorandom or random regions on every forward pass,
 /// in training and in evaluation alike, so repeated evaluations form an ensemble.
@@ -52,17 +52,23 @@ impl FractionalMaxPool2d {
     /// If `h` or `w` cannot be pooled to the output size with steps of 1 and 2 (the network
     /// computes its sizes so that they can).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [n, c, h, w] = x.dims();
+        let regions = self.draw(x.dims());
+        fractional_max_pool2d(x, &regions)
+    }
+
+    /// Draws the regions for an input of `[n, c, h, w]`, as `forward` does.
+    ///
+    /// # Panics
+    /// As `forward`.
+    pub fn draw(&self, [n, c, h, w]: [usize; 4]) -> PoolRegions {
         for side in [h, w] {
             if let Err(e) = self.kind.check_sizes(side, self.output_size) {
                 panic!("FractionalMaxPool2d: input {h}x{w}: {e}");
             }
         }
         let out = [self.output_size; 2];
-        let regions = self
-            .sampler
-            .draw(self.kind, self.per_channel, n, c, [h, w], out);
-        fractional_max_pool2d(x, &regions)
+        self.sampler
+            .draw(self.kind, self.per_channel, n, c, [h, w], out)
     }
 }
 
@@ -231,6 +237,16 @@ impl FmpNet {
     /// so that the next forward passes draw the same regions as after `init` with that seed.
     pub fn reseed(&self, seed: u64) {
         self.sampler.reseed(seed);
+    }
+
+    /// The regions each pooling layer will use in the next forward pass of `batch` images,
+    /// in layer order. Drawing them advances the generator as that pass would, so to see the
+    /// regions of a pass, [`reseed`](Self::reseed), draw, reseed again and run it: that is how
+    /// another implementation (the PyTorch module in `scripts/`) is checked on the same regions.
+    pub fn next_regions(&self, batch: usize) -> Vec<PoolRegions> {
+        self.pooling_layers()
+            .map(|(pool, [c, h, w])| pool.draw([batch, c, h, w]))
+            .collect()
     }
 
     /// Logits `[batch, classes]` for images `[batch, channels, input, input]`.

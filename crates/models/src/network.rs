@@ -1,7 +1,7 @@
 use burn::prelude::*;
 
 use crate::{
-    FmpNet, FmpNetConfig, LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig,
+    FmpNet, PoolRegions, FmpNetConfig, LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig,
 };
 
 /// Which network to build, with its parameters.
@@ -105,6 +105,23 @@ impl Network {
             Self::LeNet5Modern(_) => LeNet5Modern::INPUT_SIZE,
             Self::LeNet5Classic(_) => LeNet5Classic::INPUT_SIZE,
             Self::FmpNet(net) => net.input_size(),
+        }
+    }
+
+    /// Makes the next forward passes repeatable: an FMP net restarts its pooling-region
+    /// generator at `seed` (see [`FmpNet::reseed`]); the LeNets are deterministic already.
+    pub fn reseed(&self, seed: u64) {
+        if let Self::FmpNet(net) = self {
+            net.reseed(seed);
+        }
+    }
+
+    /// The pooling regions of the next forward pass of `batch` images, per FMP layer (none for
+    /// the LeNets); see [`FmpNet::next_regions`].
+    pub fn next_regions(&self, batch: usize) -> Vec<PoolRegions> {
+        match self {
+            Self::FmpNet(net) => net.next_regions(batch),
+            _ => Vec::new(),
         }
     }
 

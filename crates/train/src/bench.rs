@@ -36,6 +36,13 @@ pub struct BackendTiming {
     pub gflop_per_image: f64,
     /// Achieved GFLOP/s at the median step.
     pub gflop_per_second: f64,
+    /// The backend's own ceiling on this device, measured: GFLOP/s of a 2048^3 f32 matrix
+    /// product (median of the timed runs). Absent in timings from before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matmul_gflop_per_second: Option<f64>,
+    /// `gflop_per_second` as a share of `matmul_gflop_per_second`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matmul_share: Option<f64>,
     /// Most memory the device's allocator held after a training step, in MiB, where the backend
     /// reports it (wgpu; the CPU backends do not). Pools keep freed pages, so this tracks the
     /// step's peak.
@@ -71,6 +78,13 @@ impl BackendTiming {
             "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
             "", self.eval_median_ms, self.eval_images_per_second
         );
+        if let (Some(peak), Some(share)) = (self.matmul_gflop_per_second, self.matmul_share) {
+            println!(
+                "{:>8}  {:.1}% of the {peak:.1} GFLOP/s a 2048^3 matrix product reaches here",
+                "",
+                share * 100.0
+            );
+        }
         if let Some(mib) = self.device_memory_mib {
             println!("{:>8}  device memory held after a step: {mib:.0} MiB", "");
         }
@@ -145,6 +159,34 @@ fn time_pooling(
         }
     }
     Ok(times)
+}
+
+/// Side of the square matrices whose product measures a device's practical peak.
+const MATMUL_SIDE: usize = 2048;
+
+/// GFLOP/s of `MATMUL_SIDE`^3 f32 matrix products on `device`: the median of `steps` timed
+/// products after `warmup` untimed ones.
+fn matmul_gflops(device: &Device, warmup: usize, steps: usize) -> Result<f64, String> {
+    let shape = [MATMUL_SIDE, MATMUL_SIDE];
+    let a = Tensor::<2>::random(shape, Distribution::Default, device);
+    let b = Tensor::<2>::random(shape, Distribution::Default, device);
+    let mut times = Vec::with_capacity(steps);
+    for step in 0..warmup + steps.max(1) {
+        device
+            .sync()
+            .map_err(|e| format!("device sync failed: {e:?}"))?;
+        let began = Instant::now();
+        let product = a.clone().matmul(b.clone());
+        device
+            .sync()
+            .map_err(|e| format!("device sync failed: {e:?}"))?;
+        drop(product);
+        if step >= warmup {
+            times.push(began.elapsed().as_secs_f64());
+        }
+    }
+    let flops = 2.0 * (MATMUL_SIDE as f64).powi(3);
+    Ok(flops / median_and_min(&times).0 / 1e9)
 }
 
 /// Times `steps` training steps after `warmup` untimed ones, at the config's batch size, for
@@ -225,10 +267,14 @@ pub fn run(
             }
             _ => None,
         };
+        let peak = matmul_gflops(&device, warmup, steps).map_err(|e| format!("{backend}: {e}"))?;
         let gflop_per_image = 3.0 * network.forward_flops() as f64 / 1e9;
+        let gflop_per_second = gflop_per_image * batch_size as f64 / (median / 1e3);
         let timing = BackendTiming {
             gflop_per_image,
-            gflop_per_second: gflop_per_image * batch_size as f64 / (median / 1e3),
+            gflop_per_second,
+            matmul_gflop_per_second: Some(peak),
+            matmul_share: Some(gflop_per_second / peak),
             backend: backend.to_string(),
             device: device::describe(backend, &device),
             median_ms: median,
@@ -386,6 +432,8 @@ mod tests {
             epoch_seconds: 1.0,
             gflop_per_image: 1.0,
             gflop_per_second: 1.0,
+            matmul_gflop_per_second: Some(2.0),
+            matmul_share: Some(0.5),
             eval_median_ms: 1.0,
             eval_images_per_second: 1.0,
             pooling_median_ms: None,

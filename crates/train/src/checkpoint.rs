@@ -68,6 +68,11 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
     }
 }
 
+/// The model record of `run`'s checkpoint at `epoch` (Burn's record format).
+pub fn model_checkpoint(run: &Path, epoch: usize) -> PathBuf {
+    run.join("checkpoint").join(format!("model-{epoch}.bpk"))
+}
+
 /// The newest epoch of `run` with a complete checkpoint (model, optimiser and scheduler).
 pub fn last_complete(run: &Path) -> Option<usize> {
     let dir = run.join("checkpoint");

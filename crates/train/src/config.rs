@@ -248,13 +248,21 @@ pub struct Overrides {
 impl RunConfig {
     /// Reads and validates `path`, then applies `overrides`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let error = |message: String| ConfigError {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// Parses and validates `text` (TOML) read from `origin`, then applies `overrides`.
+    pub fn parse(text: &str, origin: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: origin.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
         let mut config: Self =
-            toml::from_str(&text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+            toml::from_str(text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
         let o = overrides.clone();
         config.backend = o.backend.unwrap_or(config.backend);
         config.epochs = o.epochs.unwrap_or(config.epochs);

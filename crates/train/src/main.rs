@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use train::{BackendName, Overrides, RunConfig, bench, fit, tiny::TinyCnn};
+use train::{
+    BackendName, Overrides, RunConfig, bench, fit,
+    inference::{self, Trained},
+    tiny::TinyCnn,
+};
 
 /// Train LeNet-5 and friends with Burn on CPU (flex, ndarray) or GPU (wgpu).
 ///
@@ -27,6 +31,85 @@ enum Command {
     LoaderBench(LoaderBenchArgs),
     /// The course's smallest CNN, forward, backward and one SGD step, by hand and by Burn.
     TinyCnn(TinyCnnArgs),
+    /// Write a trained network as safetensors with PyTorch's names (for scripts/cnn_models.py)
+    /// and as a Burn record, with its config and reference logits; checks both by reloading.
+    Export(ExportArgs),
+    /// Classify image files (PNG, JPEG) with a trained network.
+    Predict(PredictArgs),
+    /// Evaluate a trained network on its dataset's test set.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A run directory (its newest complete checkpoint), an export folder, or a weights file
+    /// (.bpk Burn record, .safetensors with PyTorch names).
+    model: PathBuf,
+    /// The run config the weights belong to, when no config.toml sits beside them and none is
+    /// embedded in them (e.g. weights trained in PyTorch).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Backend to run on, replacing the config's `backend`.
+    #[arg(long, value_enum)]
+    backend: Option<BackendName>,
+}
+
+impl ModelArgs {
+    fn load(&self, overrides: Overrides) -> Result<Trained, String> {
+        let overrides = Overrides {
+            backend: self.backend,
+            ..overrides
+        };
+        Trained::load(&self.model, self.config.as_deref(), &overrides)
+    }
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Folder to write model.safetensors, model.bpk, config.toml and reference.json to.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image files to classify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Forward passes averaged per image; default: the config's test_passes (12 for FMP nets).
+    #[arg(long)]
+    passes: Option<usize>,
+    /// Invert grey levels first (dark digits on white paper; MNIST has light on black).
+    #[arg(long)]
+    invert: bool,
+    /// Classes listed per image, most probable first.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Also write the predictions as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Forward passes averaged per image; default: the config's test_passes (12 for FMP nets).
+    #[arg(long)]
+    passes: Option<usize>,
+    /// Folder holding the datasets, replacing `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Images per evaluation batch, replacing `batch_size`.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -153,6 +236,9 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::LoaderBench(args)) => run_loader_bench(args),
         Some(Command::TinyCnn(args)) => run_tiny_cnn(args),
+        Some(Command::Export(args)) => run_export(args),
+        Some(Command::Predict(args)) => run_predict(args),
+        Some(Command::Eval(args)) => run_eval(args),
         None => match cli.run.config {
             Some(config) => RunConfig::load(&config, &cli.run.overrides.into())
                 .map_err(|e| e.to_string())
@@ -226,6 +312,81 @@ fn run_tiny_cnn(args: TinyCnnArgs) -> Result<(), String> {
             .join(", ")
     );
     Ok(())
+}
+
+fn run_export(args: ExportArgs) -> Result<(), String> {
+    let trained = args.model.load(Overrides::default())?;
+    let export = inference::export(&trained, &args.output)?;
+    println!(
+        "exported {} ({}) from {}:",
+        trained.network.name(),
+        trained.config.dataset,
+        trained.weights.display()
+    );
+    for file in &export.files {
+        println!("  {}", file.display());
+    }
+    println!(
+        "both weights files load back and reproduce the network's logits (largest difference          {:e}); check the PyTorch side with: python3 scripts/check_export.py {}",
+        export.reload_difference,
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn run_predict(args: PredictArgs) -> Result<(), String> {
+    let trained = args.model.load(Overrides::default())?;
+    let passes = args.passes.unwrap_or(trained.config.test_passes());
+    let predictions = inference::predict(&trained, &args.images, passes, args.invert)?;
+    let names = trained.config.dataset_kind().class_names();
+    for prediction in &predictions {
+        let mut ranked: Vec<usize> = (0..prediction.probabilities.len()).collect();
+        ranked.sort_by(|&a, &b| {
+            prediction.probabilities[b].total_cmp(&prediction.probabilities[a])
+        });
+        let listed: Vec<String> = ranked
+            .iter()
+            .take(args.top.max(1))
+            .map(|&c| {
+                format!(
+                    "{} {:.1}%",
+                    names[c],
+                    100.0 * prediction.probabilities[c]
+                )
+            })
+            .collect();
+        println!("{}: {}", prediction.file.display(), listed.join(", "));
+    }
+    write_json(args.json, &predictions)
+}
+
+fn run_eval(args: EvalArgs) -> Result<(), String> {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        batch_size: args.batch_size,
+        ..Overrides::default()
+    };
+    let trained = args.model.load(overrides)?;
+    let passes = args.passes.unwrap_or(trained.config.test_passes());
+    let evaluation = inference::evaluate(&trained, passes)?;
+    let averaged = if passes > 1 {
+        format!(
+            ", {passes}-pass {:.2}% (error {:.2}%)",
+            evaluation.accuracy,
+            100.0 - evaluation.accuracy
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "{}: test accuracy {:.2}% (error {:.2}%){averaged} on {} {} images",
+        evaluation.weights.display(),
+        evaluation.accuracy_one_pass,
+        100.0 - evaluation.accuracy_one_pass,
+        evaluation.images,
+        evaluation.dataset
+    );
+    write_json(args.json, &evaluation)
 }
 
 /// Writes `value` as JSON to `path`, atomically, when a path is given.

@@ -1,46 +1,12 @@
 //! End-to-end tests of the `train` command on the bundled MNIST sample.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("the train binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn summary(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
-}
-
-/// Trains the quick start for `epochs` into a fresh run directory; returns it and its summary.
-fn train_sample(epochs: usize) -> (tempfile::TempDir, serde_json::Value) {
-    let run = tempfile::tempdir().unwrap();
-    let epochs = epochs.to_string();
-    let args = ["configs/quickstart.toml", "--epochs", &epochs, "--output"];
-    let output = train(&[&args[..], &[run.path().to_str().unwrap()]].concat());
-    assert!(output.status.success(), "{}", text(&output));
-    let summary = summary(run.path());
-    (run, summary)
-}
+use common::{repo, summary, text, train, train_sample};
 
 #[test]
 fn short_training_on_the_sample_learns() {

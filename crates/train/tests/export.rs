@@ -1,0 +1,325 @@
+//! Export, import, prediction and evaluation through the `train` command, on runs trained on the
+//! bundled MNIST sample.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{repo, text, train};
+
+/// The three architectures, as `[model]` tables; the FMP net narrow (8n) and per channel, so
+/// that the PyTorch check covers regions drawn per image and channel.
+const MODELS: [(&str, &str); 3] = [
+    ("lenet5_modern", "kind = \"lenet5_modern\""),
+    ("lenet5_classic", "kind = \"lenet5_classic\""),
+    (
+        "fmp",
+        "kind = \"fmp\"\nfilters = 8\nmax_dropout = 0.1\nper_channel = true",
+    ),
+];
+
+/// Trains `model` for one epoch on the sample; returns the temp folder, the config file and the
+/// run directory.
+fn trained(model: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "dataset = \"mnist_sample\"\ndata_dir = \"samples\"\nepochs = 1\nbatch_size = 32\n\
+             test_passes = 2\noutput = \"{}\"\n[model]\n{model}\n[optimizer]\nkind = \"adam\"\n\
+             learning_rate = 0.002\n",
+            run.display()
+        ),
+    )
+    .unwrap();
+    let output = train(&[config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    (dir, config, run)
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let output = train(args);
+    assert!(
+        output.status.success(),
+        "train {}: {}",
+        args.join(" "),
+        text(&output)
+    );
+    text(&output)
+}
+
+fn run_err(args: &[&str]) -> String {
+    let output = train(args);
+    assert!(!output.status.success(), "train {} succeeded", args.join(" "));
+    let message = text(&output);
+    assert!(!message.contains("panicked"), "{message}");
+    message
+}
+
+fn reference_logits(export: &Path) -> Vec<f64> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("reference.json")).unwrap())
+            .unwrap();
+    json["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A Python with torch: `$CNN_TORCH_PYTHON`, else `python3` if it can import torch.
+fn torch_python() -> Result<String, String> {
+    let python = std::env::var("CNN_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    match Command::new(&python).args(["-c", "import torch"]).output() {
+        Ok(output) if output.status.success() => Ok(python),
+        Ok(_) => Err(format!(
+            "{python} cannot import torch (set CNN_TORCH_PYTHON to a Python that can)"
+        )),
+        Err(e) => Err(format!("{python} does not run: {e}")),
+    }
+}
+
+#[test]
+fn export_reloads_to_the_same_logits_on_every_backend_and_in_pytorch() {
+    let torch = torch_python();
+    if let Err(reason) = &torch {
+        eprintln!("PyTorch check skipped: {reason}");
+    }
+    for (name, model) in MODELS {
+        let (dir, config, run) = trained(model);
+        // Every backend loads the checkpoint, exports it, and reloads both exported files to
+        // the same logits (the command checks that); the backends agree with one another.
+        let backends: &[&str] = if name == "fmp" {
+            &["flex", "ndarray", "wgpu"]
+        } else {
+            &["flex", "ndarray"]
+        };
+        let mut logits = Vec::new();
+        for backend in backends {
+            let export = dir.path().join(format!("export-{backend}"));
+            let out = run_ok(&[
+                "export",
+                path(&run),
+                "--backend",
+                backend,
+                "--output",
+                path(&export),
+            ]);
+            assert!(out.contains("reproduce the network's logits"), "{out}");
+            for file in [
+                "model.safetensors",
+                "model.bpk",
+                "config.toml",
+                "reference.json",
+            ] {
+                assert!(export.join(file).is_file(), "{name} {backend}: {file}");
+            }
+            logits.push((backend, reference_logits(&export)));
+        }
+        let (first, base) = &logits[0];
+        for (backend, other) in &logits[1..] {
+            let worst = base
+                .iter()
+                .zip(other)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-3, "{name}: {first} vs {backend}: {worst}");
+        }
+
+        // Evaluating the run, the Burn export and the PyTorch export gives one answer: the
+        // weights are the same and the FMP regions start from the config's seed each time.
+        let export = dir.path().join("export-flex");
+        let eval = |source: &Path| {
+            let json = dir.path().join("eval.json");
+            run_ok(&[
+                "eval",
+                path(source),
+                "--passes",
+                "2",
+                "--json",
+                path(&json),
+            ]);
+            let value: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            [&value["accuracy_one_pass"], &value["accuracy"]].map(|v| v.as_f64().unwrap())
+        };
+        let from_run = eval(&run);
+        assert!(from_run[0] > 50.0, "{name}: {from_run:?}");
+        assert_eq!(eval(&export.join("model.bpk")), from_run, "{name}");
+        assert_eq!(eval(&export.join("model.safetensors")), from_run, "{name}");
+
+        if let Ok(python) = &torch {
+            for args in [
+                vec![path(&export).to_string()],
+                vec![
+                    "--from-torch".into(),
+                    path(&config).to_string(),
+                    "--train".into(),
+                    env!("CARGO_BIN_EXE_train").to_string(),
+                ],
+            ] {
+                let output = Command::new(python)
+                    .current_dir(repo())
+                    .arg("scripts/check_export.py")
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                let message = text(&output);
+                eprintln!("{message}");
+                assert!(output.status.success(), "{name}: {message}");
+            }
+        }
+    }
+}
+
+/// The first `count` test digits of the sample with their labels.
+fn sample_digits(count: usize) -> Vec<(Vec<u8>, u8)> {
+    let folder = repo().join("samples/mnist_sample");
+    let splits = data::Splits::load(data::DatasetKind::MnistSample, &folder).unwrap();
+    let images = &splits.test_images;
+    let size = images.rows * images.cols;
+    (0..count)
+        .map(|i| {
+            (
+                images.pixels[i * size..(i + 1) * size].to_vec(),
+                splits.test_labels[i],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
+    let (dir, config, run) = trained(MODELS[0].1);
+    let digits = sample_digits(20);
+    let mut files = Vec::new();
+    for (i, (pixels, label)) in digits.iter().enumerate() {
+        // PNG as stored; JPEG dark on light, for --invert.
+        let image = image::GrayImage::from_raw(28, 28, pixels.clone()).unwrap();
+        let png = dir.path().join(format!("{i}-{label}.png"));
+        image.save(&png).unwrap();
+        let inverted =
+            image::GrayImage::from_fn(28, 28, |x, y| image::Luma([255 - image.get_pixel(x, y)[0]]));
+        let jpeg = dir.path().join(format!("{i}-{label}.jpg"));
+        inverted.save(&jpeg).unwrap();
+        files.push((png, jpeg, *label));
+    }
+    let predicted = |invert: bool, pick: fn(&(PathBuf, PathBuf, u8)) -> &PathBuf| {
+        let json = dir.path().join("predictions.json");
+        let mut args = vec!["predict", path(&run), "--top", "2", "--json", path(&json)];
+        if invert {
+            args.push("--invert");
+        }
+        args.extend(files.iter().map(|f| path(pick(f))));
+        let out = run_ok(&args);
+        assert!(out.contains(&format!("{}: ", path(pick(&files[0])))), "{out}");
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let sum: f64 = p["probabilities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{sum}");
+                p["class"].as_str().unwrap().to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let from_png = predicted(false, |f| &f.0);
+    let correct = from_png
+        .iter()
+        .zip(&files)
+        .filter(|(class, f)| **class == f.2.to_string())
+        .count();
+    // One epoch of LeNet on the sample classifies about 90% of test digits.
+    assert!(correct >= 15, "{correct} of 20 correct: {from_png:?}");
+    let from_jpeg = predicted(true, |f| &f.1);
+    let agree = from_png.iter().zip(&from_jpeg).filter(|(a, b)| a == b).count();
+    assert!(agree >= 18, "PNG and inverted JPEG agree on {agree} of 20");
+
+    // An image that cannot be decoded.
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"not an image at all").unwrap();
+    let err = run_err(&["predict", path(&run), path(&broken)]);
+    assert!(
+        err.contains("broken.png") && err.contains("cannot decode"),
+        "{err}"
+    );
+
+    // A truncated safetensors file.
+    let export = dir.path().join("export");
+    run_ok(&["export", path(&run), "--output", path(&export)]);
+    let full = std::fs::read(export.join("model.safetensors")).unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let err = run_err(&[
+        "eval",
+        path(&truncated),
+        "--config",
+        path(&config),
+    ]);
+    assert!(
+        err.contains("truncated.safetensors") && err.contains("not a valid safetensors"),
+        "{err}"
+    );
+    // And a truncated Burn record.
+    let full = std::fs::read(export.join("model.bpk")).unwrap();
+    let truncated = dir.path().join("truncated.bpk");
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let err = run_err(&["eval", path(&truncated), "--config", path(&config)]);
+    assert!(err.contains("truncated.bpk"), "{err}");
+
+    // A checkpoint of another model: every difference is listed, in both formats.
+    for (file, first_missing) in [
+        ("model.safetensors", "blocks.0.conv.weight [32, 1, 2, 2]"),
+        ("model.bpk", "blocks.0.conv.weight [32, 1, 2, 2]"),
+    ] {
+        let err = run_err(&[
+            "predict",
+            path(&export.join(file)),
+            "--config",
+            "configs/fmp_mnist.toml",
+            path(&files[0].0),
+        ]);
+        assert!(
+            err.contains("does not hold the weights of this fmp network")
+                && err.contains("missing")
+                && err.contains(first_missing)
+                && err.contains("unexpected")
+                && err.contains("conv1.weight"),
+            "{err}"
+        );
+    }
+    // Same architecture, other size: LeNet-5 classic weights have other shapes only where the
+    // layers differ, and those are named.
+    let err = run_err(&[
+        "eval",
+        path(&export.join("model.safetensors")),
+        "--config",
+        "configs/lenet_classic_mnist.toml",
+    ]);
+    assert!(err.contains("unexpected") && err.contains("fc1.weight"), "{err}");
+
+    // Neither a run nor an export; no config to be found.
+    let err = run_err(&["eval", path(dir.path())]);
+    assert!(err.contains("neither a run directory"), "{err}");
+    let lone = dir.path().join("lone.bpk");
+    std::fs::copy(export.join("model.bpk"), &lone).unwrap();
+    std::fs::remove_file(dir.path().join("config.toml")).unwrap();
+    let err = run_err(&["eval", path(&lone)]);
+    assert!(err.contains("pass --config"), "{err}");
+}
