@@ -1,7 +1,8 @@
 use burn::prelude::*;
 
 use crate::{
-    FmpNet, PoolRegions, FmpNetConfig, LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig,
+    FmpNet, FmpNetConfig, LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig,
+    PoolRegions,
 };
 
 /// Which network to build, with its parameters.

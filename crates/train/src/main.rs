@@ -341,19 +341,12 @@ fn run_predict(args: PredictArgs) -> Result<(), String> {
     let names = trained.config.dataset_kind().class_names();
     for prediction in &predictions {
         let mut ranked: Vec<usize> = (0..prediction.probabilities.len()).collect();
-        ranked.sort_by(|&a, &b| {
-            prediction.probabilities[b].total_cmp(&prediction.probabilities[a])
-        });
+        ranked
+            .sort_by(|&a, &b| prediction.probabilities[b].total_cmp(&prediction.probabilities[a]));
         let listed: Vec<String> = ranked
             .iter()
             .take(args.top.max(1))
-            .map(|&c| {
-                format!(
-                    "{} {:.1}%",
-                    names[c],
-                    100.0 * prediction.probabilities[c]
-                )
-            })
+            .map(|&c| format!("{} {:.1}%", names[c], 100.0 * prediction.probabilities[c]))
             .collect();
         println!("{}: {}", prediction.file.display(), listed.join(", "));
     }

@@ -239,13 +239,7 @@ fn read_safetensors(bytes: &[u8]) -> Result<Vec<burn_pack::Tensor>, safetensors:
                 _ => DType::U8,
             };
             let bytes = Bytes::from_bytes_vec(view.data().to_vec());
-            burn_pack::Tensor::new(
-                name,
-                dtype,
-                view.shape().to_vec(),
-                None,
-                bytes,
-            )
+            burn_pack::Tensor::new(name, dtype, view.shape().to_vec(), None, bytes)
         })
         .collect())
 }
@@ -287,10 +281,18 @@ fn compare(
         parts.push(format!("missing {}: {}", missing.len(), list(missing)));
     }
     if !unexpected.is_empty() {
-        parts.push(format!("unexpected {}: {}", unexpected.len(), list(unexpected)));
+        parts.push(format!(
+            "unexpected {}: {}",
+            unexpected.len(),
+            list(unexpected)
+        ));
     }
     if !reshaped.is_empty() {
-        parts.push(format!("other shape {}: {}", reshaped.len(), list(reshaped)));
+        parts.push(format!(
+            "other shape {}: {}",
+            reshaped.len(),
+            list(reshaped)
+        ));
     }
     if parts.is_empty() {
         Ok(())
@@ -422,7 +424,10 @@ mod tests {
         let tracked = file.tensor("blocks.0.norm.num_batches_tracked").unwrap();
         assert_eq!((tracked.dtype(), tracked.shape()), (Dtype::I64, &[][..]));
         let weight = file.tensor("blocks.1.conv.weight").unwrap();
-        assert_eq!((weight.dtype(), weight.shape()), (Dtype::F32, &[8, 4, 2, 2][..]));
+        assert_eq!(
+            (weight.dtype(), weight.shape()),
+            (Dtype::F32, &[8, 4, 2, 2][..])
+        );
         assert_eq!(
             embedded_config(&dir.path().join("w.safetensors")).unwrap(),
             Some("dataset = \"mnist\"".to_string())
@@ -453,6 +458,9 @@ mod tests {
     #[test]
     fn unknown_extensions_are_named() {
         let err = WeightsFormat::of(Path::new("weights.pt")).unwrap_err();
-        assert!(err.contains("weights.pt") && err.contains(".safetensors"), "{err}");
+        assert!(
+            err.contains("weights.pt") && err.contains(".safetensors"),
+            "{err}"
+        );
     }
 }

@@ -53,7 +53,11 @@ fn run_ok(args: &[&str]) -> String {
 
 fn run_err(args: &[&str]) -> String {
     let output = train(args);
-    assert!(!output.status.success(), "train {} succeeded", args.join(" "));
+    assert!(
+        !output.status.success(),
+        "train {} succeeded",
+        args.join(" ")
+    );
     let message = text(&output);
     assert!(!message.contains("panicked"), "{message}");
     message
@@ -139,14 +143,7 @@ fn export_reloads_to_the_same_logits_on_every_backend_and_in_pytorch() {
         let export = dir.path().join("export-flex");
         let eval = |source: &Path| {
             let json = dir.path().join("eval.json");
-            run_ok(&[
-                "eval",
-                path(source),
-                "--passes",
-                "2",
-                "--json",
-                path(&json),
-            ]);
+            run_ok(&["eval", path(source), "--passes", "2", "--json", path(&json)]);
             let value: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
             [&value["accuracy_one_pass"], &value["accuracy"]].map(|v| v.as_f64().unwrap())
@@ -220,7 +217,10 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
         }
         args.extend(files.iter().map(|f| path(pick(f))));
         let out = run_ok(&args);
-        assert!(out.contains(&format!("{}: ", path(pick(&files[0])))), "{out}");
+        assert!(
+            out.contains(&format!("{}: ", path(pick(&files[0])))),
+            "{out}"
+        );
         let value: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         value
@@ -248,7 +248,11 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
     // One epoch of LeNet on the sample classifies about 90% of test digits.
     assert!(correct >= 15, "{correct} of 20 correct: {from_png:?}");
     let from_jpeg = predicted(true, |f| &f.1);
-    let agree = from_png.iter().zip(&from_jpeg).filter(|(a, b)| a == b).count();
+    let agree = from_png
+        .iter()
+        .zip(&from_jpeg)
+        .filter(|(a, b)| a == b)
+        .count();
     assert!(agree >= 18, "PNG and inverted JPEG agree on {agree} of 20");
 
     // An image that cannot be decoded.
@@ -266,12 +270,7 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
     let full = std::fs::read(export.join("model.safetensors")).unwrap();
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
-    let err = run_err(&[
-        "eval",
-        path(&truncated),
-        "--config",
-        path(&config),
-    ]);
+    let err = run_err(&["eval", path(&truncated), "--config", path(&config)]);
     assert!(
         err.contains("truncated.safetensors") && err.contains("not a valid safetensors"),
         "{err}"
@@ -312,7 +311,10 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
         "--config",
         "configs/lenet_classic_mnist.toml",
     ]);
-    assert!(err.contains("unexpected") && err.contains("fc1.weight"), "{err}");
+    assert!(
+        err.contains("unexpected") && err.contains("fc1.weight"),
+        "{err}"
+    );
 
     // Neither a run nor an export; no config to be found.
     let err = run_err(&["eval", path(dir.path())]);
