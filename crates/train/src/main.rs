@@ -327,7 +327,8 @@ fn run_export(args: ExportArgs) -> Result<(), String> {
         println!("  {}", file.display());
     }
     println!(
-        "both weights files load back and reproduce the network's logits (largest difference          {:e}); check the PyTorch side with: python3 scripts/check_export.py {}",
+        "both weights files load back and reproduce the network's logits (largest \
+         difference {:.1e}); check the PyTorch side with: python3 scripts/check_export.py {}",
         export.reload_difference,
         args.output.display()
     );

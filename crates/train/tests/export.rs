@@ -101,11 +101,7 @@ fn export_reloads_to_the_same_logits_on_every_backend_and_in_pytorch() {
         let (dir, config, run) = trained(model);
         // Every backend loads the checkpoint, exports it, and reloads both exported files to
         // the same logits (the command checks that); the backends agree with one another.
-        let backends: &[&str] = if name == "fmp" {
-            &["flex", "ndarray", "wgpu"]
-        } else {
-            &["flex", "ndarray"]
-        };
+        let backends = ["flex", "ndarray", "wgpu"];
         let mut logits = Vec::new();
         for backend in backends {
             let export = dir.path().join(format!("export-{backend}"));
