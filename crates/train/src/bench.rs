@@ -267,6 +267,7 @@ pub fn run(
             }
             _ => None,
         };
+        // Last: its large buffers must not disturb the timings above.
         let peak = matmul_gflops(&device, warmup, steps).map_err(|e| format!("{backend}: {e}"))?;
         let gflop_per_image = 3.0 * network.forward_flops() as f64 / 1e9;
         let gflop_per_second = gflop_per_image * batch_size as f64 / (median / 1e3);
