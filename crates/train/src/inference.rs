@@ -401,3 +401,46 @@ pub fn export(trained: &Trained, folder: &Path) -> Result<Export, String> {
         reload_difference,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_become_dataset_items_channel_by_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        // Colour, at CIFAR's size: planes of R, then G, then B.
+        let rgb = dir.path().join("rgb.png");
+        image::RgbImage::from_pixel(32, 32, image::Rgb([10, 20, 30]))
+            .save(&rgb)
+            .unwrap();
+        let item = read_image(&rgb, DatasetKind::Cifar10, false).unwrap();
+        assert_eq!(item.pixels.len(), 3 * 32 * 32);
+        for (plane, value) in item.pixels.chunks(32 * 32).zip([10, 20, 30]) {
+            assert!(plane.iter().all(|&p| p == value), "{value}");
+        }
+        // Grey, at MNIST's size, as stored; inverted on request; colour input made grey.
+        let grey = dir.path().join("grey.png");
+        let pixels: Vec<u8> = (0..28 * 28).map(|i| (i % 256) as u8).collect();
+        image::GrayImage::from_raw(28, 28, pixels.clone())
+            .unwrap()
+            .save(&grey)
+            .unwrap();
+        assert_eq!(
+            read_image(&grey, DatasetKind::Mnist, false).unwrap().pixels,
+            pixels
+        );
+        let inverted = read_image(&grey, DatasetKind::Mnist, true).unwrap().pixels;
+        assert!(inverted.iter().zip(&pixels).all(|(a, b)| *a == 255 - b));
+        let from_colour = read_image(&rgb, DatasetKind::Mnist, false).unwrap();
+        assert_eq!(from_colour.pixels.len(), 28 * 28);
+        // Another size is resampled to the dataset's.
+        let big = dir.path().join("big.jpg");
+        image::GrayImage::from_pixel(100, 60, image::Luma([200]))
+            .save(&big)
+            .unwrap();
+        let item = read_image(&big, DatasetKind::FashionMnist, false).unwrap();
+        assert_eq!(item.pixels.len(), 28 * 28);
+        assert!(item.pixels.iter().all(|&p| p.abs_diff(200) <= 2));
+    }
+}

@@ -337,7 +337,7 @@ fn run_export(args: ExportArgs) -> Result<(), String> {
 
 fn run_predict(args: PredictArgs) -> Result<(), String> {
     let trained = args.model.load(Overrides::default())?;
-    let passes = args.passes.unwrap_or(trained.config.test_passes());
+    let passes = passes(args.passes, &trained)?;
     let predictions = inference::predict(&trained, &args.images, passes, args.invert)?;
     let names = trained.config.dataset_kind().class_names();
     for prediction in &predictions {
@@ -361,7 +361,7 @@ fn run_eval(args: EvalArgs) -> Result<(), String> {
         ..Overrides::default()
     };
     let trained = args.model.load(overrides)?;
-    let passes = args.passes.unwrap_or(trained.config.test_passes());
+    let passes = passes(args.passes, &trained)?;
     let evaluation = inference::evaluate(&trained, passes)?;
     let averaged = if passes > 1 {
         format!(
@@ -381,6 +381,15 @@ fn run_eval(args: EvalArgs) -> Result<(), String> {
         evaluation.dataset
     );
     write_json(args.json, &evaluation)
+}
+
+/// `--passes`, else the config's test passes.
+fn passes(given: Option<usize>, trained: &Trained) -> Result<usize, String> {
+    match given {
+        Some(0) => Err("--passes: expected at least 1".into()),
+        Some(passes) => Ok(passes),
+        None => Ok(trained.config.test_passes()),
+    }
 }
 
 /// Writes `value` as JSON to `path`, atomically, when a path is given.
