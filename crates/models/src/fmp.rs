@@ -9,6 +9,7 @@ use burn::{
     tensor::activation::relu,
 };
 
+use crate::norm::batch_norm;
 use crate::pool::fractional_max_pool2d;
 use crate::regions::{PoolRegions, RegionKind, RegionSampler, fmp_sizes};
 
@@ -261,7 +262,7 @@ impl FmpNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let activate = |x: Tensor<4>, norm: &Option<BatchNorm>| {
             let x = match norm {
-                Some(norm) => norm.forward(x),
+                Some(norm) => batch_norm(norm, x),
                 None => x,
             };
             leaky_relu(x, self.leaky_slope)

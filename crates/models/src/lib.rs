@@ -8,6 +8,9 @@
 mod fmp;
 mod lenet;
 mod network;
+// As `pool`: the op serves NdArray too.
+#[allow(deprecated)]
+mod norm;
 // Burn marks NdArray deprecated; the course asks for it, so the op serves it too.
 #[allow(deprecated)]
 mod pool;
@@ -17,6 +20,7 @@ mod step;
 pub use fmp::{FmpNet, FmpNetConfig, FractionalMaxPool2d};
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
 pub use network::{Network, NetworkConfig};
+pub use norm::{BatchNormTrainBackend, batch_norm};
 pub use pool::{
     FractionalMaxPoolBackend, fmp_backward_tensor_ops, fmp_forward_tensor_ops,
     fractional_max_pool2d,

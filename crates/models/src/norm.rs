@@ -1,0 +1,321 @@
+//! Batch normalisation in training, as one backend operation with a loop implementation on flex.
+//!
+//! Burn's default `batch_norm_train` gathers each channel's values through transposed copies of
+//! the activation and its backward runs a dozen whole-tensor operations; on flex that cost as
+//! much as the FMP net's convolutions. Flex here reads each channel's planes in place, once for
+//! the statistics and once for the output (twice and once backward). The other backends keep
+//! Burn's own operation, which is also the reference the loops are tested against.
+
+use burn::backend::TensorMetadata;
+use burn::backend::ops::ModuleOps;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
+    autodiff::{
+        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+        grads::Gradients,
+        ops::{Backward, Ops, OpsKind},
+    },
+    backend_extension,
+    flex::FlexTensor,
+    tensor::FloatTensor,
+};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+/// The backend operations behind [`batch_norm_train`].
+#[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
+pub trait BatchNormTrainBackend: Backend {
+    /// Normalises `x` `[n, c, ...]` per channel with the batch's mean and biased variance, then
+    /// scales by `gamma` and shifts by `beta` (`[c]`): the output, the mean and the variance.
+    #[fusion(default)]
+    fn bn_train_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let result = Self::batch_norm_train(x, gamma, beta, epsilon);
+        (result.output, result.mean, result.variance)
+    }
+
+    /// The gradients of `x`, `gamma` and `beta` given the output's, `grad`.
+    #[fusion(default)]
+    fn bn_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let result = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+        (result.x_grad, result.gamma_grad, result.beta_grad)
+    }
+}
+
+/// `[n, c, values per channel and image]` of a tensor.
+fn channel_layout(x: &FlexTensor) -> [usize; 3] {
+    let shape = x.shape();
+    let [n, c] = [shape[0], shape[1]];
+    [n, c, shape.num_elements() / (n * c).max(1)]
+}
+
+/// The tensor's values (f32), as a slice.
+fn values(x: &FlexTensor) -> &[f32] {
+    x.as_slice().expect("made contiguous first")
+}
+
+/// For each channel, the sum over the batch and the planes of `f(channel, value, other)`, where
+/// `other` is the matching value of `second` (in f64: a channel sums up to millions of values).
+fn channel_sums(
+    first: &[f32],
+    second: &[f32],
+    [n, c, plane]: [usize; 3],
+    f: impl Fn(usize, f32, f32) -> f64 + Sync,
+) -> Vec<f64> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            (0..n)
+                .map(|i| {
+                    let at = (i * c + ch) * plane..(i * c + ch + 1) * plane;
+                    first[at.clone()]
+                        .iter()
+                        .zip(&second[at])
+                        .map(|(&a, &b)| f(ch, a, b))
+                        .sum::<f64>()
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// `out[i] = f(channel, first[i], second[i])` over every value, planes in parallel.
+fn map_planes(
+    first: &[f32],
+    second: &[f32],
+    [_, c, plane]: [usize; 3],
+    f: impl Fn(usize, f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; first.len()];
+    out.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(index, out)| {
+            let at = index * plane..(index + 1) * plane;
+            for ((o, &a), &b) in out.iter_mut().zip(&first[at.clone()]).zip(&second[at]) {
+                *o = f(index % c, a, b);
+            }
+        });
+    out
+}
+
+fn tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl BatchNormTrainBackend for Flex {
+    fn bn_train_forward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        if x.dtype() != DType::F32 {
+            let result = Self::batch_norm_train(x, gamma, beta, epsilon);
+            return (result.output, result.mean, result.variance);
+        }
+        let layout @ [n, _, plane] = channel_layout(&x);
+        let count = (n * plane) as f64;
+        let shape = x.shape();
+        let x = x.to_contiguous();
+        let xs = values(&x);
+        let mean: Vec<f64> = channel_sums(xs, xs, layout, |_, v, _| v as f64)
+            .into_iter()
+            .map(|s| s / count)
+            .collect();
+        // Two passes: the centred sum of squares does not cancel as E[x^2] - mean^2 can.
+        let variance: Vec<f64> =
+            channel_sums(xs, xs, layout, |ch, v, _| (v as f64 - mean[ch]).powi(2))
+                .into_iter()
+                .map(|s| s / count)
+                .collect();
+        let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
+        let (gamma, beta) = (values(&gamma), values(&beta));
+        let scale: Vec<f32> = (0..gamma.len())
+            .map(|ch| (gamma[ch] as f64 / (variance[ch] + epsilon).sqrt()) as f32)
+            .collect();
+        let shift: Vec<f32> = (0..gamma.len())
+            .map(|ch| beta[ch] - mean[ch] as f32 * scale[ch])
+            .collect();
+        let output = map_planes(xs, xs, layout, |ch, v, _| v * scale[ch] + shift[ch]);
+        let channels = [gamma.len()];
+        let as_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+        (
+            tensor(output, shape),
+            tensor(as_f32(mean), channels.into()),
+            tensor(as_f32(variance), channels.into()),
+        )
+    }
+
+    fn bn_train_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+        grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            let result = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+            return (result.x_grad, result.gamma_grad, result.beta_grad);
+        }
+        let layout @ [n, c, plane] = channel_layout(&x);
+        let count = (n * plane) as f64;
+        let shape = x.shape();
+        let [x, grad, gamma, mean, variance] =
+            [x, grad, gamma, mean, variance].map(|t| t.to_contiguous());
+        let (xs, gs) = (values(&x), values(&grad));
+        let (gamma, mean) = (values(&gamma), values(&mean));
+        let inv_std: Vec<f64> = values(&variance)
+            .iter()
+            .map(|&v| 1.0 / (v as f64 + epsilon).sqrt())
+            .collect();
+        let grad_sum = channel_sums(gs, gs, layout, |_, g, _| g as f64);
+        // sum of grad * (x - mean); times inv_std it is the gradient of gamma.
+        let grad_centred =
+            channel_sums(gs, xs, layout, |ch, g, v| g as f64 * (v - mean[ch]) as f64);
+        // dx = gamma * inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), x_hat = (x - mean) * inv_std
+        let scale: Vec<f32> = (0..c)
+            .map(|ch| (gamma[ch] as f64 * inv_std[ch]) as f32)
+            .collect();
+        let grad_mean: Vec<f32> = grad_sum.iter().map(|s| (s / count) as f32).collect();
+        let slope: Vec<f32> = (0..c)
+            .map(|ch| (grad_centred[ch] * inv_std[ch].powi(2) / count) as f32)
+            .collect();
+        let x_grad = map_planes(gs, xs, layout, |ch, g, v| {
+            scale[ch] * (g - grad_mean[ch] - (v - mean[ch]) * slope[ch])
+        });
+        let gamma_grad = (0..c)
+            .map(|ch| (grad_centred[ch] * inv_std[ch]) as f32)
+            .collect();
+        let beta_grad = grad_sum.into_iter().map(|s| s as f32).collect();
+        (
+            tensor(x_grad, shape),
+            tensor(gamma_grad, [c].into()),
+            tensor(beta_grad, [c].into()),
+        )
+    }
+}
+
+impl BatchNormTrainBackend for NdArray {}
+
+impl BatchNormTrainBackend for burn_cubecl::CubeBackend {}
+
+impl<B: BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBackend for Autodiff<B, C> {
+    fn bn_train_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct BatchNormBackward;
+
+        impl<B: BatchNormTrainBackend> Backward<B, 3> for BatchNormBackward {
+            // The input, gamma and the batch statistics, as the forward pass had them.
+            type State = ([FloatTensor<B>; 4], f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [x, gamma, beta] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let ([input, scale, mean, variance], epsilon) = ops.state;
+                let (x_grad, gamma_grad, beta_grad) =
+                    B::bn_train_backward(input, scale, mean, variance, epsilon, grad);
+                for (node, grad) in [(x, x_grad), (gamma, gamma_grad), (beta, beta_grad)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (gamma, gamma_node) = gamma.into_parts();
+        let (beta, beta_node) = beta.into_parts();
+        let (output, mean, variance) = B::bn_train_forward(x.clone(), gamma.clone(), beta, epsilon);
+        let output = match BatchNormBackward
+            .prepare::<C>([x_node, gamma_node, beta_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                ([x, gamma, mean.clone(), variance.clone()], epsilon),
+                output,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        };
+        (output, Self::from_inner(mean), Self::from_inner(variance))
+    }
+
+    fn bn_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Only reached when differentiating a gradient: not needed for training, so the results
+        // are constants.
+        let (x_grad, gamma_grad, beta_grad) = B::bn_train_backward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            mean.into_primitive(),
+            variance.into_primitive(),
+            epsilon,
+            grad.into_primitive(),
+        );
+        (
+            Self::from_inner(x_grad),
+            Self::from_inner(gamma_grad),
+            Self::from_inner(beta_grad),
+        )
+    }
+}
+
+/// `norm` applied to `x` `[n, c, h, w]` as Burn's `BatchNorm::forward` does, with the training
+/// pass (batch statistics, running statistics updated) through [`BatchNormTrainBackend`].
+pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    if !(x.device().is_autodiff() && norm.training.is_enabled()) {
+        return norm.forward(x);
+    }
+    let (output, mean, variance) = Dispatch::bn_train_forward(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        norm.beta.val().into_dispatch(),
+        norm.epsilon,
+    );
+    let (mean, variance) = (
+        Tensor::<1>::from_dispatch(mean),
+        Tensor::<1>::from_dispatch(variance),
+    );
+    let running = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
+        let device = batch.device();
+        let updated = state
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - norm.momentum)
+            .add(batch.detach().mul_scalar(norm.momentum));
+        state.update(updated.detach());
+    };
+    running(&norm.running_mean, mean);
+    running(&norm.running_var, variance);
+    Tensor::from_dispatch(output)
+}

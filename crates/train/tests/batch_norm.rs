@@ -1,0 +1,133 @@
+//! The training batch norm operation against Burn's own `BatchNorm` (its default composite
+//! operation) and against plain f64 loops, on every backend: output, running statistics and the
+//! gradients of the input, gamma and beta.
+
+use burn::nn::BatchNormConfig;
+use burn::{prelude::*, tensor::Distribution};
+use train::{BackendName, device};
+
+const SHAPE: [usize; 4] = [3, 4, 5, 6];
+
+fn close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tolerance * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
+    for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
+        let device = device::init(backend).unwrap().autodiff();
+        // Channels with other means and spreads, as after a convolution.
+        let x = Tensor::<4>::random(SHAPE, Distribution::Normal(0.0, 1.0), &device)
+            * Tensor::<1>::from_floats([0.5, 1.0, 2.0, 4.0], &device).reshape([1, 4, 1, 1])
+            + Tensor::<1>::from_floats([-3.0, 0.0, 1.0, 10.0], &device).reshape([1, 4, 1, 1]);
+        let x = x.detach();
+        let upstream = Tensor::<4>::random(SHAPE, Distribution::Normal(0.0, 1.0), &device);
+        // A fresh layer per run: clones would share their running statistics.
+        let layer = || burn::nn::BatchNorm {
+            gamma: burn::module::Param::from_tensor(Tensor::<1>::from_floats(
+                [0.5, 1.5, -1.0, 2.0],
+                &device,
+            )),
+            beta: burn::module::Param::from_tensor(Tensor::<1>::from_floats(
+                [0.1, -0.2, 0.3, 0.0],
+                &device,
+            )),
+            ..BatchNormConfig::new(4).init(&device)
+        };
+
+        let run = |ours: bool| {
+            let norm = layer();
+            let input = x.clone().require_grad();
+            let output = if ours {
+                models::batch_norm(&norm, input.clone())
+            } else {
+                norm.forward(input.clone())
+            };
+            let grads = (output.clone() * upstream.clone()).sum().backward();
+            [
+                values(output),
+                values(input.grad(&grads).unwrap()),
+                values(norm.gamma.grad(&grads).unwrap()),
+                values(norm.beta.grad(&grads).unwrap()),
+                values(norm.running_mean.value_sync()),
+                values(norm.running_var.value_sync()),
+            ]
+        };
+        let ours = run(true);
+        let burns = run(false);
+        let names = [
+            "output",
+            "x grad",
+            "gamma grad",
+            "beta grad",
+            "running mean",
+            "running var",
+        ];
+        for ((a, b), name) in ours.iter().zip(&burns).zip(names) {
+            close(a, b, 1e-4, &format!("{backend} {name}"));
+        }
+
+        // Plain f64 loops for the output and the gamma gradient (sum of upstream * x_hat).
+        let xs: Vec<f64> = values(x.clone()).into_iter().map(f64::from).collect();
+        let gs: Vec<f64> = values(upstream.clone())
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let [n, c, h, w] = SHAPE;
+        let plane = h * w;
+        let gamma = [0.5, 1.5, -1.0, 2.0];
+        let beta = [0.1, -0.2, 0.3, 0.0];
+        let mut output = vec![0f32; xs.len()];
+        let mut gamma_grad = vec![0f32; c];
+        for ch in 0..c {
+            let at = |i: usize, k: usize| (i * c + ch) * plane + k;
+            let cells: Vec<usize> = (0..n)
+                .flat_map(|i| (0..plane).map(move |k| at(i, k)))
+                .collect();
+            let mean = cells.iter().map(|&j| xs[j]).sum::<f64>() / cells.len() as f64;
+            let var =
+                cells.iter().map(|&j| (xs[j] - mean).powi(2)).sum::<f64>() / cells.len() as f64;
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            for &j in &cells {
+                output[j] = ((xs[j] - mean) * inv * gamma[ch] + beta[ch]) as f32;
+                gamma_grad[ch] += (gs[j] * (xs[j] - mean) * inv) as f32;
+            }
+        }
+        close(
+            &ours[0],
+            &output,
+            1e-4,
+            &format!("{backend} output vs loops"),
+        );
+        close(
+            &ours[2],
+            &gamma_grad,
+            1e-3,
+            &format!("{backend} gamma grad vs loops"),
+        );
+    }
+}
+
+#[test]
+fn evaluation_uses_the_running_statistics() {
+    let device = device::init(BackendName::Flex).unwrap();
+    let norm = BatchNormConfig::new(2).init(&device);
+    let x = Tensor::<4>::from_floats([[[[1.0, 3.0]], [[-2.0, 6.0]]]], &device);
+    // Running mean 0 and variance 1 at initialisation: the input comes back (up to epsilon).
+    close(
+        &values(models::batch_norm(&norm, x.clone())),
+        &values(x),
+        1e-4,
+        "inference",
+    );
+}
