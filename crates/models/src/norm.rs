@@ -7,7 +7,6 @@
 //! Burn's own operation, which is also the reference the loops are tested against.
 
 use burn::backend::TensorMetadata;
-use burn::backend::ops::ModuleOps;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
     autodiff::{
@@ -36,8 +35,7 @@ pub trait BatchNormTrainBackend: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let result = Self::batch_norm_train(x, gamma, beta, epsilon);
-        (result.output, result.mean, result.variance)
+        burns_forward::<Self>(x, gamma, beta, epsilon)
     }
 
     /// The gradients of `x`, `gamma` and `beta` given the output's, `grad`.
@@ -50,9 +48,32 @@ pub trait BatchNormTrainBackend: Backend {
         epsilon: f64,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let result = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
-        (result.x_grad, result.gamma_grad, result.beta_grad)
+        burns_backward::<Self>(x, gamma, mean, variance, epsilon, grad)
     }
+}
+
+/// Burn's own training batch norm: output, mean, variance.
+fn burns_forward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let result = B::batch_norm_train(x, gamma, beta, epsilon);
+    (result.output, result.mean, result.variance)
+}
+
+/// Burn's own gradients of it: input, gamma, beta.
+fn burns_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    variance: FloatTensor<B>,
+    epsilon: f64,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let result = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+    (result.x_grad, result.gamma_grad, result.beta_grad)
 }
 
 /// `[n, c, values per channel and image]` of a tensor.
@@ -123,8 +144,7 @@ impl BatchNormTrainBackend for Flex {
         epsilon: f64,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         if x.dtype() != DType::F32 {
-            let result = Self::batch_norm_train(x, gamma, beta, epsilon);
-            return (result.output, result.mean, result.variance);
+            return burns_forward::<Self>(x, gamma, beta, epsilon);
         }
         let layout @ [n, _, plane] = channel_layout(&x);
         let count = (n * plane) as f64;
@@ -168,8 +188,7 @@ impl BatchNormTrainBackend for Flex {
         grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
-            let result = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
-            return (result.x_grad, result.gamma_grad, result.beta_grad);
+            return burns_backward::<Self>(x, gamma, mean, variance, epsilon, grad);
         }
         let layout @ [n, c, plane] = channel_layout(&x);
         let count = (n * plane) as f64;

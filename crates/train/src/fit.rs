@@ -256,9 +256,20 @@ pub fn loader(
         .build(dataset)
 }
 
+/// Softmax probabilities of `images` after the first forward pass and averaged over `passes`
+/// passes (at least one): an FMP net pools over new regions on each, so the passes form an
+/// ensemble.
+pub fn pass_probabilities(model: &Network, images: Tensor<4>, passes: usize) -> [Tensor<2>; 2] {
+    let first = softmax(model.forward(images.clone()), 1);
+    let mut sum = first.clone();
+    for _ in 1..passes.max(1) {
+        sum = sum + softmax(model.forward(images.clone()), 1);
+    }
+    [first, sum.div_scalar(passes.max(1) as f64)]
+}
+
 /// Percentage of `dataset` that `model` classifies correctly, evaluated on `device`: after one
-/// forward pass, and from the softmax probabilities summed over `passes` passes (an FMP net
-/// pools over new regions on each, so the passes form an ensemble).
+/// forward pass, and from the softmax probabilities averaged over `passes` passes.
 pub fn accuracy(
     model: &Network,
     dataset: &ImageDataset,
@@ -275,12 +286,8 @@ pub fn accuracy(
             .get_many(chunk.to_vec())
             .expect("indices are in range");
         let batch = batcher.batch(items, device);
-        let first = softmax(model.forward(batch.images.clone()), 1);
-        let mut summed = first.clone();
-        for _ in 1..passes {
-            summed = summed + softmax(model.forward(batch.images.clone()), 1);
-        }
-        for (hits, probabilities) in correct.iter_mut().zip([first, summed]) {
+        let probabilities = pass_probabilities(&model, batch.images, passes);
+        for (hits, probabilities) in correct.iter_mut().zip(probabilities) {
             let predicted = probabilities.argmax(1).flatten::<1>(0, 1);
             let agree: i64 = predicted
                 .equal(batch.targets.clone())

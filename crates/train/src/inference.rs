@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::{data::dataset::Dataset, prelude::*, tensor::activation::softmax};
+use burn::{data::dataset::Dataset, prelude::*};
 use data::{DatasetKind, ImageBatcher, ImageDataset, ImageItem, Splits};
 use models::{Network, PoolRegions};
 use serde::Serialize;
@@ -154,7 +154,7 @@ pub fn predict(
         items,
         &trained.device,
     );
-    let probabilities = averaged_probabilities(&trained.network, batch.images, passes);
+    let [_, probabilities] = crate::fit::pass_probabilities(&trained.network, batch.images, passes);
     let [count, classes] = probabilities.dims();
     let values = values(probabilities.into_data())?;
     let names = kind.class_names();
@@ -177,16 +177,6 @@ pub fn predict(
 fn values(data: TensorData) -> Result<Vec<f32>, String> {
     data.try_to_vec::<f32>()
         .map_err(|e| format!("cannot read values back from the device: {e:?}"))
-}
-
-/// Softmax probabilities of `images`, averaged over `passes` forward passes.
-fn averaged_probabilities(network: &Network, images: Tensor<4>, passes: usize) -> Tensor<2> {
-    let passes = passes.max(1);
-    let mut sum = softmax(network.forward(images.clone()), 1);
-    for _ in 1..passes {
-        sum = sum + softmax(network.forward(images.clone()), 1);
-    }
-    sum.div_scalar(passes as f64)
 }
 
 /// Decodes `file` into an item of `kind`'s layout: channels x side x side bytes.
