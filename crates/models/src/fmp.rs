@@ -9,6 +9,7 @@ use burn::{
     tensor::activation::relu,
 };
 
+use crate::conv::conv2d;
 use crate::norm::batch_norm;
 use crate::pool::fractional_max_pool2d;
 use crate::regions::{PoolRegions, RegionKind, RegionSampler, fmp_sizes};
@@ -269,11 +270,11 @@ impl FmpNet {
         };
         let mut x = x;
         for block in &self.blocks {
-            x = activate(block.conv.forward(x), &block.norm);
+            x = activate(conv2d(&block.conv, x), &block.norm);
             x = block.pool.forward(block.dropout.forward(x));
         }
-        let x = activate(self.head.forward(x), &self.head_norm);
-        let x = self.classifier.forward(self.head_dropout.forward(x));
+        let x = activate(conv2d(&self.head, x), &self.head_norm);
+        let x = conv2d(&self.classifier, self.head_dropout.forward(x));
         x.flatten(1, 3)
     }
 

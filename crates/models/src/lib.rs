@@ -5,6 +5,9 @@
 //! reports the square input size it expects ([`Network::input_size`]), so the data pipeline pads
 //! images to what the model asks for instead of hard-coding it.
 
+// As `pool`: the op serves NdArray too.
+#[allow(deprecated)]
+mod conv;
 mod fmp;
 mod lenet;
 mod network;
@@ -17,6 +20,7 @@ mod pool;
 mod regions;
 mod step;
 
+pub use conv::{Conv2dBackend, conv2d};
 pub use fmp::{FmpNet, FmpNetConfig, FractionalMaxPool2d};
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
 pub use network::{Network, NetworkConfig};

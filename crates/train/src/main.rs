@@ -10,6 +10,12 @@ use train::{
     tiny::TinyCnn,
 };
 
+// Training allocates and frees activation-sized buffers at every step; glibc's malloc hands the
+// large ones back to the kernel and faults them in again (zeroed pages, TLB shootdowns), which
+// cost a tenth of an FMP-MNIST step on flex. mimalloc keeps them for reuse.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Train LeNet-5 and friends with Burn on CPU (flex, ndarray) or GPU (wgpu).
 ///
 /// Data is looked up in the config's data_dir, then $CNN_DATA_DIR, then ./data; full MNIST is

@@ -1,0 +1,157 @@
+//! The stride-1 convolution operation (`models::conv2d`) against plain f64 loops on every
+//! backend: output and the gradients of the input, weight and bias, for valid, `Same` and
+//! explicit padding, square and oblong kernels, and 1x1 maps.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::{prelude::*, tensor::Distribution};
+use train::{BackendName, device};
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+fn close(ours: &[f64], expected: &[f64], what: &str) {
+    assert_eq!(ours.len(), expected.len(), "{what}");
+    for (i, (a, b)) in ours.iter().zip(expected).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
+}
+
+/// Output, input gradient, weight gradient and bias gradient of `sum(conv(x) * upstream)` by
+/// direct summation over every (output cell, kernel cell) pair.
+fn loops(
+    x: &[f64],
+    [n, c, h, w]: [usize; 4],
+    weight: &[f64],
+    [out, kh, kw]: [usize; 3],
+    bias: &[f64],
+    [ph, pw]: [usize; 2],
+    upstream: &[f64],
+) -> [Vec<f64>; 4] {
+    let (oh, ow) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
+    let mut output = vec![0.0; n * out * oh * ow];
+    let mut x_grad = vec![0.0; x.len()];
+    let mut weight_grad = vec![0.0; weight.len()];
+    let mut bias_grad = vec![0.0; out];
+    for i in 0..n {
+        for o in 0..out {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let at = ((i * out + o) * oh + oy) * ow + ox;
+                    let g = upstream[at];
+                    let mut sum = bias[o];
+                    bias_grad[o] += g;
+                    for ch in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let (iy, ix) = (oy + ky, ox + kx);
+                                if iy < ph || ix < pw || iy - ph >= h || ix - pw >= w {
+                                    continue;
+                                }
+                                let xi = ((i * c + ch) * h + iy - ph) * w + ix - pw;
+                                let wi = ((o * c + ch) * kh + ky) * kw + kx;
+                                sum += x[xi] * weight[wi];
+                                x_grad[xi] += g * weight[wi];
+                                weight_grad[wi] += g * x[xi];
+                            }
+                        }
+                    }
+                    output[at] = sum;
+                }
+            }
+        }
+    }
+    [output, x_grad, weight_grad, bias_grad]
+}
+
+#[test]
+fn convolution_matches_plain_loops_on_every_backend() {
+    // (batch, channels in, out, input side h x w, kernel, padding)
+    let cases = [
+        (3, 3, 5, [7, 6], [2, 2], PaddingConfig2d::Valid),
+        (2, 2, 4, [9, 9], [5, 5], PaddingConfig2d::Same),
+        (
+            2,
+            3,
+            2,
+            [5, 4],
+            [3, 2],
+            PaddingConfig2d::Explicit(1, 2, 1, 2),
+        ),
+        (4, 6, 3, [1, 1], [1, 1], PaddingConfig2d::Valid),
+    ];
+    for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
+        let device = device::init(backend).unwrap().autodiff();
+        // On wgpu the operation is Burn's own convolution: two cases check the padding passed
+        // to it (each case compiles and autotunes kernels, slowly on a software Vulkan driver).
+        let count = if backend == BackendName::Wgpu {
+            2
+        } else {
+            cases.len()
+        };
+        for (n, c, out, [h, w], [kh, kw], padding) in cases[..count].iter().cloned() {
+            let what = format!("{backend} {c}->{out} {h}x{w} kernel {kh}x{kw} {padding:?}");
+            let conv = Conv2dConfig::new([c, out], [kh, kw])
+                .with_padding(padding.clone())
+                .init(&device);
+            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let output = models::conv2d(&conv, x.clone());
+            let [_, _, oh, ow] = output.dims();
+            let upstream =
+                Tensor::<4>::random([n, out, oh, ow], Distribution::Normal(0.0, 1.0), &device);
+            let grads = (output.clone() * upstream.clone()).sum().backward();
+            let bias = conv.bias.as_ref().unwrap();
+            let ours = [
+                values(output),
+                values(x.grad(&grads).unwrap()),
+                values(conv.weight.grad(&grads).unwrap()),
+                values(bias.grad(&grads).unwrap()),
+            ];
+            let pad = match padding {
+                PaddingConfig2d::Valid => [0, 0],
+                PaddingConfig2d::Same => [kh / 2, kw / 2],
+                PaddingConfig2d::Explicit(top, left, ..) => [top, left],
+            };
+            let expected = loops(
+                &values(x.detach()),
+                [n, c, h, w],
+                &values(conv.weight.val().detach()),
+                [out, kh, kw],
+                &values(bias.val().detach()),
+                pad,
+                &values(upstream),
+            );
+            for ((a, b), name) in
+                ours.iter()
+                    .zip(&expected)
+                    .zip(["output", "x grad", "weight grad", "bias grad"])
+            {
+                close(a, b, &format!("{what}: {name}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn strided_convolutions_keep_burns_module() {
+    // Stride 2 is outside the operation: the module's own result comes back.
+    let device = device::init(BackendName::Flex).unwrap();
+    let conv = Conv2dConfig::new([2, 3], [3, 3])
+        .with_stride([2, 2])
+        .init(&device);
+    let x = Tensor::<4>::random([2, 2, 9, 9], Distribution::Default, &device);
+    assert_eq!(
+        values(models::conv2d(&conv, x.clone())),
+        values(conv.forward(x))
+    );
+}
