@@ -147,36 +147,30 @@ impl Geometry {
     }
 }
 
-/// Images `images` of `x` unfolded: row `(image, oy, ox)`, column `(channel, ky, kx)` holds
-/// `x[image, channel, oy + ky - pad, ox + kx - pad]`, zero outside the image. Pixels as rows:
-/// gemm multiplies this orientation 1.5-2.5 times as fast as its transpose at the FMP net's
-/// shapes.
-fn unfold(x: &[f32], g: &Geometry, images: Range<usize>) -> Vec<f32> {
-    let [_, c, h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [oh, ow] = g.output;
-    let rows = g.rows();
-    let mut out = vec![0f32; images.len() * g.plane() * rows];
-    // One task per output row of an image: `ow` pixels of `rows` values each, written in order.
-    out.par_chunks_mut((ow * rows).max(1))
-        .enumerate()
-        .for_each(|(index, out)| {
-            let (image, oy) = (images.start + index / oh, index % oh);
-            // The input row under each (channel, ky), if inside the image.
-            let sources: Vec<Option<&[f32]>> = (0..c * kh)
-                .map(|at| {
-                    let (channel, ky) = (at / kh, at % kh);
-                    g.input_row(ky, oy)
-                        .map(|iy| &x[((image * c + channel) * h + iy) * w..][..w])
-                })
-                .collect();
-            let pad = g.padding[1];
-            for (ox, pixel) in out.chunks_mut(rows.max(1)).enumerate() {
-                for (source, cells) in sources.iter().zip(pixel.chunks_mut(kw)) {
-                    let Some(source) = source else { continue };
-                    for (kx, cell) in cells.iter_mut().enumerate() {
-                        if let Some(&v) = (ox + kx).checked_sub(pad).and_then(|ix| source.get(ix)) {
-                            *cell = v;
+/// Each of `count` consecutive `[rows, cols]` matrices of `source` transposed to `[cols, rows]`,
+/// plus `add[col]` when `add` is not empty (the bias, when the columns are output channels).
+fn transpose_blocks(
+    source: &[f32],
+    count: usize,
+    [rows, cols]: [usize; 2],
+    add: &[f32],
+) -> Vec<f32> {
+    let size = rows * cols;
+    let mut out = vec![0f32; count * size];
+    if size == 0 {
+        return out;
+    }
+    out.par_chunks_mut(size)
+        .zip(source.par_chunks(size))
+        .for_each(|(target, source)| {
+            // Tiles of 16 x 16 keep both sides in cache.
+            const TILE: usize = 16;
+            for r0 in (0..rows).step_by(TILE) {
+                for c0 in (0..cols).step_by(TILE) {
+                    for col in c0..(c0 + TILE).min(cols) {
+                        let shift = add.get(col).copied().unwrap_or(0.0);
+                        for row in r0..(r0 + TILE).min(rows) {
+                            target[col * rows + row] = source[row * cols + col] + shift;
                         }
                     }
                 }
@@ -185,37 +179,68 @@ fn unfold(x: &[f32], g: &Geometry, images: Range<usize>) -> Vec<f32> {
     out
 }
 
-/// The reverse of [`unfold`], from its transpose: adds the value at row `(channel, ky, kx)`,
-/// column `(image, oy, ox)` of `unfolded` to the input cell it came from, into `x_grad`, the
-/// planes of the group's images.
-fn fold(unfolded: &[f32], g: &Geometry, images: usize, x_grad: &mut [f32]) {
+/// The group's images, channels last (`[image, y, x, channel]`), unfolded: row `(image, oy, ox)`,
+/// column `(ky, kx, channel)` holds `x[image, channel, oy + ky - pad, ox + kx - pad]`, zero
+/// outside the image. Each (ky, kx) is one copy of a pixel's channels.
+fn unfold(channels_last: &[f32], g: &Geometry, images: usize) -> Vec<f32> {
     let [_, c, h, w] = g.input;
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.output;
-    let plane = g.plane();
-    let columns = images * plane;
-    x_grad
-        .par_chunks_mut((h * w).max(1))
+    let rows = g.rows();
+    let mut out = vec![0f32; images * g.plane() * rows];
+    // One task per output row of an image: `ow` pixels of `rows` values each.
+    out.par_chunks_mut((ow * rows).max(1))
         .enumerate()
-        .for_each(|(index, target)| {
-            let (i, channel) = (index / c, index % c);
+        .for_each(|(index, out)| {
+            let (image, oy) = (index / oh, index % oh);
             for ky in 0..kh {
+                let Some(iy) = g.input_row(ky, oy) else {
+                    continue;
+                };
+                let source = &channels_last[(image * h + iy) * w * c..][..w * c];
                 for kx in 0..kw {
                     let (valid, from) = g.valid_columns(kx);
-                    let row = (channel * kh + ky) * kw + kx;
-                    let source = &unfolded[row * columns + i * plane..][..plane];
-                    for oy in 0..oh {
-                        if let Some(iy) = g.input_row(ky, oy) {
-                            let target = &mut target[iy * w + from..][..valid.len()];
-                            let source = &source[oy * ow + valid.start..][..valid.len()];
-                            for (t, s) in target.iter_mut().zip(source) {
-                                *t += s;
-                            }
+                    let at = (ky * kw + kx) * c;
+                    for (ox, ix) in valid.zip(from..) {
+                        out[ox * rows + at..][..c].copy_from_slice(&source[ix * c..][..c]);
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// The reverse of [`unfold`]: each value of `unfolded` added back to the input cell it came
+/// from, channels last.
+fn fold(unfolded: &[f32], g: &Geometry, images: usize) -> Vec<f32> {
+    let [_, c, h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output;
+    let rows = g.rows();
+    let mut out = vec![0f32; images * h * w * c];
+    // One task per input row of an image, so that no two tasks add to the same cell.
+    out.par_chunks_mut((w * c).max(1))
+        .enumerate()
+        .for_each(|(index, target)| {
+            let (image, iy) = (index / h, index % h);
+            for ky in 0..kh {
+                let Some(oy) = (iy + g.padding[0]).checked_sub(ky).filter(|&oy| oy < oh) else {
+                    continue;
+                };
+                let source = &unfolded[(image * oh + oy) * ow * rows..][..ow * rows];
+                for kx in 0..kw {
+                    let (valid, from) = g.valid_columns(kx);
+                    let at = (ky * kw + kx) * c;
+                    for (ox, ix) in valid.zip(from..) {
+                        let cells = &mut target[ix * c..][..c];
+                        for (t, s) in cells.iter_mut().zip(&source[ox * rows + at..][..c]) {
+                            *t += s;
                         }
                     }
                 }
             }
         });
+    out
 }
 
 fn values(x: &FlexTensor) -> &[f32] {
@@ -230,6 +255,13 @@ fn all_f32(tensors: &[&FlexTensor]) -> bool {
     tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
+/// The weight `[out, c, kh, kw]` as `[out, (ky, kx, channel)]`, the unfolded columns' order.
+fn weight_rows(weight: &FlexTensor, g: &Geometry) -> Vec<f32> {
+    let weight = weight.to_contiguous();
+    let cells = g.kernel[0] * g.kernel[1];
+    transpose_blocks(values(&weight), g.out, [g.input[1], cells], &[])
+}
+
 /// The flex forward pass, `limit` values unfolded at a time.
 fn forward(
     x: FlexTensor,
@@ -239,29 +271,25 @@ fn forward(
     limit: usize,
 ) -> FlexTensor {
     let g = Geometry::new(&x, &weight, padding);
-    let [n, ..] = g.input;
+    let [n, c, h, w] = g.input;
     let (out, plane) = (g.out, g.plane());
     let [x, bias] = [x, bias].map(|t| t.to_contiguous());
     let (xs, bias) = (values(&x), values(&bias));
-    let weight_t = Flex::float_transpose(Flex::float_reshape(weight, [out, g.rows()].into()));
-    let mut output = vec![0f32; n * out * plane];
+    let weight_t = Flex::float_transpose(tensor(weight_rows(&weight, &g), [out, g.rows()]));
+    let mut output = Vec::with_capacity(n * out * plane);
     for images in g.groups(limit) {
-        let columns = images.len() * plane;
-        let unfolded = tensor(unfold(xs, &g, images.clone()), [columns, g.rows()]);
-        // [(image, oy, ox), out]: transposed to [image, out, oy, ox] with the bias added.
+        let group = &xs[images.start * c * h * w..images.end * c * h * w];
+        let channels_last = transpose_blocks(group, images.len(), [c, h * w], &[]);
+        let unfolded = unfold(&channels_last, &g, images.len());
+        let unfolded = tensor(unfolded, [images.len() * plane, g.rows()]);
+        // [(image, oy, ox), out]: back to channels first, with the bias added.
         let product = Flex::float_matmul(unfolded, weight_t.clone()).to_contiguous();
-        let product = values(&product);
-        output[images.start * out * plane..images.end * out * plane]
-            .par_chunks_mut((out * plane).max(1))
-            .enumerate()
-            .for_each(|(i, target)| {
-                let source = &product[i * plane * out..][..plane * out];
-                for (o, target) in target.chunks_mut(plane.max(1)).enumerate() {
-                    for (p, t) in target.iter_mut().enumerate() {
-                        *t = source[p * out + o] + bias[o];
-                    }
-                }
-            });
+        output.extend(transpose_blocks(
+            values(&product),
+            images.len(),
+            [plane, out],
+            bias,
+        ));
     }
     let [oh, ow] = g.output;
     tensor(output, [n, out, oh, ow])
@@ -278,55 +306,61 @@ fn backward(
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let g = Geometry::new(&x, &weight, padding);
     let [n, c, h, w] = g.input;
-    let (out, plane) = (g.out, g.plane());
+    let (out, plane, cells) = (g.out, g.plane(), g.kernel[0] * g.kernel[1]);
     let weight_shape = weight.shape();
+    let weight = tensor(weight_rows(&weight, &g), [out, g.rows()]);
     let [x, grad] = [x, grad].map(|t| t.to_contiguous());
     let (xs, gs) = (values(&x), values(&grad));
-    let weight_t = Flex::float_transpose(Flex::float_reshape(weight, [out, g.rows()].into()));
-    let mut x_grad = vec![0f32; n * c * h * w];
+    let mut x_grad = Vec::with_capacity(n * c * h * w);
+    // Sum over groups of [(ky, kx, channel), out].
     let mut weight_grad: Option<FlexTensor> = None;
-    let mut bias_grad = vec![0f64; out];
     for images in g.groups(limit) {
-        let columns = images.len() * plane;
-        // The output gradient as [out, (image, oy, ox)], and its sum per channel.
-        let mut grad_rows = vec![0f32; out * columns];
-        let sums: Vec<f64> = grad_rows
-            .par_chunks_mut(columns.max(1))
-            .enumerate()
-            .map(|(o, target)| {
-                for (i, image) in images.clone().enumerate() {
-                    target[i * plane..][..plane]
-                        .copy_from_slice(&gs[(image * out + o) * plane..][..plane]);
-                }
-                target.iter().map(|&v| v as f64).sum::<f64>()
-            })
-            .collect();
-        for (total, sum) in bias_grad.iter_mut().zip(sums) {
-            *total += sum;
-        }
-        let grad_rows = tensor(grad_rows, [out, columns]);
-        let unfolded = tensor(unfold(xs, &g, images.clone()), [columns, g.rows()]);
-        let group_grad = Flex::float_matmul(grad_rows.clone(), unfolded);
+        let group = &xs[images.start * c * h * w..images.end * c * h * w];
+        let channels_last = transpose_blocks(group, images.len(), [c, h * w], &[]);
+        let unfolded = unfold(&channels_last, &g, images.len());
+        let unfolded = tensor(unfolded, [images.len() * plane, g.rows()]);
+        // The output gradient as [(image, oy, ox), out].
+        let group_grad = &gs[images.start * out * plane..images.end * out * plane];
+        let grad_rows = transpose_blocks(group_grad, images.len(), [out, plane], &[]);
+        let grad_rows = tensor(grad_rows, [images.len() * plane, out]);
+        let product = Flex::float_matmul(Flex::float_transpose(unfolded), grad_rows.clone());
         weight_grad = Some(match weight_grad {
-            Some(total) => Flex::float_add(total, group_grad),
-            None => group_grad,
+            Some(total) => Flex::float_add(total, product),
+            None => product,
         });
-        let unfolded_grad = Flex::float_matmul(weight_t.clone(), grad_rows).to_contiguous();
-        fold(
-            values(&unfolded_grad),
-            &g,
+        let unfolded_grad = Flex::float_matmul(grad_rows, weight.clone()).to_contiguous();
+        let channels_last = fold(values(&unfolded_grad), &g, images.len());
+        x_grad.extend(transpose_blocks(
+            &channels_last,
             images.len(),
-            &mut x_grad[images.start * c * h * w..images.end * c * h * w],
-        );
+            [h * w, c],
+            &[],
+        ));
     }
+    // [(ky, kx, channel), out] -> [out, (ky, kx, channel)] -> [out, channel, (ky, kx)].
     let weight_grad = match weight_grad {
-        Some(total) => Flex::float_reshape(total, weight_shape),
+        Some(total) => {
+            let total = total.to_contiguous();
+            let by_out = transpose_blocks(values(&total), 1, [g.rows(), out], &[]);
+            tensor(
+                transpose_blocks(&by_out, out, [cells, c], &[]),
+                weight_shape,
+            )
+        }
         None => tensor(vec![0f32; weight_shape.num_elements()], weight_shape),
     };
+    let bias_grad = (0..out)
+        .into_par_iter()
+        .map(|o| {
+            (0..n)
+                .map(|i| gs[(i * out + o) * plane..][..plane].iter().sum::<f32>() as f64)
+                .sum::<f64>() as f32
+        })
+        .collect();
     (
         tensor(x_grad, [n, c, h, w]),
         weight_grad,
-        tensor(bias_grad.into_iter().map(|v| v as f32).collect(), [out]),
+        tensor(bias_grad, [out]),
     )
 }
 

@@ -10,11 +10,23 @@ use train::{
     tiny::TinyCnn,
 };
 
-// Training allocates and frees activation-sized buffers at every step; glibc's malloc hands the
-// large ones back to the kernel and faults them in again (zeroed pages, TLB shootdowns), which
-// cost a tenth of an FMP-MNIST step on flex. mimalloc keeps them for reuse.
+// Training allocates and frees activation-sized buffers at every step. glibc's malloc hands the
+// large ones back to the kernel and faults them in again (zeroed pages, TLB shootdowns): 45,000
+// page faults per FMP-MNIST step on flex. mimalloc keeps them for reuse once told never to purge
+// freed memory (see `keep_freed_memory`): under 100 per step.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in the `mi_option_e` enum of the mimalloc 3 header that
+/// libmimalloc-sys 0.1.49 builds (its Rust bindings do not name it; the version is pinned).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Never returns freed memory to the system: a run's working set is allocated again at every
+/// step, and purging it after mimalloc's default delay made each step fault it back in.
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option; mimalloc allows this at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
 
 /// Train LeNet-5 and friends with Burn on CPU (flex, ndarray) or GPU (wgpu).
 ///
@@ -237,6 +249,7 @@ impl From<OverrideArgs> for Overrides {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Bench(args)) => run_bench(args),
