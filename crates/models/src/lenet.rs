@@ -39,10 +39,10 @@ impl LeNet5Modern {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self
             .pool
-            .forward(self.activation.forward(crate::conv2d(&self.conv1, x)));
+            .forward(self.activation.forward(self.conv1.forward(x)));
         let x = self
             .pool
-            .forward(self.activation.forward(crate::conv2d(&self.conv2, x)));
+            .forward(self.activation.forward(self.conv2.forward(x)));
         let x = x.flatten::<2>(1, 3);
         self.fc2
             .forward(self.activation.forward(self.fc1.forward(x)))
@@ -230,11 +230,11 @@ impl LeNet5Classic {
 
     /// Logits `[batch, classes]` for images `[batch, 1, 32, 32]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = squash(crate::conv2d(&self.c1, x));
+        let x = squash(self.c1.forward(x));
         let x = squash(self.s2.forward(x));
         let x = squash(self.c3.forward(x));
         let x = squash(self.s4.forward(x));
-        let x = squash(crate::conv2d(&self.c5, x)).flatten::<2>(1, 3);
+        let x = squash(self.c5.forward(x)).flatten::<2>(1, 3);
         let x = self.f6.forward(x);
         let x = x.mul_scalar(2.0 / 3.0).tanh().mul_scalar(1.7159);
         self.output.forward(x)

@@ -20,7 +20,7 @@ mod pool;
 mod regions;
 mod step;
 
-pub use conv::{Conv2dBackend, conv2d};
+pub use conv::{Conv2dBackend, MAX_UNFOLDED_CELLS, conv2d};
 pub use fmp::{FmpNet, FmpNetConfig, FractionalMaxPool2d};
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
 pub use network::{Network, NetworkConfig};
