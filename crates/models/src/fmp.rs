@@ -6,9 +6,9 @@ use burn::{
         conv::{Conv2d, Conv2dConfig},
     },
     prelude::*,
-    tensor::activation::relu,
 };
 
+use crate::activation::leaky_relu;
 use crate::conv::conv2d;
 use crate::norm::batch_norm;
 use crate::pool::fractional_max_pool2d;
@@ -198,14 +198,6 @@ impl FmpNetConfig {
             sampler,
         }
     }
-}
-
-/// Leaky ReLU written as `slope * x + (1 - slope) * relu(x)`: the same function and gradient
-/// for any slope, from operations every backend runs fast (relu has a dedicated backward). Burn's
-/// `leaky_relu` builds a mask and selects through it; on flex that took 9 times as long as relu,
-/// forward and backward, at this network's shapes.
-fn leaky_relu(x: Tensor<4>, slope: f64) -> Tensor<4> {
-    x.clone().mul_scalar(slope) + relu(x).mul_scalar(1.0 - slope)
 }
 
 /// One block: 2x2 convolution, optional batch norm, leaky ReLU, dropout, fractional max-pooling.

@@ -5,7 +5,9 @@
 //! reports the square input size it expects ([`Network::input_size`]), so the data pipeline pads
 //! images to what the model asks for instead of hard-coding it.
 
-// As `pool`: the op serves NdArray too.
+// As `pool`: the ops serve NdArray too.
+#[allow(deprecated)]
+mod activation;
 #[allow(deprecated)]
 mod conv;
 mod fmp;
@@ -20,6 +22,7 @@ mod pool;
 mod regions;
 mod step;
 
+pub use activation::{LeakyReluBackend, leaky_relu};
 pub use conv::{Conv2dBackend, MAX_UNFOLDED_CELLS, conv2d};
 pub use fmp::{FmpNet, FmpNetConfig, FractionalMaxPool2d};
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};

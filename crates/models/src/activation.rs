@@ -1,0 +1,195 @@
+//! Leaky ReLU as one backend operation: a single pass forward and backward on flex.
+//!
+//! Burn's `leaky_relu` builds a mask and selects through it (on flex nine times relu's time at the
+//! FMP net's shapes); the composite `slope * x + (1 - slope) * relu(x)` runs four whole-tensor
+//! operations forward and as many backward. Flex here maps each value once each way. The other
+//! backends run that composite, which is also the reference the flex loops are tested against.
+
+use burn::backend::TensorMetadata;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
+    autodiff::{
+        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+        grads::Gradients,
+        ops::{Backward, Ops, OpsKind},
+    },
+    backend_extension,
+    flex::FlexTensor,
+    tensor::FloatTensor,
+};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+/// The backend operations behind [`leaky_relu`].
+#[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
+pub trait LeakyReluBackend: Backend {
+    /// `x` where positive, `slope * x` elsewhere.
+    #[fusion(default)]
+    fn leaky_relu_forward(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        composite_forward::<Self>(x, slope)
+    }
+
+    /// The input's gradient given the output's: `grad` where `x` is positive, `slope * grad`
+    /// elsewhere.
+    #[fusion(default)]
+    fn leaky_relu_backward(
+        x: FloatTensor<Self>,
+        slope: f64,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composite_backward::<Self>(x, slope, grad)
+    }
+}
+
+/// `slope * x + (1 - slope) * relu(x)`: the same function from operations every backend has.
+fn composite_forward<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
+    let linear = B::float_mul_scalar(x.clone(), slope.into());
+    let positive = B::float_mul_scalar(B::relu(x), (1.0 - slope).into());
+    B::float_add(linear, positive)
+}
+
+/// The gradient of [`composite_forward`]: `slope * grad + (1 - slope) * relu'(x) * grad`.
+fn composite_backward<B: Backend>(
+    x: FloatTensor<B>,
+    slope: f64,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let linear = B::float_mul_scalar(grad.clone(), slope.into());
+    let positive = B::relu_backward(B::relu(x), grad);
+    B::float_add(linear, B::float_mul_scalar(positive, (1.0 - slope).into()))
+}
+
+/// `f(a[i], b[i])` for every value, in parallel blocks.
+fn map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    const BLOCK: usize = 1 << 14;
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(BLOCK)
+        .zip(a.par_chunks(BLOCK).zip(b.par_chunks(BLOCK)))
+        .for_each(|(out, (a, b))| {
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    out
+}
+
+fn contiguous_values(x: &FlexTensor) -> &[f32] {
+    x.as_slice().expect("made contiguous first")
+}
+
+impl LeakyReluBackend for Flex {
+    fn leaky_relu_forward(x: FlexTensor, slope: f64) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return composite_forward::<Self>(x, slope);
+        }
+        let (shape, x) = (x.shape(), x.to_contiguous());
+        let xs = contiguous_values(&x);
+        let slope = slope as f32;
+        let out = map(xs, xs, |v, _| if v > 0.0 { v } else { v * slope });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn leaky_relu_backward(x: FlexTensor, slope: f64, grad: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            return composite_backward::<Self>(x, slope, grad);
+        }
+        let (shape, x, grad) = (x.shape(), x.to_contiguous(), grad.to_contiguous());
+        let slope = slope as f32;
+        let out = map(contiguous_values(&x), contiguous_values(&grad), |v, g| {
+            if v > 0.0 { g } else { g * slope }
+        });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+}
+
+impl LeakyReluBackend for NdArray {}
+
+impl LeakyReluBackend for burn_cubecl::CubeBackend {}
+
+impl<B: LeakyReluBackend, C: CheckpointStrategy> LeakyReluBackend for Autodiff<B, C> {
+    fn leaky_relu_forward(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LeakyReluBackward;
+
+        impl<B: LeakyReluBackend> Backward<B, 1> for LeakyReluBackward {
+            // The input and the slope.
+            type State = (FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, slope) = ops.state;
+                if let Some(node) = parent {
+                    grads.register::<B>(node.id, B::leaky_relu_backward(x, slope, grad));
+                }
+            }
+        }
+
+        let (x, node) = x.into_parts();
+        let output = B::leaky_relu_forward(x.clone(), slope);
+        match LeakyReluBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, slope), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn leaky_relu_backward(
+        x: FloatTensor<Self>,
+        slope: f64,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // Only reached when differentiating a gradient: not needed for training, so the result
+        // is a constant.
+        Self::from_inner(B::leaky_relu_backward(
+            x.into_primitive(),
+            slope,
+            grad.into_primitive(),
+        ))
+    }
+}
+
+/// Leaky ReLU of `x`: `x` where positive, `slope * x` elsewhere, differentiable on every
+/// backend.
+pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+    Tensor::from_dispatch(Dispatch::leaky_relu_forward(x.into_dispatch(), slope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output and input gradient on flex (the loops) and ndarray (the composite) against values
+    /// worked out by hand, zero and both signs included.
+    #[test]
+    fn leaky_relu_and_its_gradient_match_hand_values() {
+        #[allow(deprecated)]
+        let devices = [Device::flex(), Device::ndarray()];
+        for device in devices {
+            let device = device.autodiff();
+            let x = Tensor::<2>::from_floats([[-3.0, -0.5, 0.0], [0.25, 2.0, -1.0]], &device)
+                .require_grad();
+            let upstream = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
+            let y = leaky_relu(x.clone(), 0.25);
+            let grads = (y.clone() * upstream).sum().backward();
+            y.into_data().assert_approx_eq::<f32>(
+                &TensorData::from([[-0.75, -0.125, 0.0], [0.25, 2.0, -0.25]]),
+                Default::default(),
+            );
+            // relu'(0) is 0, so at 0 the gradient takes the slope, as Burn's relu gives.
+            x.grad(&grads).unwrap().into_data().assert_approx_eq::<f32>(
+                &TensorData::from([[0.25, 0.5, 0.75], [4.0, 5.0, 1.5]]),
+                Default::default(),
+            );
+        }
+    }
+}
