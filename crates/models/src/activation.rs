@@ -86,7 +86,8 @@ impl LeakyReluBackend for Flex {
         let (shape, x) = (x.shape(), x.to_contiguous());
         let xs = contiguous_values(&x);
         let slope = slope as f32;
-        let out = map(xs, xs, |v, _| if v > 0.0 { v } else { v * slope });
+        // Branch-free, so that it vectorises: the signs of activations are unpredictable.
+        let out = map(xs, xs, move |v, _| v.max(0.0) + slope * v.min(0.0));
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -96,9 +97,11 @@ impl LeakyReluBackend for Flex {
         }
         let (shape, x, grad) = (x.shape(), x.to_contiguous(), grad.to_contiguous());
         let slope = slope as f32;
-        let out = map(contiguous_values(&x), contiguous_values(&grad), |v, g| {
-            if v > 0.0 { g } else { g * slope }
-        });
+        let out = map(
+            contiguous_values(&x),
+            contiguous_values(&grad),
+            move |v, g| g * if v > 0.0 { 1.0 } else { slope },
+        );
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 }
