@@ -240,7 +240,7 @@ pub fn run(
         }
         let (median, min) = median_and_min(&times);
         // Evaluation: the trained model on the plain device, as the test pass runs it.
-        let evaluated = model.clone().to_device(&device);
+        let evaluated = model.valid().to_device(&device);
         let mut eval_times = Vec::with_capacity(steps);
         for step in 0..warmup + steps {
             let items = train_set

@@ -278,7 +278,7 @@ pub fn accuracy(
     device: &Device,
     passes: usize,
 ) -> [f64; 2] {
-    let model = model.clone().to_device(device);
+    let model = model.valid().to_device(device);
     let mut correct = [0usize; 2];
     let indices: Vec<usize> = (0..dataset.len()).collect();
     for chunk in indices.chunks(batch_size) {
