@@ -18,8 +18,10 @@ use burn::backend::{
     tensor::FloatTensor,
 };
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
+
+use crate::flex::{tensor, values};
 
 /// The backend operations behind [`leaky_relu`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -74,21 +76,17 @@ fn map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
-fn contiguous_values(x: &FlexTensor) -> &[f32] {
-    x.as_slice().expect("made contiguous first")
-}
-
 impl LeakyReluBackend for Flex {
     fn leaky_relu_forward(x: FlexTensor, slope: f64) -> FlexTensor {
         if x.dtype() != DType::F32 {
             return composite_forward::<Self>(x, slope);
         }
         let (shape, x) = (x.shape(), x.to_contiguous());
-        let xs = contiguous_values(&x);
+        let xs = values(&x);
         let slope = slope as f32;
         // Branch-free, so that it vectorises: the signs of activations are unpredictable.
         let out = map(xs, xs, move |v, _| v.max(0.0) + slope * v.min(0.0));
-        FlexTensor::from_data(TensorData::new(out, shape))
+        tensor(out, shape)
     }
 
     fn leaky_relu_backward(x: FlexTensor, slope: f64, grad: FlexTensor) -> FlexTensor {
@@ -97,12 +95,10 @@ impl LeakyReluBackend for Flex {
         }
         let (shape, x, grad) = (x.shape(), x.to_contiguous(), grad.to_contiguous());
         let slope = slope as f32;
-        let out = map(
-            contiguous_values(&x),
-            contiguous_values(&grad),
-            move |v, g| g * if v > 0.0 { 1.0 } else { slope },
-        );
-        FlexTensor::from_data(TensorData::new(out, shape))
+        let out = map(values(&x), values(&grad), move |v, g| {
+            g * if v > 0.0 { 1.0 } else { slope }
+        });
+        tensor(out, shape)
     }
 }
 
@@ -170,6 +166,7 @@ pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     /// Output and input gradient on flex (the loops) and ndarray (the composite) against values
     /// worked out by hand, zero and both signs included.

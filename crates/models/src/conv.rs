@@ -25,9 +25,11 @@ use burn::backend::{
 };
 use burn::nn::{PaddingConfig2d, conv::Conv2d};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
+
+use crate::flex::{tensor, values};
 
 /// The backend operations behind [`conv2d`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -250,14 +252,6 @@ fn fold(unfolded: &[f32], g: &Geometry, images: usize) -> Vec<f32> {
             }
         });
     out
-}
-
-fn values(x: &FlexTensor) -> &[f32] {
-    x.as_slice().expect("made contiguous first")
-}
-
-fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
 fn all_f32(tensors: &[&FlexTensor]) -> bool {
@@ -540,7 +534,7 @@ mod tests {
         };
         let x = values([5, 3, 6, 7], 1);
         let weight = values([4, 3, 3, 2], 2);
-        let bias = tensor(vec![0.5, -1.0, 0.0, 2.0], [4]);
+        let bias = tensor(vec![0.5f32, -1.0, 0.0, 2.0], [4]);
         let grad = values([5, 4, 6, 8], 3);
         let padding = [1, 1];
         let g = Geometry::new(&x, &weight, padding);

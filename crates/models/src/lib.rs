@@ -10,6 +10,7 @@
 mod activation;
 #[allow(deprecated)]
 mod conv;
+mod flex;
 mod fmp;
 mod lenet;
 mod network;

@@ -20,8 +20,10 @@ use burn::backend::{
 };
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
+
+use crate::flex::{tensor, values};
 
 /// The backend operations behind [`batch_norm_train`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -81,11 +83,6 @@ fn channel_layout(x: &FlexTensor) -> [usize; 3] {
     let shape = x.shape();
     let [n, c] = [shape[0], shape[1]];
     [n, c, shape.num_elements() / (n * c).max(1)]
-}
-
-/// The tensor's values (f32), as a slice.
-fn values(x: &FlexTensor) -> &[f32] {
-    x.as_slice().expect("made contiguous first")
 }
 
 /// The sum of `f(a[i], b[i])` over two equal-length slices: in eight f32 lanes (which the
@@ -148,10 +145,6 @@ fn map_planes<F: Fn(f32, f32) -> f32>(
     out
 }
 
-fn tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 impl BatchNormTrainBackend for Flex {
     fn bn_train_forward(
         x: FlexTensor,
@@ -195,8 +188,8 @@ impl BatchNormTrainBackend for Flex {
         let as_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
         (
             tensor(output, shape),
-            tensor(as_f32(mean), channels.into()),
-            tensor(as_f32(variance), channels.into()),
+            tensor(as_f32(mean), channels),
+            tensor(as_f32(variance), channels),
         )
     }
 
@@ -246,8 +239,8 @@ impl BatchNormTrainBackend for Flex {
         let beta_grad = grad_sum.into_iter().map(|s| s as f32).collect();
         (
             tensor(x_grad, shape),
-            tensor(gamma_grad, [c].into()),
-            tensor(beta_grad, [c].into()),
+            tensor(gamma_grad, [c]),
+            tensor(beta_grad, [c]),
         )
     }
 }

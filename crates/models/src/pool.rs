@@ -22,6 +22,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
 use rayon::prelude::*;
 
+use crate::flex::{tensor, values};
 use crate::regions::{PoolRegions, Span};
 
 /// The backend operations behind [`fractional_max_pool2d`].
@@ -126,7 +127,7 @@ impl FractionalMaxPoolBackend for Flex {
         let [n, c, h, w] = x.shape().dims();
         let [oh, ow] = regions.out;
         let x = x.to_contiguous();
-        let input: &[f32] = x.as_slice().expect("contiguous after to_contiguous");
+        let input = values(&x);
         let mut maxima = vec![0f32; n * c * oh * ow];
         let mut argmax = vec![0i32; n * c * oh * ow];
         maxima
@@ -160,8 +161,8 @@ impl FractionalMaxPoolBackend for Flex {
                 }
             });
         (
-            FlexTensor::from_data(TensorData::new(maxima, [n, c, oh, ow])),
-            FlexTensor::from_data(TensorData::new(argmax, [n, c, oh, ow])),
+            tensor(maxima, [n, c, oh, ow]),
+            tensor(argmax, [n, c, oh, ow]),
         )
     }
 
@@ -173,7 +174,7 @@ impl FractionalMaxPoolBackend for Flex {
         let [h, w] = input;
         let grad = grad.to_contiguous();
         let argmax = argmax.to_contiguous();
-        let grad: &[f32] = grad.as_slice().expect("contiguous");
+        let grad = values(&grad);
         let argmax: &[i32] = argmax.as_slice().expect("contiguous");
         let p = oh * ow;
         let mut out = vec![0f32; n * c * h * w];
@@ -185,7 +186,7 @@ impl FractionalMaxPoolBackend for Flex {
                     out[i as usize] += g;
                 }
             });
-        FlexTensor::from_data(TensorData::new(out, [n, c, h, w]))
+        tensor(out, [n, c, h, w])
     }
 }
 
