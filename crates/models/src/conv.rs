@@ -221,6 +221,16 @@ fn unfold(channels_last: &[f32], g: &Geometry, images: usize) -> Vec<f32> {
     out
 }
 
+/// Images `images` of `x` (`[n, c, h, w]`, channels first) as the unfolded matrix
+/// `[(image, oy, ox), (ky, kx, channel)]`.
+fn unfold_images(x: &[f32], g: &Geometry, images: Range<usize>) -> FlexTensor {
+    let [_, c, h, w] = g.input;
+    let group = &x[images.start * c * h * w..images.end * c * h * w];
+    let channels_last = transpose_blocks(group, images.len(), [c, h * w], &[]);
+    let unfolded = unfold(&channels_last, g, images.len());
+    tensor(unfolded, [images.len() * g.plane(), g.rows()])
+}
+
 /// The reverse of [`unfold`]: each value of `unfolded` added back to the input cell it came
 /// from, channels last.
 fn fold(unfolded: &[f32], g: &Geometry, images: usize) -> Vec<f32> {
@@ -274,17 +284,14 @@ fn forward(
     limit: usize,
 ) -> FlexTensor {
     let g = Geometry::new(&x, &weight, padding);
-    let [n, c, h, w] = g.input;
+    let [n, ..] = g.input;
     let (out, plane) = (g.out, g.plane());
     let [x, bias] = [x, bias].map(|t| t.to_contiguous());
     let (xs, bias) = (values(&x), values(&bias));
     let weight_t = Flex::float_transpose(tensor(weight_rows(&weight, &g), [out, g.rows()]));
     let mut output = Vec::with_capacity(n * out * plane);
     for images in g.groups(limit) {
-        let group = &xs[images.start * c * h * w..images.end * c * h * w];
-        let channels_last = transpose_blocks(group, images.len(), [c, h * w], &[]);
-        let unfolded = unfold(&channels_last, &g, images.len());
-        let unfolded = tensor(unfolded, [images.len() * plane, g.rows()]);
+        let unfolded = unfold_images(xs, &g, images.clone());
         // [(image, oy, ox), out]: back to channels first, with the bias added.
         let product = Flex::float_matmul(unfolded, weight_t.clone()).to_contiguous();
         output.extend(transpose_blocks(
@@ -318,10 +325,9 @@ fn backward(
     // Sum over groups of [(ky, kx, channel), out].
     let mut weight_grad: Option<FlexTensor> = None;
     for images in g.groups(limit) {
-        let group = &xs[images.start * c * h * w..images.end * c * h * w];
-        let channels_last = transpose_blocks(group, images.len(), [c, h * w], &[]);
-        let unfolded = unfold(&channels_last, &g, images.len());
-        let unfolded = tensor(unfolded, [images.len() * plane, g.rows()]);
+        // Unfolded again rather than kept from the forward pass: a layer of the FMP-CIFAR net
+        // would keep up to UNFOLD_LIMIT values per group alive until its backward pass.
+        let unfolded = unfold_images(xs, &g, images.clone());
         // The output gradient as [(image, oy, ox), out].
         let group_grad = &gs[images.start * out * plane..images.end * out * plane];
         let grad_rows = transpose_blocks(group_grad, images.len(), [out, plane], &[]);
