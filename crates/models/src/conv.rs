@@ -4,14 +4,17 @@
 //! Flex's own convolution runs one small matrix product per 512-pixel tile of each image, after a
 //! single-threaded NCHW -> NHWC copy, and Burn computes the weight gradient as a convolution whose
 //! kernel is the whole output map: a matrix product four columns wide for a 2x2 kernel. At the FMP
-//! net's shapes that took most of a training step. Here flex unfolds a group of images into one
-//! matrix and runs one product for the output and two for the gradients. The other backends keep
+//! net's and LeNet's shapes that took most of a training step. Here each thread takes its own
+//! images: it unfolds a few of them at a time (channels first, so each copy is a run of input
+//! pixels and the weight is used as stored), runs a single-threaded matrix product into a buffer
+//! it reuses, and for the backward pass adds its share of the weight gradient into its own sum.
+//! Everything a thread touches stays small enough for its caches. The other backends keep
 //! Burn's convolution, which is also the reference the flex version is tested against.
 
 use std::ops::Range;
 
 use burn::backend::TensorMetadata;
-use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::backend::ops::ModuleOps;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
     autodiff::{
@@ -76,9 +79,10 @@ fn burns_backward<B: Backend>(
     (x_grad, weight_grad, B::conv2d_bias_backward(x, bias, grad))
 }
 
-/// Values of unfolded images built at once (256 MiB of f32): larger batches are processed a
-/// group of images at a time, so that the FMP-CIFAR net's early layers fit in memory.
-const UNFOLD_LIMIT: usize = 1 << 26;
+/// Output columns a group of images aims at in one matrix product: maps smaller than this are
+/// batched (the FMP net's last layers have 1 to 16 cells per map), so that the products stay wide
+/// enough for the matrix kernels.
+const GROUP_COLUMNS: usize = 256;
 
 /// The shapes of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -96,23 +100,28 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(x: &FlexTensor, weight: &FlexTensor, padding: [usize; 2]) -> Self {
+    /// The geometry of convolving `x` with `weight`, if nothing in it is empty (those cases are
+    /// left to Burn's convolution, which reports impossible shapes).
+    fn new(x: &FlexTensor, weight: &FlexTensor, padding: [usize; 2]) -> Option<Self> {
         let input: [usize; 4] = x.shape().dims();
         let [out, _, kh, kw] = weight.shape().dims();
         let output = [
-            input[2] + 2 * padding[0] + 1 - kh,
-            input[3] + 2 * padding[1] + 1 - kw,
+            (input[2] + 2 * padding[0] + 1).checked_sub(kh)?,
+            (input[3] + 2 * padding[1] + 1).checked_sub(kw)?,
         ];
-        Self {
+        let g = Self {
             input,
             out,
             kernel: [kh, kw],
             padding,
             output,
-        }
+        };
+        let sizes = [g.image(), g.plane(), g.rows(), out, input[0]];
+        sizes.iter().all(|&size| size > 0).then_some(g)
     }
 
-    /// Rows of the unfolded matrix: one per input channel and kernel cell.
+    /// Rows of the unfolded matrix, columns of the weight as `[out, rows]`: one per input
+    /// channel and kernel cell, in the weight's `(channel, ky, kx)` order.
     fn rows(&self) -> usize {
         self.input[1] * self.kernel[0] * self.kernel[1]
     }
@@ -122,13 +131,17 @@ impl Geometry {
         self.output[0] * self.output[1]
     }
 
-    /// The batch in groups of images whose unfolded matrix stays within `limit` values.
-    fn groups(&self, limit: usize) -> impl Iterator<Item = Range<usize>> {
-        let n = self.input[0];
-        let size = (limit / (self.rows() * self.plane()).max(1)).clamp(1, n.max(1));
-        (0..n)
-            .step_by(size)
-            .map(move |start| start..(start + size).min(n))
+    /// Values of one input image.
+    fn image(&self) -> usize {
+        self.input[1] * self.input[2] * self.input[3]
+    }
+
+    /// Images unfolded into one matrix: enough for [`GROUP_COLUMNS`] columns, but not so many
+    /// that the batch makes fewer groups than there are threads.
+    fn group(&self) -> usize {
+        let n = self.input[0].max(1);
+        let per_thread = n.div_ceil(rayon::current_num_threads());
+        GROUP_COLUMNS.div_ceil(self.plane().max(1)).min(per_thread)
     }
 
     /// For kernel column `kx`: the output columns whose input column lies inside the image, and
@@ -149,227 +162,265 @@ impl Geometry {
     }
 }
 
-/// Each of `count` consecutive `[rows, cols]` matrices of `source` transposed to `[cols, rows]`,
-/// plus `add[col]` when `add` is not empty (the bias, when the columns are output channels).
-fn transpose_blocks(
-    source: &[f32],
-    count: usize,
-    [rows, cols]: [usize; 2],
-    add: &[f32],
-) -> Vec<f32> {
-    let size = rows * cols;
-    let mut out = vec![0f32; count * size];
-    if size == 0 {
-        return out;
+/// `images` (`[count, c, h, w]`) unfolded into `unfolded` as `[(channel, ky, kx), (image, oy,
+/// ox)]`: row `(channel, ky, kx)` holds `x[image, channel, oy + ky - pad, ox + kx - pad]`, zero
+/// outside the image. Each output row is one copy of a run of input pixels.
+fn unfold(images: &[f32], g: &Geometry, unfolded: &mut Vec<f32>) {
+    let [_, c, h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output;
+    let count = images.len() / g.image().max(1);
+    let columns = count * g.plane();
+    unfolded.resize(g.rows() * columns, 0.0);
+    let mut rows = unfolded.chunks_mut(columns.max(1));
+    for channel in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = rows.next().expect("one row per channel and kernel cell");
+                let (valid, from) = g.valid_columns(kx);
+                for (image, row) in row.chunks_mut(g.plane().max(1)).enumerate() {
+                    let plane = &images[(image * c + channel) * h * w..][..h * w];
+                    for (oy, out) in row.chunks_mut(ow.max(1)).take(oh).enumerate() {
+                        match g.input_row(ky, oy) {
+                            Some(iy) => {
+                                let source = &plane[iy * w + from..][..valid.len()];
+                                out[..valid.start].fill(0.0);
+                                out[valid.clone()].copy_from_slice(source);
+                                out[valid.end..].fill(0.0);
+                            }
+                            None => out.fill(0.0),
+                        }
+                    }
+                }
+            }
+        }
     }
-    out.par_chunks_mut(size)
-        .zip(source.par_chunks(size))
-        .for_each(|(target, source)| {
-            // Through a 16 x 16 tile on the stack: rows are read and written whole.
-            const TILE: usize = 16;
-            let mut tile = [[0f32; TILE]; TILE];
-            for r0 in (0..rows).step_by(TILE) {
-                let height = TILE.min(rows - r0);
-                for c0 in (0..cols).step_by(TILE) {
-                    let width = TILE.min(cols - c0);
-                    for (r, source) in source[r0 * cols..].chunks(cols).take(height).enumerate() {
-                        for (column, &v) in tile.iter_mut().zip(&source[c0..c0 + width]) {
-                            column[r] = v;
-                        }
-                    }
-                    for (j, column) in tile.iter().take(width).enumerate() {
-                        let shift = add.get(c0 + j).copied().unwrap_or(0.0);
-                        let target = &mut target[(c0 + j) * rows + r0..][..height];
-                        for (t, &v) in target.iter_mut().zip(column) {
-                            *t = v + shift;
-                        }
-                    }
-                }
-            }
-        });
-    out
 }
 
-/// The group's images, channels last (`[image, y, x, channel]`), unfolded: row `(image, oy, ox)`,
-/// column `(ky, kx, channel)` holds `x[image, channel, oy + ky - pad, ox + kx - pad]`, zero
-/// outside the image. Each (ky, kx) is one copy of a pixel's channels.
-fn unfold(channels_last: &[f32], g: &Geometry, images: usize) -> Vec<f32> {
+/// The reverse of [`unfold`]: each value of `unfolded` added to the input cell it came from, in
+/// `images_grad` (`[count, c, h, w]`, zero beforehand).
+fn fold(unfolded: &[f32], g: &Geometry, images_grad: &mut [f32]) {
     let [_, c, h, w] = g.input;
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.output;
-    let rows = g.rows();
-    let mut out = vec![0f32; images * g.plane() * rows];
-    // One task per output row of an image: `ow` pixels of `rows` values each.
-    out.par_chunks_mut((ow * rows).max(1))
-        .enumerate()
-        .for_each(|(index, out)| {
-            let (image, oy) = (index / oh, index % oh);
-            for ky in 0..kh {
-                let Some(iy) = g.input_row(ky, oy) else {
-                    continue;
-                };
-                let source = &channels_last[(image * h + iy) * w * c..][..w * c];
-                for kx in 0..kw {
-                    let (valid, from) = g.valid_columns(kx);
-                    let at = (ky * kw + kx) * c;
-                    for (ox, ix) in valid.zip(from..) {
-                        out[ox * rows + at..][..c].copy_from_slice(&source[ix * c..][..c]);
-                    }
-                }
-            }
-        });
-    out
-}
-
-/// Images `images` of `x` (`[n, c, h, w]`, channels first) as the unfolded matrix
-/// `[(image, oy, ox), (ky, kx, channel)]`.
-fn unfold_images(x: &[f32], g: &Geometry, images: Range<usize>) -> FlexTensor {
-    let [_, c, h, w] = g.input;
-    let group = &x[images.start * c * h * w..images.end * c * h * w];
-    let channels_last = transpose_blocks(group, images.len(), [c, h * w], &[]);
-    let unfolded = unfold(&channels_last, g, images.len());
-    tensor(unfolded, [images.len() * g.plane(), g.rows()])
-}
-
-/// The reverse of [`unfold`]: each value of `unfolded` added back to the input cell it came
-/// from, channels last.
-fn fold(unfolded: &[f32], g: &Geometry, images: usize) -> Vec<f32> {
-    let [_, c, h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [oh, ow] = g.output;
-    let rows = g.rows();
-    let mut out = vec![0f32; images * h * w * c];
-    // One task per input row of an image, so that no two tasks add to the same cell.
-    out.par_chunks_mut((w * c).max(1))
-        .enumerate()
-        .for_each(|(index, target)| {
-            let (image, iy) = (index / h, index % h);
-            for ky in 0..kh {
-                let Some(oy) = (iy + g.padding[0]).checked_sub(ky).filter(|&oy| oy < oh) else {
-                    continue;
-                };
-                let source = &unfolded[(image * oh + oy) * ow * rows..][..ow * rows];
-                for kx in 0..kw {
-                    let (valid, from) = g.valid_columns(kx);
-                    let at = (ky * kw + kx) * c;
-                    for (ox, ix) in valid.zip(from..) {
-                        let cells = &mut target[ix * c..][..c];
-                        for (t, s) in cells.iter_mut().zip(&source[ox * rows + at..][..c]) {
-                            *t += s;
+    let columns = images_grad.len() / g.image().max(1) * g.plane();
+    let mut rows = unfolded.chunks(columns.max(1));
+    for channel in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = rows.next().expect("one row per channel and kernel cell");
+                let (valid, from) = g.valid_columns(kx);
+                for (image, row) in row.chunks(g.plane().max(1)).enumerate() {
+                    let plane = &mut images_grad[(image * c + channel) * h * w..][..h * w];
+                    for (oy, source) in row.chunks(ow.max(1)).take(oh).enumerate() {
+                        if let Some(iy) = g.input_row(ky, oy) {
+                            let target = &mut plane[iy * w + from..][..valid.len()];
+                            for (t, s) in target.iter_mut().zip(&source[valid.clone()]) {
+                                *t += s;
+                            }
                         }
                     }
                 }
             }
-        });
-    out
+        }
+    }
 }
 
 fn all_f32(tensors: &[&FlexTensor]) -> bool {
     tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
-/// The weight `[out, c, kh, kw]` as `[out, (ky, kx, channel)]`, the unfolded columns' order.
-fn weight_rows(weight: &FlexTensor, g: &Geometry) -> Vec<f32> {
-    let weight = weight.to_contiguous();
-    let cells = g.kernel[0] * g.kernel[1];
-    transpose_blocks(values(&weight), g.out, [g.input[1], cells], &[])
+/// A strided view of an f32 matrix.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    values: &'a [f32],
+    shape: [usize; 2],
+    /// Steps between rows and between columns.
+    strides: [usize; 2],
 }
 
-/// The flex forward pass, `limit` values unfolded at a time.
-fn forward(
-    x: FlexTensor,
-    weight: FlexTensor,
-    bias: FlexTensor,
-    padding: [usize; 2],
-    limit: usize,
-) -> FlexTensor {
-    let g = Geometry::new(&x, &weight, padding);
-    let [n, ..] = g.input;
-    let (out, plane) = (g.out, g.plane());
-    let [x, bias] = [x, bias].map(|t| t.to_contiguous());
-    let (xs, bias) = (values(&x), values(&bias));
-    let weight_t = Flex::float_transpose(tensor(weight_rows(&weight, &g), [out, g.rows()]));
-    let mut output = Vec::with_capacity(n * out * plane);
-    for images in g.groups(limit) {
-        let unfolded = unfold_images(xs, &g, images.clone());
-        // [(image, oy, ox), out]: back to channels first, with the bias added.
-        let product = Flex::float_matmul(unfolded, weight_t.clone()).to_contiguous();
-        output.extend(transpose_blocks(
-            values(&product),
-            images.len(),
-            [plane, out],
-            bias,
-        ));
-    }
-    let [oh, ow] = g.output;
-    tensor(output, [n, out, oh, ow])
-}
-
-/// The flex backward pass, `limit` values unfolded at a time: the gradients of the input, the
-/// weight and the bias.
-fn backward(
-    x: FlexTensor,
-    weight: FlexTensor,
-    padding: [usize; 2],
-    grad: FlexTensor,
-    limit: usize,
-) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let g = Geometry::new(&x, &weight, padding);
-    let [n, c, h, w] = g.input;
-    let (out, plane, cells) = (g.out, g.plane(), g.kernel[0] * g.kernel[1]);
-    let weight_shape = weight.shape();
-    let weight = tensor(weight_rows(&weight, &g), [out, g.rows()]);
-    let [x, grad] = [x, grad].map(|t| t.to_contiguous());
-    let (xs, gs) = (values(&x), values(&grad));
-    let mut x_grad = Vec::with_capacity(n * c * h * w);
-    // Sum over groups of [(ky, kx, channel), out].
-    let mut weight_grad: Option<FlexTensor> = None;
-    for images in g.groups(limit) {
-        // Unfolded again rather than kept from the forward pass: a layer of the FMP-CIFAR net
-        // would keep up to UNFOLD_LIMIT values per group alive until its backward pass.
-        let unfolded = unfold_images(xs, &g, images.clone());
-        // The output gradient as [(image, oy, ox), out].
-        let group_grad = &gs[images.start * out * plane..images.end * out * plane];
-        let grad_rows = transpose_blocks(group_grad, images.len(), [out, plane], &[]);
-        let grad_rows = tensor(grad_rows, [images.len() * plane, out]);
-        let product = Flex::float_matmul(Flex::float_transpose(unfolded), grad_rows.clone());
-        weight_grad = Some(match weight_grad {
-            Some(total) => Flex::float_add(total, product),
-            None => product,
-        });
-        let unfolded_grad = Flex::float_matmul(grad_rows, weight.clone()).to_contiguous();
-        let channels_last = fold(values(&unfolded_grad), &g, images.len());
-        x_grad.extend(transpose_blocks(
-            &channels_last,
-            images.len(),
-            [h * w, c],
-            &[],
-        ));
-    }
-    // [(ky, kx, channel), out] -> [out, (ky, kx, channel)] -> [out, channel, (ky, kx)].
-    let weight_grad = match weight_grad {
-        Some(total) => {
-            let total = total.to_contiguous();
-            let by_out = transpose_blocks(values(&total), 1, [g.rows(), out], &[]);
-            tensor(
-                transpose_blocks(&by_out, out, [cells, c], &[]),
-                weight_shape,
-            )
+impl<'a> View<'a> {
+    /// `values` as a row-major `[rows, cols]` matrix.
+    fn rows(values: &'a [f32], shape: [usize; 2]) -> Self {
+        assert!(
+            values.len() >= shape[0] * shape[1],
+            "matrix larger than its values"
+        );
+        Self {
+            values,
+            shape,
+            strides: [shape[1], 1],
         }
-        None => tensor(vec![0f32; weight_shape.num_elements()], weight_shape),
+    }
+
+    fn transposed(self) -> Self {
+        Self {
+            values: self.values,
+            shape: [self.shape[1], self.shape[0]],
+            strides: [self.strides[1], self.strides[0]],
+        }
+    }
+}
+
+/// `product` (row-major `[m, n]`) set to `lhs @ rhs`, or added to with `accumulate`. The
+/// product is split across threads when `parallel`: callers running one product per thread pass
+/// false.
+fn multiply(product: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallel: bool) {
+    let ([m, k], [k2, n]) = (lhs.shape, rhs.shape);
+    assert_eq!(k, k2, "inner dimensions of a matrix product");
+    assert_eq!(product.len(), m * n, "product size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            product.fill(0.0);
+        }
+        return;
+    }
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
     };
-    let bias_grad = (0..out)
-        .into_par_iter()
-        .map(|o| {
-            (0..n)
-                .map(|i| gs[(i * out + o) * plane..][..plane].iter().sum::<f32>() as f64)
-                .sum::<f64>() as f32
+    let stride = |s: usize| isize::try_from(s).expect("stride fits in isize");
+    // SAFETY: `View::rows` checked that each operand's values cover its shape with its own
+    // strides (transposing swaps both), and `product` holds m * n values.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            product.as_mut_ptr(),
+            1,
+            stride(n),
+            accumulate,
+            lhs.values.as_ptr(),
+            stride(lhs.strides[1]),
+            stride(lhs.strides[0]),
+            rhs.values.as_ptr(),
+            stride(rhs.strides[1]),
+            stride(rhs.strides[0]),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// The flex forward pass.
+fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+    let [n, ..] = g.input;
+    let (out, plane, group) = (g.out, g.plane(), g.group());
+    let weight = View::rows(weight, [out, g.rows()]);
+    let parallel = n.div_ceil(group) < rayon::current_num_threads();
+    let mut output = vec![0f32; n * out * plane];
+    output
+        .par_chunks_mut(group * out * plane)
+        .zip(x.par_chunks(group * g.image()))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(unfolded, product), (output, images)| {
+                unfold(images, g, unfolded);
+                let columns = images.len() / g.image() * plane;
+                product.resize(out * columns, 0.0);
+                let unfolded = View::rows(unfolded, [g.rows(), columns]);
+                multiply(product, weight, unfolded, false, parallel);
+                // [out, (image, cell)] -> [image, out, cell], plus the bias.
+                for (o, (row, &b)) in product.chunks(columns).zip(bias).enumerate() {
+                    for (image, source) in row.chunks(plane).enumerate() {
+                        let target = &mut output[(image * out + o) * plane..][..plane];
+                        for (t, s) in target.iter_mut().zip(source) {
+                            *t = s + b;
+                        }
+                    }
+                }
+            },
+        );
+    output
+}
+
+/// The flex backward pass: the gradients of the input, the weight and the bias.
+fn backward(
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    g: &Geometry,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [n, ..] = g.input;
+    let (out, plane, rows, group) = (g.out, g.plane(), g.rows(), g.group());
+    let weight = View::rows(weight, [out, rows]);
+    // The batch in one run of groups per thread, each summing its own weight and bias
+    // gradients: the sums are then added in a fixed order, so results do not depend on
+    // scheduling.
+    let groups = n.div_ceil(group);
+    let threads = rayon::current_num_threads();
+    let part = groups.div_ceil(groups.min(threads).max(1)) * group;
+    let parallel = groups < threads;
+    let mut x_grad = vec![0f32; x.len()];
+    let partial: Vec<(Vec<f32>, Vec<f64>)> = x_grad
+        .par_chunks_mut(part * g.image())
+        .zip(x.par_chunks(part * g.image()))
+        .zip(grad.par_chunks(part * out * plane))
+        .map(|((x_grad, x), grad)| {
+            let mut weight_grad = vec![0f32; out * rows];
+            let mut bias_grad = vec![0f64; out];
+            let (mut unfolded, mut grad_rows, mut unfolded_grad) =
+                (Vec::new(), Vec::new(), Vec::new());
+            let groups = x_grad
+                .chunks_mut(group * g.image())
+                .zip(x.chunks(group * g.image()))
+                .zip(grad.chunks(group * out * plane));
+            for ((x_grad, images), grad) in groups {
+                let columns = images.len() / g.image() * plane;
+                unfold(images, g, &mut unfolded);
+                // The output gradient as [out, (image, cell)].
+                grad_rows.resize(out * columns, 0.0);
+                for (o, row) in grad_rows.chunks_mut(columns).enumerate() {
+                    for (image, target) in row.chunks_mut(plane).enumerate() {
+                        target.copy_from_slice(&grad[(image * out + o) * plane..][..plane]);
+                    }
+                    bias_grad[o] += f64::from(row.iter().sum::<f32>());
+                }
+                let grad_rows = View::rows(&grad_rows, [out, columns]);
+                let unfolded = View::rows(&unfolded, [rows, columns]);
+                multiply(
+                    &mut weight_grad,
+                    grad_rows,
+                    unfolded.transposed(),
+                    true,
+                    parallel,
+                );
+                unfolded_grad.resize(rows * columns, 0.0);
+                multiply(
+                    &mut unfolded_grad,
+                    weight.transposed(),
+                    grad_rows,
+                    false,
+                    parallel,
+                );
+                fold(&unfolded_grad, g, x_grad);
+            }
+            (weight_grad, bias_grad)
         })
         .collect();
+    let mut weight_grad = vec![0f32; out * rows];
+    let mut bias_grad = vec![0f64; out];
+    for (weights, biases) in partial {
+        for (total, v) in weight_grad.iter_mut().zip(weights) {
+            *total += v;
+        }
+        for (total, v) in bias_grad.iter_mut().zip(biases) {
+            *total += v;
+        }
+    }
     (
-        tensor(x_grad, [n, c, h, w]),
+        x_grad,
         weight_grad,
-        tensor(bias_grad, [out]),
+        bias_grad.into_iter().map(|v| v as f32).collect(),
     )
 }
 
@@ -380,10 +431,14 @@ impl Conv2dBackend for Flex {
         bias: FlexTensor,
         padding: [usize; 2],
     ) -> FlexTensor {
-        if !all_f32(&[&x, &weight, &bias]) {
-            return Self::conv2d(x, weight, Some(bias), options(padding));
+        match Geometry::new(&x, &weight, padding) {
+            Some(g) if all_f32(&[&x, &weight, &bias]) => {
+                let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
+                let output = forward(values(&x), values(&weight), values(&bias), &g);
+                tensor(output, [g.input[0], g.out, g.output[0], g.output[1]])
+            }
+            _ => Self::conv2d(x, weight, Some(bias), options(padding)),
         }
-        forward(x, weight, bias, padding, UNFOLD_LIMIT)
     }
 
     fn conv2d_stride1_backward(
@@ -393,10 +448,19 @@ impl Conv2dBackend for Flex {
         padding: [usize; 2],
         grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        if !all_f32(&[&x, &weight, &bias, &grad]) {
-            return burns_backward::<Self>(x, weight, bias, padding, grad);
+        match Geometry::new(&x, &weight, padding) {
+            Some(g) if all_f32(&[&x, &weight, &bias, &grad]) => {
+                let [x, weight, grad] = [x, weight, grad].map(|t| t.to_contiguous());
+                let (x_grad, weight_grad, bias_grad) =
+                    backward(values(&x), values(&weight), values(&grad), &g);
+                (
+                    tensor(x_grad, x.shape()),
+                    tensor(weight_grad, weight.shape()),
+                    tensor(bias_grad, [g.out]),
+                )
+            }
+            _ => burns_backward::<Self>(x, weight, bias, padding, grad),
         }
-        backward(x, weight, padding, grad, UNFOLD_LIMIT)
     }
 }
 
@@ -480,33 +544,34 @@ impl<B: Conv2dBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
 }
 
 /// `conv` applied to `x` `[n, c, h, w]`, as `Conv2d::forward` computes it. Convolutions with
-/// stride 1, no dilation, one group, a bias, the same padding on both sides and a kernel of at
-/// most [`MAX_UNFOLDED_CELLS`] cells (the FMP net's 2x2 and 1x1) run through
-/// [`Conv2dBackend`]; others through Burn's module.
+/// stride 1, no dilation, one group, a bias and the same padding on both sides (every one in
+/// this project's networks) run through [`conv2d_stride1`]; others through Burn's module.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match (&conv.bias, symmetric_padding(conv)) {
         (Some(bias), Some(padding))
-            if conv.stride == [1, 1]
-                && conv.dilation == [1, 1]
-                && conv.groups == 1
-                && conv.kernel_size[0] * conv.kernel_size[1] <= MAX_UNFOLDED_CELLS =>
+            if conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 =>
         {
-            Tensor::from_dispatch(Dispatch::conv2d_stride1(
-                x.into_dispatch(),
-                conv.weight.val().into_dispatch(),
-                bias.val().into_dispatch(),
-                padding,
-            ))
+            conv2d_stride1(x, conv.weight.val(), bias.val(), padding)
         }
         _ => conv.forward(x),
     }
 }
 
-/// Largest kernel (in cells) the unfolding pays for: the unfolded matrix is this many times
-/// the input. With LeNet's 5x5 kernels (25 times) Burn's own flex convolution was 1.4-1.9 times
-/// faster, forward and backward; with the FMP net's 2x2 ones this operation was 1.2-3 times
-/// faster than Burn's.
-pub const MAX_UNFOLDED_CELLS: usize = 4;
+/// `x` `[n, c, h, w]` convolved at stride 1 with `weight` `[out, c, kh, kw]`, zero-padded by
+/// `padding` (rows, columns) on both sides, plus `bias` `[out]`: [`Conv2dBackend`]'s operation.
+pub fn conv2d_stride1(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    padding: [usize; 2],
+) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv2d_stride1(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        padding,
+    ))
+}
 
 /// The rows and columns of zeros `conv` adds on each side at stride 1, if both sides get the
 /// same (`Same` does for odd kernels).
@@ -526,39 +591,50 @@ fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
 mod tests {
     use super::*;
 
-    /// A small limit splits the batch into groups of one and two images: the result must not
-    /// depend on the grouping.
+    /// The batch is split into groups of images and runs of groups by the number of threads:
+    /// the results must not depend on it beyond float rounding.
     #[test]
-    fn grouped_unfolding_gives_the_whole_batch_result() {
+    fn results_do_not_depend_on_the_number_of_threads() {
         // Irregular values in [-1, 1).
-        let values = |shape: [usize; 4], seed: usize| {
-            let count = shape.iter().product::<usize>();
-            let values = (0..count)
+        let values = |count: usize, seed: usize| -> Vec<f32> {
+            (0..count)
                 .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
-                .collect();
-            tensor(values, shape)
+                .collect()
         };
-        let x = values([5, 3, 6, 7], 1);
-        let weight = values([4, 3, 3, 2], 2);
-        let bias = tensor(vec![0.5f32, -1.0, 0.0, 2.0], [4]);
-        let grad = values([5, 4, 6, 8], 3);
-        let padding = [1, 1];
-        let g = Geometry::new(&x, &weight, padding);
-        let one_image = g.rows() * g.plane();
-        // Products over other groupings may round differently: equal up to float rounding.
-        let same = |a: FlexTensor, b: FlexTensor| {
-            a.into_data()
-                .assert_approx_eq::<f32>(&b.into_data(), Default::default())
+        let (x, weight) = (values(5 * 3 * 6 * 7, 1), values(4 * 3 * 3 * 2, 2));
+        let (bias, grad) = (vec![0.5f32, -1.0, 0.0, 2.0], values(5 * 4 * 6 * 8, 3));
+        let g = Geometry::new(
+            &tensor(x.clone(), [5, 3, 6, 7]),
+            &tensor(weight.clone(), [4, 3, 3, 2]),
+            [1, 1],
+        )
+        .expect("a non-empty convolution");
+        // The number of groups, the output and the three gradients on `threads` threads.
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool");
+            pool.install(|| {
+                let (x_grad, weight_grad, bias_grad) = backward(&x, &weight, &grad, &g);
+                let output = forward(&x, &weight, &bias, &g);
+                (
+                    g.input[0].div_ceil(g.group()),
+                    [output, x_grad, weight_grad, bias_grad],
+                )
+            })
         };
-        let whole = forward(x.clone(), weight.clone(), bias.clone(), padding, usize::MAX);
-        same(
-            whole,
-            forward(x.clone(), weight.clone(), bias, padding, 2 * one_image),
+        let (one, three) = (run(1), run(3));
+        assert_eq!(
+            (one.0, three.0),
+            (1, 3),
+            "groups on one and on three threads"
         );
-        let whole = backward(x.clone(), weight.clone(), padding, grad.clone(), usize::MAX);
-        let grouped = backward(x, weight, padding, grad, one_image);
-        same(whole.0, grouped.0);
-        same(whole.1, grouped.1);
-        same(whole.2, grouped.2);
+        for (a, b) in one.1.iter().zip(&three.1) {
+            assert_eq!(a.len(), b.len());
+            for (a, b) in a.iter().zip(b) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
     }
 }

@@ -8,8 +8,10 @@ use burn::{
         pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig},
     },
     prelude::*,
-    tensor::{TensorData, module::conv2d, ops::ConvOptions},
+    tensor::TensorData,
 };
+
+use crate::{conv2d, conv2d_stride1};
 
 /// Rosebrock's LeNet: conv 20@5x5 same, ReLU, max-pool 2; conv 50@5x5 same, ReLU, max-pool 2;
 /// dense 500, ReLU; dense to the classes. 1,256,080 parameters for 10 classes.
@@ -39,10 +41,10 @@ impl LeNet5Modern {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self
             .pool
-            .forward(self.activation.forward(self.conv1.forward(x)));
+            .forward(self.activation.forward(conv2d(&self.conv1, x)));
         let x = self
             .pool
-            .forward(self.activation.forward(self.conv2.forward(x)));
+            .forward(self.activation.forward(conv2d(&self.conv2, x)));
         let x = x.flatten::<2>(1, 3);
         self.fc2
             .forward(self.activation.forward(self.fc1.forward(x)))
@@ -183,12 +185,7 @@ impl PartialConv {
         let weight = Tensor::cat(vec![kernels, zero], 0)
             .select(0, rows)
             .reshape([C3_TABLE.len(), Self::INPUTS, Self::KERNEL, Self::KERNEL]);
-        conv2d(
-            x,
-            weight,
-            Some(self.bias.val()),
-            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-        )
+        conv2d_stride1(x, weight, self.bias.val(), [0, 0])
     }
 }
 
@@ -230,11 +227,11 @@ impl LeNet5Classic {
 
     /// Logits `[batch, classes]` for images `[batch, 1, 32, 32]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = squash(self.c1.forward(x));
+        let x = squash(conv2d(&self.c1, x));
         let x = squash(self.s2.forward(x));
         let x = squash(self.c3.forward(x));
         let x = squash(self.s4.forward(x));
-        let x = squash(self.c5.forward(x)).flatten::<2>(1, 3);
+        let x = squash(conv2d(&self.c5, x)).flatten::<2>(1, 3);
         let x = self.f6.forward(x);
         let x = x.mul_scalar(2.0 / 3.0).tanh().mul_scalar(1.7159);
         self.output.forward(x)
@@ -300,11 +297,12 @@ mod tests {
             }
         }
         let weight = Tensor::<4>::from_data(TensorData::new(dense, [16, 6, 5, 5]), &device);
-        let expected = conv2d(
+        // Burn's own convolution as the reference.
+        let expected = burn::tensor::module::conv2d(
             x.clone(),
             weight,
             Some(c3.bias.val()),
-            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
         );
         c3.forward(x)
             .into_data()

@@ -24,7 +24,7 @@ mod regions;
 mod step;
 
 pub use activation::{LeakyReluBackend, leaky_relu};
-pub use conv::{Conv2dBackend, MAX_UNFOLDED_CELLS, conv2d};
+pub use conv::{Conv2dBackend, conv2d, conv2d_stride1};
 pub use fmp::{FmpNet, FmpNetConfig, FractionalMaxPool2d};
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
 pub use network::{Network, NetworkConfig};

@@ -1,6 +1,6 @@
 //! The stride-1 convolution operation (`models::conv2d`) against plain f64 loops on every
 //! backend: output and the gradients of the input, weight and bias, for valid and explicit
-//! padding, square and oblong kernels, 1x1 maps, and a 5x5 `Same` kernel left to Burn.
+//! padding, square and oblong kernels, 1x1 maps, and LeNet's 5x5 `Same` kernel.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
@@ -95,7 +95,6 @@ fn convolution_matches_plain_loops_on_every_backend() {
             PaddingConfig2d::Explicit(0, 1, 0, 1),
         ),
         (4, 6, 3, [1, 1], [1, 1], PaddingConfig2d::Valid),
-        // Larger than MAX_UNFOLDED_CELLS: Burn's module.
         (2, 2, 4, [9, 9], [5, 5], PaddingConfig2d::Same),
     ];
     for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
