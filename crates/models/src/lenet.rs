@@ -5,13 +5,13 @@ use burn::{
     nn::{
         Initializer, Linear, LinearConfig, PaddingConfig2d, Relu,
         conv::{Conv2d, Conv2dConfig},
-        pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig},
+        pool::{AvgPool2d, AvgPool2dConfig},
     },
     prelude::*,
     tensor::TensorData,
 };
 
-use crate::{conv2d, conv2d_stride1};
+use crate::{conv2d, conv2d_stride1, max_pool2x2};
 
 /// Rosebrock's LeNet: conv 20@5x5 same, ReLU, max-pool 2; conv 50@5x5 same, ReLU, max-pool 2;
 /// dense 500, ReLU; dense to the classes. 1,256,080 parameters for 10 classes.
@@ -19,7 +19,6 @@ use crate::{conv2d, conv2d_stride1};
 pub struct LeNet5Modern {
     conv1: Conv2d,
     conv2: Conv2d,
-    pool: MaxPool2d,
     fc1: Linear,
     fc2: Linear,
     activation: Relu,
@@ -39,12 +38,10 @@ impl LeNet5Modern {
 
     /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .pool
-            .forward(self.activation.forward(conv2d(&self.conv1, x)));
-        let x = self
-            .pool
-            .forward(self.activation.forward(conv2d(&self.conv2, x)));
+        // ReLU after the pooling: the max commutes with it (values and gradients alike), and
+        // the pooled map is four times smaller.
+        let x = self.activation.forward(max_pool2x2(conv2d(&self.conv1, x)));
+        let x = self.activation.forward(max_pool2x2(conv2d(&self.conv2, x)));
         let x = x.flatten::<2>(1, 3);
         self.fc2
             .forward(self.activation.forward(self.fc1.forward(x)))
@@ -62,7 +59,6 @@ impl LeNet5ModernConfig {
             conv2: Conv2dConfig::new([20, 50], [5, 5])
                 .with_padding(PaddingConfig2d::Same)
                 .init(device),
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             fc1: LinearConfig::new(50 * side * side, 500).init(device),
             fc2: LinearConfig::new(500, self.num_classes).init(device),
             activation: Relu::new(),

@@ -31,7 +31,7 @@ pub use network::{Network, NetworkConfig};
 pub use norm::{BatchNormTrainBackend, batch_norm};
 pub use pool::{
     FractionalMaxPoolBackend, fmp_backward_tensor_ops, fmp_forward_tensor_ops,
-    fractional_max_pool2d,
+    fractional_max_pool2d, max_pool2x2,
 };
 pub use regions::{
     PoolRegions, RegionKind, RegionSampler, Span, fmp_sizes, overlapping_pseudorandom,

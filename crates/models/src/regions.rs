@@ -168,6 +168,40 @@ pub struct PoolRegions {
 }
 
 impl PoolRegions {
+    /// The regions of a plain 2x2 max-pool at stride 2 (LeNet's) over `batch` images of
+    /// `input` (height, width): disjoint windows, a last odd row or column left out.
+    pub fn windows(batch: usize, input: [usize; 2]) -> Self {
+        let out = input.map(|side| side / 2);
+        let spans = |side: usize| -> Arc<[Span]> {
+            (0..batch * side)
+                .map(|i| Span {
+                    start: (2 * (i % side)) as u32,
+                    len: 2,
+                })
+                .collect()
+        };
+        Self {
+            groups: 1,
+            out,
+            rows: spans(out[0]),
+            cols: spans(out[1]),
+        }
+    }
+
+    /// Whether these are the regions of [`PoolRegions::windows`].
+    pub fn are_windows(&self) -> bool {
+        let regular = |spans: &[Span], side: usize| {
+            spans.iter().enumerate().all(|(i, span)| {
+                *span
+                    == Span {
+                        start: (2 * (i % side)) as u32,
+                        len: 2,
+                    }
+            })
+        };
+        self.groups == 1 && regular(&self.rows, self.out[0]) && regular(&self.cols, self.out[1])
+    }
+
     /// Row and column intervals of image `n`, channel `c`.
     pub fn of(&self, n: usize, c: usize) -> (&[Span], &[Span]) {
         let g = n * self.groups + if self.groups == 1 { 0 } else { c };

@@ -1,5 +1,7 @@
 //! Fractional max-pooling against naive loops, on every backend: forward values, the gradient
-//! (an argmax scatter), the tensor-op reference, and a finite-difference check.
+//! (an argmax scatter), the tensor-op reference, and a finite-difference check. LeNet's plain
+//! 2x2 max-pool is the same operation over fixed windows (Burn's max-pool on backends without
+//! loops of their own) and is checked the same way.
 
 use burn::backend::Dispatch;
 use burn::{prelude::*, tensor::Distribution};
@@ -75,32 +77,42 @@ fn check_backend(backend: BackendName) {
         let shape = [2, 3, n_in, n_in];
         let x = Tensor::<4>::random(shape, Distribution::Default, &Device::flex()).into_data();
         let host: Vec<f32> = x.try_to_vec().unwrap();
+        // Every kind of region, shared and per channel, and a plain max-pool's 2x2 windows (on
+        // backends without loops of their own, Burn's max-pool).
+        let mut cases = vec![(
+            format!("{backend} 2x2 windows {n_in}"),
+            PoolRegions::windows(2, [n_in; 2]),
+        )];
         for k in KINDS {
             for per_channel in [false, true] {
-                let regions = sampler.draw(kind(k), per_channel, 2, 3, [n_in; 2], [n_out; 2]);
-                let label = format!("{backend} {k:?} per_channel={per_channel} {n_in}->{n_out}");
-                let (expected, argmax) = naive_pool(&host, shape, &regions);
+                cases.push((
+                    format!("{backend} {k:?} per_channel={per_channel} {n_in}->{n_out}"),
+                    sampler.draw(kind(k), per_channel, 2, 3, [n_in; 2], [n_out; 2]),
+                ));
+            }
+        }
+        for (label, regions) in cases {
+            let (expected, argmax) = naive_pool(&host, shape, &regions);
+            let input = Tensor::<4>::from_data(x.clone(), &train).require_grad();
+            let pooled = fractional_max_pool2d(input.clone(), &regions);
+            let [oh, ow] = regions.out;
+            assert_eq!(pooled.dims(), [2, 3, oh, ow], "{label}");
+            assert_eq!(values(pooled.clone()), expected, "{label}: forward");
 
-                let input = Tensor::<4>::from_data(x.clone(), &train).require_grad();
-                let pooled = fractional_max_pool2d(input.clone(), &regions);
-                assert_eq!(pooled.dims(), [2, 3, n_out, n_out], "{label}");
-                assert_eq!(values(pooled.clone()), expected, "{label}: forward");
-
-                let upstream =
-                    Tensor::<4>::random(pooled.dims(), Distribution::Default, &Device::flex())
-                        .into_data();
-                let up_host: Vec<f32> = upstream.try_to_vec().unwrap();
-                let loss = (pooled * Tensor::from_data(upstream, &train)).sum();
-                let grads = loss.backward();
-                let grad = input.grad(&grads).expect("input is tracked");
-                let got = values(grad);
-                let want = naive_grad(&up_host, &argmax, shape);
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-6,
-                        "{label}: gradient at {i}: {a} vs {b}"
-                    );
-                }
+            let upstream =
+                Tensor::<4>::random(pooled.dims(), Distribution::Default, &Device::flex())
+                    .into_data();
+            let up_host: Vec<f32> = upstream.try_to_vec().unwrap();
+            let loss = (pooled * Tensor::from_data(upstream, &train)).sum();
+            let grads = loss.backward();
+            let grad = input.grad(&grads).expect("input is tracked");
+            let got = values(grad);
+            let want = naive_grad(&up_host, &argmax, shape);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6,
+                    "{label}: gradient at {i}: {a} vs {b}"
+                );
             }
         }
     }
