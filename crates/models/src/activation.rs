@@ -8,13 +8,7 @@
 use burn::backend::TensorMetadata;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::{
-        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-        grads::Gradients,
-        ops::{Backward, Ops, OpsKind},
-    },
-    backend_extension,
-    flex::FlexTensor,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
     tensor::FloatTensor,
 };
 use burn::prelude::*;
@@ -22,6 +16,7 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 
 use crate::flex::{tensor, values};
+use crate::graph::record;
 
 /// The backend operations behind [`leaky_relu`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -108,38 +103,11 @@ impl LeakyReluBackend for burn_cubecl::CubeBackend {}
 
 impl<B: LeakyReluBackend, C: CheckpointStrategy> LeakyReluBackend for Autodiff<B, C> {
     fn leaky_relu_forward(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct LeakyReluBackward;
-
-        impl<B: LeakyReluBackend> Backward<B, 1> for LeakyReluBackward {
-            // The input and the slope.
-            type State = (FloatTensor<B>, f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let [parent] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, slope) = ops.state;
-                if let Some(node) = parent {
-                    grads.register::<B>(node.id, B::leaky_relu_backward(x, slope, grad));
-                }
-            }
-        }
-
-        let (x, node) = x.into_parts();
-        let output = B::leaky_relu_forward(x.clone(), slope);
-        match LeakyReluBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x, slope), output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        }
+        record::<B, C, _, 1>(
+            [x],
+            |[x]| (B::leaky_relu_forward(x.clone(), slope), (x, slope)),
+            |(x, slope), grad| [B::leaky_relu_backward(x, slope, grad)],
+        )
     }
 
     fn leaky_relu_backward(

@@ -17,13 +17,7 @@ use burn::backend::TensorMetadata;
 use burn::backend::ops::ModuleOps;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::{
-        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-        grads::Gradients,
-        ops::{Backward, Ops, OpsKind},
-    },
-    backend_extension,
-    flex::FlexTensor,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
     tensor::FloatTensor,
 };
 use burn::nn::{PaddingConfig2d, conv::Conv2d};
@@ -33,6 +27,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use crate::flex::{tensor, values};
+use crate::graph::record;
 
 /// The backend operations behind [`conv2d`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -475,48 +470,17 @@ impl<B: Conv2dBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
         bias: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct ConvBackward;
-
-        impl<B: Conv2dBackend> Backward<B, 3> for ConvBackward {
-            // The input, weight and bias as the forward pass had them, and the padding.
-            type State = ([FloatTensor<B>; 3], [usize; 2]);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let [x_node, weight_node, bias_node] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let ([x, weight, bias], padding) = ops.state;
-                let (x_grad, weight_grad, bias_grad) =
-                    B::conv2d_stride1_backward(x, weight, bias, padding, grad);
-                for (node, grad) in [
-                    (x_node, x_grad),
-                    (weight_node, weight_grad),
-                    (bias_node, bias_grad),
-                ] {
-                    if let Some(node) = node {
-                        grads.register::<B>(node.id, grad);
-                    }
-                }
-            }
-        }
-
-        let (x, x_node) = x.into_parts();
-        let (weight, weight_node) = weight.into_parts();
-        let (bias, bias_node) = bias.into_parts();
-        let output = B::conv2d_stride1(x.clone(), weight.clone(), bias.clone(), padding);
-        match ConvBackward
-            .prepare::<C>([x_node, weight_node, bias_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(([x, weight, bias], padding), output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        }
+        record::<B, C, _, 3>(
+            [x, weight, bias],
+            |[x, weight, bias]| {
+                let output = B::conv2d_stride1(x.clone(), weight.clone(), bias.clone(), padding);
+                (output, ([x, weight, bias], padding))
+            },
+            |([x, weight, bias], padding), grad| {
+                let (x, weight, bias) = B::conv2d_stride1_backward(x, weight, bias, padding, grad);
+                [x, weight, bias]
+            },
+        )
     }
 
     fn conv2d_stride1_backward(

@@ -12,6 +12,7 @@ mod activation;
 mod conv;
 mod flex;
 mod fmp;
+mod graph;
 mod lenet;
 mod network;
 // As `pool`: the op serves NdArray too.

@@ -9,13 +9,7 @@
 use burn::backend::TensorMetadata;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::{
-        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-        grads::Gradients,
-        ops::{Backward, Ops, OpsKind},
-    },
-    backend_extension,
-    flex::FlexTensor,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
     tensor::FloatTensor,
 };
 use burn::nn::BatchNorm;
@@ -24,6 +18,7 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 
 use crate::flex::{tensor, values};
+use crate::graph::record;
 
 /// The backend operations behind [`batch_norm_train`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -256,47 +251,23 @@ impl<B: BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBackend for 
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        #[derive(Debug)]
-        struct BatchNormBackward;
-
-        impl<B: BatchNormTrainBackend> Backward<B, 3> for BatchNormBackward {
-            // The input, gamma and the batch statistics, as the forward pass had them.
-            type State = ([FloatTensor<B>; 4], f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let [x, gamma, beta] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let ([input, scale, mean, variance], epsilon) = ops.state;
-                let (x_grad, gamma_grad, beta_grad) =
-                    B::bn_train_backward(input, scale, mean, variance, epsilon, grad);
-                for (node, grad) in [(x, x_grad), (gamma, gamma_grad), (beta, beta_grad)] {
-                    if let Some(node) = node {
-                        grads.register::<B>(node.id, grad);
-                    }
-                }
-            }
-        }
-
-        let (x, x_node) = x.into_parts();
-        let (gamma, gamma_node) = gamma.into_parts();
-        let (beta, beta_node) = beta.into_parts();
-        let (output, mean, variance) = B::bn_train_forward(x.clone(), gamma.clone(), beta, epsilon);
-        let output = match BatchNormBackward
-            .prepare::<C>([x_node, gamma_node, beta_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                ([x, gamma, mean.clone(), variance.clone()], epsilon),
-                output,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        };
+        let mut statistics = None;
+        let output = record::<B, C, _, 3>(
+            [x, gamma, beta],
+            |[x, gamma, beta]| {
+                let (output, mean, variance) =
+                    B::bn_train_forward(x.clone(), gamma.clone(), beta, epsilon);
+                statistics = Some((mean.clone(), variance.clone()));
+                // The input, gamma and the batch statistics, as the forward pass had them.
+                (output, ([x, gamma, mean, variance], epsilon))
+            },
+            |([x, gamma, mean, variance], epsilon), grad| {
+                let (x, gamma, beta) =
+                    B::bn_train_backward(x, gamma, mean, variance, epsilon, grad);
+                [x, gamma, beta]
+            },
+        );
+        let (mean, variance) = statistics.expect("the forward pass ran");
         (output, Self::from_inner(mean), Self::from_inner(variance))
     }
 

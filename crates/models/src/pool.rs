@@ -9,11 +9,7 @@
 use burn::backend::TensorMetadata;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::{
-        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-        grads::Gradients,
-        ops::{Backward, Ops, OpsKind},
-    },
+    autodiff::checkpoint::strategy::CheckpointStrategy,
     backend_extension,
     flex::FlexTensor,
     tensor::{FloatTensor, IntTensor},
@@ -23,6 +19,7 @@ use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
 use rayon::prelude::*;
 
 use crate::flex::{tensor, values};
+use crate::graph::record;
 use crate::regions::{PoolRegions, Span};
 
 /// The backend operations behind [`fractional_max_pool2d`].
@@ -225,39 +222,18 @@ impl<B: FractionalMaxPoolBackend, C: CheckpointStrategy> FractionalMaxPoolBacken
         x: FloatTensor<Self>,
         regions: PoolRegions,
     ) -> (FloatTensor<Self>, IntTensor<Self>) {
-        #[derive(Debug)]
-        struct FmpBackward;
-
-        impl<B: FractionalMaxPoolBackend> Backward<B, 1> for FmpBackward {
-            type State = (IntTensor<B>, [usize; 2]);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let [parent] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (argmax, input) = ops.state;
-                if let Some(node) = parent {
-                    grads.register::<B>(node.id, B::fmp_backward(grad, argmax, input));
-                }
-            }
-        }
-
         let [_, _, h, w] = x.shape().dims();
-        let (primitive, node) = x.into_parts();
-        match FmpBackward.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (pooled, argmax) = B::fmp_forward(primitive, regions);
-                (prep.finish((argmax.clone(), [h, w]), pooled), argmax)
-            }
-            OpsKind::UnTracked(prep) => {
-                let (pooled, argmax) = B::fmp_forward(primitive, regions);
-                (prep.finish(pooled), argmax)
-            }
-        }
+        let mut indices = None;
+        let pooled = record::<B, C, _, 1>(
+            [x],
+            |[x]| {
+                let (pooled, argmax) = B::fmp_forward(x, regions);
+                indices = Some(argmax.clone());
+                (pooled, (argmax, [h, w]))
+            },
+            |(argmax, input), grad| [B::fmp_backward(grad, argmax, input)],
+        );
+        (pooled, indices.expect("the forward pass ran"))
     }
 
     fn fmp_backward(
