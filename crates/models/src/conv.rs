@@ -22,12 +22,12 @@ use burn::backend::{
 };
 use burn::nn::{PaddingConfig2d, conv::Conv2d};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
-use crate::flex::{tensor, values};
+use crate::flex::{all_f32, tensor, values};
 use crate::graph::record;
+use crate::matmul::{View, multiply};
 
 /// The backend operations behind [`conv2d`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -218,91 +218,6 @@ fn fold(unfolded: &[f32], g: &Geometry, images_grad: &mut [f32]) {
                 }
             }
         }
-    }
-}
-
-fn all_f32(tensors: &[&FlexTensor]) -> bool {
-    tensors.iter().all(|t| t.dtype() == DType::F32)
-}
-
-/// A strided view of an f32 matrix.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    values: &'a [f32],
-    shape: [usize; 2],
-    /// Steps between rows and between columns.
-    strides: [usize; 2],
-}
-
-impl<'a> View<'a> {
-    /// `values` as a row-major `[rows, cols]` matrix.
-    fn rows(values: &'a [f32], shape: [usize; 2]) -> Self {
-        assert!(
-            values.len() >= shape[0] * shape[1],
-            "matrix larger than its values"
-        );
-        Self {
-            values,
-            shape,
-            strides: [shape[1], 1],
-        }
-    }
-
-    fn transposed(self) -> Self {
-        Self {
-            values: self.values,
-            shape: [self.shape[1], self.shape[0]],
-            strides: [self.strides[1], self.strides[0]],
-        }
-    }
-}
-
-/// `product` (row-major `[m, n]`) set to `lhs @ rhs`, or added to with `accumulate`. The
-/// product is split across threads when `parallel`: callers running one product per thread pass
-/// false.
-fn multiply(product: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallel: bool) {
-    let ([m, k], [k2, n]) = (lhs.shape, rhs.shape);
-    assert_eq!(k, k2, "inner dimensions of a matrix product");
-    assert_eq!(product.len(), m * n, "product size");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            product.fill(0.0);
-        }
-        return;
-    }
-    let parallelism = if parallel {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    let stride = |s: usize| isize::try_from(s).expect("stride fits in isize");
-    // SAFETY: `View::rows` checked that each operand's values cover its shape with its own
-    // strides (transposing swaps both), and `product` holds m * n values.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            product.as_mut_ptr(),
-            1,
-            stride(n),
-            accumulate,
-            lhs.values.as_ptr(),
-            stride(lhs.strides[1]),
-            stride(lhs.strides[0]),
-            rhs.values.as_ptr(),
-            stride(rhs.strides[1]),
-            stride(rhs.strides[0]),
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 

@@ -1,7 +1,12 @@
 //! Reading and building flex tensors in the backend operations' loop implementations.
 
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{Element, Shape, TensorData};
+use burn::tensor::{DType, Element, Shape, TensorData};
+
+/// Whether every tensor holds f32 values, the type the loops serve.
+pub(crate) fn all_f32(tensors: &[&FlexTensor]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
+}
 
 /// The f32 values of `x`.
 ///

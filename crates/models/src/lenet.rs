@@ -11,7 +11,7 @@ use burn::{
     tensor::TensorData,
 };
 
-use crate::{conv2d, conv2d_stride1, max_pool2x2};
+use crate::{conv2d, conv2d_stride1, linear, max_pool2x2};
 
 /// Rosebrock's LeNet: conv 20@5x5 same, ReLU, max-pool 2; conv 50@5x5 same, ReLU, max-pool 2;
 /// dense 500, ReLU; dense to the classes. 1,256,080 parameters for 10 classes.
@@ -43,8 +43,7 @@ impl LeNet5Modern {
         let x = self.activation.forward(max_pool2x2(conv2d(&self.conv1, x)));
         let x = self.activation.forward(max_pool2x2(conv2d(&self.conv2, x)));
         let x = x.flatten::<2>(1, 3);
-        self.fc2
-            .forward(self.activation.forward(self.fc1.forward(x)))
+        linear(&self.fc2, self.activation.forward(linear(&self.fc1, x)))
     }
 }
 
@@ -87,7 +86,7 @@ pub const C3_TABLE: [&[usize]; 16] = [
 ];
 
 /// LeCun's squashing function 1.7159 tanh(2a/3).
-fn squash(x: Tensor<4>) -> Tensor<4> {
+fn squash<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.mul_scalar(2.0 / 3.0).tanh().mul_scalar(1.7159)
 }
 
@@ -228,9 +227,8 @@ impl LeNet5Classic {
         let x = squash(self.c3.forward(x));
         let x = squash(self.s4.forward(x));
         let x = squash(conv2d(&self.c5, x)).flatten::<2>(1, 3);
-        let x = self.f6.forward(x);
-        let x = x.mul_scalar(2.0 / 3.0).tanh().mul_scalar(1.7159);
-        self.output.forward(x)
+        let x = squash(linear(&self.f6, x));
+        linear(&self.output, x)
     }
 }
 

@@ -14,6 +14,10 @@ mod flex;
 mod fmp;
 mod graph;
 mod lenet;
+// As `pool`: the op serves NdArray too.
+#[allow(deprecated)]
+mod linear;
+mod matmul;
 mod network;
 // As `pool`: the op serves NdArray too.
 #[allow(deprecated)]
@@ -28,6 +32,7 @@ pub use activation::{LeakyReluBackend, leaky_relu};
 pub use conv::{Conv2dBackend, conv2d, conv2d_stride1};
 pub use fmp::{FmpNet, FmpNetConfig, FractionalMaxPool2d};
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
+pub use linear::{LinearBackend, linear};
 pub use network::{Network, NetworkConfig};
 pub use norm::{BatchNormTrainBackend, batch_norm};
 pub use pool::{

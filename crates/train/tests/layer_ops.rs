@@ -1,7 +1,10 @@
-//! The stride-1 convolution operation (`models::conv2d`) against plain f64 loops on every
-//! backend: output and the gradients of the input, weight and bias, for valid and explicit
-//! padding, square and oblong kernels, 1x1 maps, and LeNet's 5x5 `Same` kernel.
+//! The stride-1 convolution (`models::conv2d`) and dense layer (`models::linear`) operations
+//! against plain f64 loops on every backend: output and the gradients of the input, weight and
+//! bias. Convolutions with valid and explicit padding, square and oblong kernels, 1x1 maps, and
+//! LeNet's 5x5 `Same` kernel; dense layers small and wide enough for flex to split the products
+//! across threads.
 
+use burn::nn::LinearConfig;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::{prelude::*, tensor::Distribution};
@@ -162,4 +165,71 @@ fn strided_convolutions_keep_burns_module() {
         values(models::conv2d(&conv, x.clone())),
         values(conv.forward(x))
     );
+}
+
+/// Output, input gradient, weight gradient and bias gradient of `sum(linear(x) * upstream)`.
+fn dense_loops(
+    x: &[f64],
+    [m, k]: [usize; 2],
+    weight: &[f64],
+    bias: &[f64],
+    upstream: &[f64],
+) -> [Vec<f64>; 4] {
+    let n = bias.len();
+    let mut output = vec![0.0; m * n];
+    let mut x_grad = vec![0.0; m * k];
+    let mut weight_grad = vec![0.0; k * n];
+    let mut bias_grad = vec![0.0; n];
+    for i in 0..m {
+        for j in 0..n {
+            let g = upstream[i * n + j];
+            output[i * n + j] = bias[j];
+            bias_grad[j] += g;
+            for l in 0..k {
+                output[i * n + j] += x[i * k + l] * weight[l * n + j];
+                x_grad[i * k + l] += g * weight[l * n + j];
+                weight_grad[l * n + j] += g * x[i * k + l];
+            }
+        }
+    }
+    [output, x_grad, weight_grad, bias_grad]
+}
+
+#[test]
+fn dense_layer_matches_plain_loops_on_every_backend() {
+    // (batch, inputs, outputs): 130 outputs make several column parts on flex.
+    let cases = [(3, 5, 2), (9, 300, 130)];
+    for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
+        let device = device::init(backend).unwrap().autodiff();
+        for (m, k, n) in cases {
+            let what = format!("{backend} dense {k}->{n}, batch {m}");
+            let layer = LinearConfig::new(k, n).init(&device);
+            let x =
+                Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let output = models::linear(&layer, x.clone());
+            let upstream = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
+            let grads = (output.clone() * upstream.clone()).sum().backward();
+            let bias = layer.bias.as_ref().unwrap();
+            let ours = [
+                values(output),
+                values(x.grad(&grads).unwrap()),
+                values(layer.weight.grad(&grads).unwrap()),
+                values(bias.grad(&grads).unwrap()),
+            ];
+            let expected = dense_loops(
+                &values(x.detach()),
+                [m, k],
+                &values(layer.weight.val().detach()),
+                &values(bias.val().detach()),
+                &values(upstream),
+            );
+            for ((a, b), name) in
+                ours.iter()
+                    .zip(&expected)
+                    .zip(["output", "x grad", "weight grad", "bias grad"])
+            {
+                close(a, b, &format!("{what}: {name}"));
+            }
+        }
+    }
 }
