@@ -16,7 +16,7 @@ use burn::prelude::*;
 
 use crate::flex::{all_f32, tensor, values};
 use crate::graph::record;
-use crate::matmul::{View, multiply};
+use crate::matmul::{View, multiply, product};
 
 /// The backend operations behind [`linear`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -95,22 +95,8 @@ impl LinearBackend for Flex {
         let x = View::rows(values(&x), [m, k]);
         let weight = View::rows(values(&weight), [k, n]);
         let grad = values(&grad);
-        let mut x_grad = vec![0f32; m * k];
-        multiply(
-            &mut x_grad,
-            View::rows(grad, [m, n]),
-            weight.transposed(),
-            false,
-            true,
-        );
-        let mut weight_grad = vec![0f32; k * n];
-        multiply(
-            &mut weight_grad,
-            x.transposed(),
-            View::rows(grad, [m, n]),
-            false,
-            true,
-        );
+        let x_grad = product(View::rows(grad, [m, n]), weight.transposed(), true);
+        let weight_grad = product(x.transposed(), View::rows(grad, [m, n]), true);
         let mut bias_grad = vec![0f64; n];
         for row in grad.chunks(n.max(1)) {
             for (total, &g) in bias_grad.iter_mut().zip(row) {

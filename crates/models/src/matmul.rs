@@ -64,15 +64,39 @@ pub(crate) fn multiply(
     accumulate: bool,
     parallel: bool,
 ) {
+    assert_eq!(product.len(), lhs.shape[0] * rhs.shape[1], "product size");
+    // SAFETY: `product` is initialised and holds the m * n values of the result.
+    unsafe { multiply_into(product.as_mut_ptr(), lhs, rhs, accumulate, parallel) }
+}
+
+/// `lhs @ rhs` as a new row-major `[m, n]` matrix, as [`multiply`] computes it. The kernels write
+/// every value, so the buffer is not zero-filled first (for LeNet's dense layer, 5 MB per step).
+pub(crate) fn product(lhs: View, rhs: View, parallel: bool) -> Vec<f32> {
+    let len = lhs.shape[0] * rhs.shape[1];
+    let mut product = Vec::with_capacity(len);
+    // SAFETY: the buffer has room for the m * n values; without `accumulate` they are written,
+    // never read, so all of them are initialised before `set_len`.
+    unsafe {
+        multiply_into(product.as_mut_ptr(), lhs, rhs, false, parallel);
+        product.set_len(len);
+    }
+    product
+}
+
+/// [`multiply`] into the row-major `[m, n]` matrix at `product`.
+///
+/// # Safety
+/// `product` must be valid for writes of m * n values, and for reads of them if `accumulate`.
+unsafe fn multiply_into(product: *mut f32, lhs: View, rhs: View, accumulate: bool, parallel: bool) {
     let ([m, k], [k2, n]) = (lhs.shape, rhs.shape);
     assert_eq!(k, k2, "inner dimensions of a matrix product");
-    assert_eq!(product.len(), m * n, "product size");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            product.fill(0.0);
+            // SAFETY: the caller's buffer holds m * n values.
+            unsafe { product.write_bytes(0, m * n) };
         }
         return;
     }
@@ -82,7 +106,7 @@ pub(crate) fn multiply(
         n
     };
     let parts = n.div_ceil(width);
-    let product = Shared(product.as_mut_ptr());
+    let product = Shared(product);
     (0..parts).into_par_iter().for_each(|part| {
         let columns = part * width..((part + 1) * width).min(n);
         let rhs = rhs.columns(columns.clone());
