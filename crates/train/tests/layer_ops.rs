@@ -29,6 +29,17 @@ fn close(ours: &[f64], expected: &[f64], what: &str) {
     }
 }
 
+/// [`close`] for the output and the three gradients.
+fn close_all(ours: &[Vec<f64>; 4], expected: &[Vec<f64>; 4], what: &str) {
+    for ((a, b), name) in
+        ours.iter()
+            .zip(expected)
+            .zip(["output", "x grad", "weight grad", "bias grad"])
+    {
+        close(a, b, &format!("{what}: {name}"));
+    }
+}
+
 /// Output, input gradient, weight gradient and bias gradient of `sum(conv(x) * upstream)` by
 /// direct summation over every (output cell, kernel cell) pair.
 fn loops(
@@ -142,13 +153,7 @@ fn convolution_matches_plain_loops_on_every_backend() {
                 pad,
                 &values(upstream),
             );
-            for ((a, b), name) in
-                ours.iter()
-                    .zip(&expected)
-                    .zip(["output", "x grad", "weight grad", "bias grad"])
-            {
-                close(a, b, &format!("{what}: {name}"));
-            }
+            close_all(&ours, &expected, &what);
         }
     }
 }
@@ -223,13 +228,7 @@ fn dense_layer_matches_plain_loops_on_every_backend() {
                 &values(bias.val().detach()),
                 &values(upstream),
             );
-            for ((a, b), name) in
-                ours.iter()
-                    .zip(&expected)
-                    .zip(["output", "x grad", "weight grad", "bias grad"])
-            {
-                close(a, b, &format!("{what}: {name}"));
-            }
+            close_all(&ours, &expected, &what);
         }
     }
 }
