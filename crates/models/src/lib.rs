@@ -26,6 +26,9 @@ mod norm;
 #[allow(deprecated)]
 mod pool;
 mod regions;
+// As `pool`: the op serves NdArray too.
+#[allow(deprecated)]
+mod sgd;
 mod step;
 
 pub use activation::{LeakyReluBackend, leaky_relu};
@@ -42,4 +45,5 @@ pub use pool::{
 pub use regions::{
     PoolRegions, RegionKind, RegionSampler, Span, fmp_sizes, overlapping_pseudorandom,
 };
+pub use sgd::{MomentumState, Sgd, SgdBackend, SgdState, SgdStep};
 pub use step::ImageBatch;

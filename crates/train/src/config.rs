@@ -8,9 +8,7 @@ use burn::{
         exponential::ExponentialLrSchedulerConfig, module_lr_scheduler::ModuleLrScheduler,
         step::StepLrSchedulerConfig,
     },
-    optim::{
-        AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
-    },
+    optim::{AdamConfig, ModuleOptimizer, decay::WeightDecayConfig},
 };
 use data::{Augmentation, DatasetKind};
 use models::{FmpNetConfig, LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
@@ -371,15 +369,7 @@ impl RunConfig {
                 nesterov,
                 weight_decay,
                 ..
-            } => SgdConfig::new()
-                .with_momentum((momentum > 0.0).then(|| {
-                    MomentumConfig::new()
-                        .with_momentum(momentum)
-                        .with_dampening(0.0)
-                        .with_nesterov(nesterov)
-                }))
-                .with_weight_decay(decay(weight_decay))
-                .init(),
+            } => ModuleOptimizer::from(models::Sgd::new(momentum, nesterov, weight_decay)),
             OptimizerSpec::Adam {
                 beta_1,
                 beta_2,
