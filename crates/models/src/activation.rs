@@ -12,10 +12,9 @@ use burn::backend::{
     tensor::FloatTensor,
 };
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::{tensor, values};
+use crate::flex::{all_f32, tensor, values};
 use crate::graph::record;
 
 /// The backend operations behind [`leaky_relu`].
@@ -73,7 +72,7 @@ fn map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
 
 impl LeakyReluBackend for Flex {
     fn leaky_relu_forward(x: FlexTensor, slope: f64) -> FlexTensor {
-        if x.dtype() != DType::F32 {
+        if !all_f32(&[&x]) {
             return composite_forward::<Self>(x, slope);
         }
         let (shape, x) = (x.shape(), x.to_contiguous());
@@ -85,7 +84,7 @@ impl LeakyReluBackend for Flex {
     }
 
     fn leaky_relu_backward(x: FlexTensor, slope: f64, grad: FlexTensor) -> FlexTensor {
-        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !all_f32(&[&x, &grad]) {
             return composite_backward::<Self>(x, slope, grad);
         }
         let (shape, x, grad) = (x.shape(), x.to_contiguous(), grad.to_contiguous());

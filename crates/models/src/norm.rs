@@ -14,10 +14,9 @@ use burn::backend::{
 };
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::{tensor, values};
+use crate::flex::{all_f32, tensor, values};
 use crate::graph::record;
 
 /// The backend operations behind [`batch_norm_train`].
@@ -147,7 +146,7 @@ impl BatchNormTrainBackend for Flex {
         beta: FlexTensor,
         epsilon: f64,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        if x.dtype() != DType::F32 {
+        if !all_f32(&[&x]) {
             return burns_forward::<Self>(x, gamma, beta, epsilon);
         }
         let layout @ [n, _, plane] = channel_layout(&x);
@@ -196,7 +195,7 @@ impl BatchNormTrainBackend for Flex {
         epsilon: f64,
         grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !all_f32(&[&x, &grad]) {
             return burns_backward::<Self>(x, gamma, mean, variance, epsilon, grad);
         }
         let layout @ [n, c, plane] = channel_layout(&x);

@@ -37,7 +37,8 @@ pub struct SgdStep {
 }
 
 impl SgdStep {
-    /// The factors of the gradient and of the old velocity in the new velocity.
+    /// The factors of the gradient and of the old velocity in the new velocity (on the first
+    /// step 1 and 0: the velocity is the gradient, as in Burn).
     fn velocity_factors(&self) -> (f64, f64) {
         if self.first {
             (1.0, 0.0)
@@ -78,14 +79,11 @@ fn burns_step<B: Backend>(
     } else {
         grad
     };
-    let velocity = if step.first {
-        grad.clone()
-    } else {
-        B::float_add(
-            B::float_mul_scalar(grad.clone(), (1.0 - step.dampening).into()),
-            B::float_mul_scalar(velocity, step.momentum.into()),
-        )
-    };
+    let (a, b) = step.velocity_factors();
+    let velocity = B::float_add(
+        B::float_mul_scalar(grad.clone(), a.into()),
+        B::float_mul_scalar(velocity, b.into()),
+    );
     let update = if step.nesterov {
         B::float_add(
             B::float_mul_scalar(velocity.clone(), step.momentum.into()),
