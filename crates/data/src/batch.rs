@@ -10,11 +10,10 @@ use burn::{
     },
     prelude::*,
 };
-use models::ImageBatch;
 use rand::{SeedableRng, rngs::StdRng};
 
 use crate::{
-    DatasetKind, Images,
+    DataError, DatasetKind, Images,
     augment::{Augmentation, Transform},
 };
 
@@ -90,7 +89,9 @@ impl Dataset<ImageItem> for ImageDataset {
     }
 }
 
-/// Turns items into an [`ImageBatch`]: scales bytes to [0, 1], normalises each channel with the
+/// Turns items into tensors: images `[batch, channels, size, size]` and their classes
+/// `[batch]`, delivered as any batch type built from that pair (the network's own, in the
+/// trainer, so this crate needs nothing from the networks). It scales bytes to [0, 1], normalises each channel with the
 /// dataset's mean and std, and zero-pads (background) each image, centred, to the model's input
 /// size. With an [`Augmentation`], each image is first distorted with parameters drawn from the
 /// batcher's seeded generator (shared by its clones, so one loader worker reproduces a run).
@@ -112,22 +113,16 @@ impl ImageBatcher {
         kind: DatasetKind,
         image_shape: (usize, usize, usize),
         input_size: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DataError> {
         let (channels, rows, cols) = image_shape;
-        if input_size < rows || input_size < cols {
-            return Err(format!(
-                "the model's input is {input_size}x{input_size} but {} images are {rows}x{cols}; \
-                 expected an input at least as large as the images",
-                kind.name()
-            ));
-        }
         let (mean, std) = kind.mean_std();
-        if mean.len() != channels {
-            return Err(format!(
-                "{} images have {channels} channels, expected {}",
-                kind.name(),
-                mean.len()
-            ));
+        if input_size < rows || input_size < cols || mean.len() != channels {
+            return Err(DataError::Shape {
+                dataset: kind.name(),
+                images: [channels, rows, cols],
+                channels: mean.len(),
+                input_size,
+            });
         }
         Ok(Self {
             channels,
@@ -198,8 +193,9 @@ impl ImageBatcher {
     }
 }
 
-impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
-    fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
+impl ImageBatcher {
+    /// The images `[batch, channels, size, size]` and classes `[batch]` of `items` on `device`.
+    pub fn tensors(&self, items: Vec<ImageItem>, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
         let n = items.len();
         let per_image = self.channels * self.input_size * self.input_size;
         let mut pixels = vec![0f32; n * per_image];
@@ -228,10 +224,16 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
         }
         let labels: Vec<i64> = items.iter().map(|item| item.label as i64).collect();
         let shape = [n, self.channels, self.input_size, self.input_size];
-        ImageBatch {
-            images: Tensor::from_data(TensorData::new(pixels, shape), device),
-            targets: Tensor::from_data(TensorData::new(labels, [n]), device),
-        }
+        (
+            Tensor::from_data(TensorData::new(pixels, shape), device),
+            Tensor::from_data(TensorData::new(labels, [n]), device),
+        )
+    }
+}
+
+impl<Batch: From<(Tensor<4>, Tensor<1, Int>)>> Batcher<ImageItem, Batch> for ImageBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &Device) -> Batch {
+        self.tensors(items, device).into()
     }
 }
 
@@ -255,9 +257,9 @@ mod tests {
         let batcher = ImageBatcher::new(DatasetKind::Mnist, (1, 2, 2), 4).unwrap();
         let dataset = two_images();
         let items = vec![dataset.get(1).unwrap()];
-        let batch = batcher.batch(items, &Device::flex());
-        assert_eq!(batch.images.dims(), [1, 1, 4, 4]);
-        let values = batch.images.into_data().try_to_vec::<f32>().unwrap();
+        let (images, targets) = batcher.tensors(items, &Device::flex());
+        assert_eq!(images.dims(), [1, 1, 4, 4]);
+        let values = images.into_data().try_to_vec::<f32>().unwrap();
         let (mean, std) = DatasetKind::Mnist.mean_std();
         let norm = |p: f32| (p / 255.0 - mean[0]) / std[0];
         let bg = norm(0.0);
@@ -272,8 +274,7 @@ mod tests {
             assert!((v - e).abs() < 1e-6, "{values:?}");
         }
         assert_eq!(
-            batch
-                .targets
+            targets
                 .into_data()
                 .convert::<i64>()
                 .try_to_vec::<i64>()
@@ -293,7 +294,9 @@ mod tests {
 
     #[test]
     fn rejects_a_model_input_smaller_than_the_images() {
-        let err = ImageBatcher::new(DatasetKind::Mnist, (1, 28, 28), 24).unwrap_err();
+        let err = ImageBatcher::new(DatasetKind::Mnist, (1, 28, 28), 24)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("24x24") && err.contains("28x28"), "{err}");
     }
 
@@ -313,8 +316,8 @@ mod tests {
 
     fn batch_values(batcher: &ImageBatcher, dataset: &ImageDataset) -> Vec<f32> {
         let items = dataset.get_many((0..dataset.len()).collect()).unwrap();
-        let batch = batcher.batch(items, &Device::flex());
-        batch.images.into_data().try_to_vec::<f32>().unwrap()
+        let (images, _) = batcher.tensors(items, &Device::flex());
+        images.into_data().try_to_vec::<f32>().unwrap()
     }
 
     fn graham() -> Augmentation {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use crate::{DataError, DatasetKind, Images, Splits, fetch::read_verified};
+use crate::{DataError, Images, Splits, integrity::read_verified};
 
 /// The official archive's file name.
 pub const CIFAR10_TARBALL: &str = "cifar-10-binary.tar.gz";
@@ -12,27 +12,38 @@ pub const CIFAR10_TARBALL: &str = "cifar-10-binary.tar.gz";
 pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 /// The folder the archive unpacks to.
 pub const CIFAR10_FOLDER: &str = "cifar-10-batches-bin";
+/// The classes in label order, as `batches.meta.txt` lists them.
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 const SIDE: usize = 32;
 /// One record: a label byte, then 1,024 red, 1,024 green and 1,024 blue bytes, each row-major.
-const RECORD: usize = 1 + 3 * SIDE * SIDE;
-const TRAIN_BATCHES: [&str; 5] = [
+pub(crate) const RECORD: usize = 1 + 3 * SIDE * SIDE;
+pub(crate) const TRAIN_BATCHES: [&str; 5] = [
     "data_batch_1.bin",
     "data_batch_2.bin",
     "data_batch_3.bin",
     "data_batch_4.bin",
     "data_batch_5.bin",
 ];
-const TEST_BATCH: &str = "test_batch.bin";
-const META: &str = "batches.meta.txt";
+pub(crate) const TEST_BATCH: &str = "test_batch.bin";
+pub(crate) const META: &str = "batches.meta.txt";
 
 /// CIFAR-10 read from its binary batches.
 #[derive(Clone, Debug)]
 pub struct CifarBinary {
     /// The five training batches in order, and the test batch.
     pub splits: Splits,
-    /// Class names in label order, from `batches.meta.txt`.
-    pub class_names: Vec<String>,
 }
 
 impl CifarBinary {
@@ -115,13 +126,11 @@ impl CifarBinary {
         }
         let (test_pixels, test_labels) =
             parse_cifar_batch(&take(TEST_BATCH)?, &origin.join(TEST_BATCH))?;
-        let class_names = match files.remove(META) {
-            Some(bytes) => parse_meta(&bytes, &origin.join(META))?,
-            None => DatasetKind::Cifar10
-                .class_names()
-                .map(String::from)
-                .to_vec(),
-        };
+        // The labels mean what `CIFAR10_CLASSES` says; a meta file that lists other classes
+        // belongs to another dataset in CIFAR's format, whose predictions would be misnamed.
+        if let Some(bytes) = files.remove(META) {
+            check_meta(&bytes, &origin.join(META))?;
+        }
         let images = |pixels: Vec<u8>, count| Images {
             pixels,
             count,
@@ -136,7 +145,6 @@ impl CifarBinary {
                 test_images: images(test_pixels, test_labels.len()),
                 test_labels,
             },
-            class_names,
         })
     }
 }
@@ -173,53 +181,30 @@ pub fn parse_cifar_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)
     Ok((pixels, labels))
 }
 
-/// Ten class names, one per line.
-fn parse_meta(bytes: &[u8], path: &Path) -> Result<Vec<String>, DataError> {
-    let names: Vec<String> = String::from_utf8_lossy(bytes)
+/// Checks that the meta file lists CIFAR-10's ten class names, one per line, in label order.
+fn check_meta(bytes: &[u8], path: &Path) -> Result<(), DataError> {
+    let text = String::from_utf8_lossy(bytes);
+    let names: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(String::from)
         .collect();
-    if names.len() != 10 {
+    if names != CIFAR10_CLASSES {
         return Err(DataError::format(
             path,
-            format!("{} class names, expected 10 (one per line)", names.len()),
+            format!(
+                "lists the classes {names:?}, expected CIFAR-10's {CIFAR10_CLASSES:?} (one per \
+                 line): these files are another dataset"
+            ),
         ));
     }
-    Ok(names)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A batch of `count` records with labels `i % 10` and pixels `(i + j) % 251`.
-    fn batch(count: usize, first_label: usize) -> Vec<u8> {
-        (0..count)
-            .flat_map(|i| {
-                std::iter::once(((first_label + i) % 10) as u8)
-                    .chain((0..RECORD - 1).map(move |j| ((i + j) % 251) as u8))
-            })
-            .collect()
-    }
-
-    fn write_dir(dir: &Path, per_batch: usize) {
-        std::fs::create_dir_all(dir).unwrap();
-        for (b, name) in TRAIN_BATCHES.iter().enumerate() {
-            std::fs::write(dir.join(name), batch(per_batch, b)).unwrap();
-        }
-        std::fs::write(dir.join(TEST_BATCH), batch(per_batch, 7)).unwrap();
-        let names = DatasetKind::Cifar10.class_names().join("\n");
-        std::fs::write(dir.join(META), names + "\n\n").unwrap();
-    }
-
-    fn tarball(dir: &Path) -> Vec<u8> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut builder = tar::Builder::new(gz);
-        builder.append_dir_all(CIFAR10_FOLDER, dir).unwrap();
-        builder.into_inner().unwrap().finish().unwrap()
-    }
+    use crate::testing::{batch, tarball, write_dir};
 
     #[test]
     fn reads_the_extracted_folder_and_the_tarball_alike() {
@@ -237,12 +222,13 @@ mod tests {
         assert_eq!(splits.test_labels, [7, 8, 9, 0]);
         // Record 2 of the first batch: pixel j is (1 + j) % 251, red plane first.
         assert_eq!(splits.train_images.pixels[3072..3075], [1, 2, 3]);
-        assert_eq!(from_dir.class_names[9], "truck");
+        assert_eq!(CIFAR10_CLASSES[9], "truck");
 
         let bytes = tarball(&dir);
         let path = root.path().join(CIFAR10_TARBALL);
         std::fs::write(&path, &bytes).unwrap();
-        let from_tar = CifarBinary::from_tarball(&path, &[&crate::md5_hex(&bytes)]).unwrap();
+        let from_tar =
+            CifarBinary::from_tarball(&path, &[&crate::integrity::md5_hex(&bytes)]).unwrap();
         assert_eq!(
             from_tar.splits.train_images.pixels,
             splits.train_images.pixels
@@ -260,24 +246,15 @@ mod tests {
     }
 
     #[test]
-    fn downloaded_tarball_is_verified_renamed_and_read() {
+    fn a_meta_file_with_other_classes_is_named() {
         let root = tempfile::tempdir().unwrap();
-        let source = root.path().join("source");
-        write_dir(&source, 3);
-        let body = tarball(&source);
-        let dest = root.path().join(CIFAR10_TARBALL);
-        let url = crate::fetch::tests::serve(body.clone(), 2);
-        let md5 = crate::md5_hex(&body);
-        // The official digest rejects the generated archive, and nothing is left behind.
-        let err =
-            crate::download_verified(std::slice::from_ref(&url), &dest, &[CIFAR10_MD5], false)
-                .unwrap_err()
-                .to_string();
-        assert!(err.contains("digest mismatch"), "{err}");
-        assert!(!dest.exists() && !dest.with_extension("part").exists());
-        crate::download_verified(&[url], &dest, &[&md5], false).unwrap();
-        let cifar = CifarBinary::from_tarball(&dest, &[&md5]).unwrap();
-        assert_eq!(cifar.splits.train_images.count, 15);
+        write_dir(root.path(), 2);
+        std::fs::write(root.path().join(META), "cat\ndog\n").unwrap();
+        let err = CifarBinary::from_dir(root.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(META) && err.contains("another dataset"),
+            "{err}"
+        );
     }
 
     #[test]

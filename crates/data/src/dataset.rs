@@ -1,12 +1,12 @@
 //! The datasets the project knows: their files, digests, statistics and download mirrors.
 
-use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{
-    DataError,
-    fetch::read_verified,
+    DataError, Images, Splits,
+    cifar::{CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_TARBALL, CifarBinary},
     idx::{parse_idx_images, parse_idx_labels},
+    integrity::{existing_file, read_verified},
 };
 
 /// A dataset the trainer can use. Each lives in its own folder, `<data_dir>/<folder>`.
@@ -26,13 +26,13 @@ pub enum DatasetKind {
 /// One IDX file of a dataset and the digests it may have: the MD5 (32 hex digits) or SHA-256
 /// (64) of the gzip file, or the SHA-256 of its decompressed content (so the official gzip, a
 /// re-compressed copy such as Debian's and the plain file all pass).
-pub(crate) struct FileSpec {
-    pub name: &'static str,
-    pub digests: &'static [&'static str],
+struct FileSpec {
+    name: &'static str,
+    digests: &'static [&'static str],
 }
 
 /// How a dataset is stored on disk.
-pub(crate) enum Storage {
+enum Storage {
     /// Four IDX files: train images, train labels, test images, test labels.
     Idx(&'static [FileSpec; 4]),
     /// The CIFAR-10 binary tarball or its extracted folder.
@@ -159,7 +159,7 @@ impl DatasetKind {
         self.name()
     }
 
-    pub(crate) fn storage(self) -> Storage {
+    fn storage(self) -> Storage {
         match self {
             Self::Mnist => Storage::Idx(&MNIST_FILES),
             Self::MnistSample => Storage::Idx(&MNIST_SAMPLE_FILES),
@@ -212,18 +212,7 @@ impl DatasetKind {
                 "Bag",
                 "Ankle boot",
             ],
-            Self::Cifar10 => [
-                "airplane",
-                "automobile",
-                "bird",
-                "cat",
-                "deer",
-                "dog",
-                "frog",
-                "horse",
-                "ship",
-                "truck",
-            ],
+            Self::Cifar10 => CIFAR10_CLASSES,
         }
     }
 
@@ -253,54 +242,59 @@ impl DatasetKind {
             Self::Cifar10 => (&[0.4914, 0.4822, 0.4465], &[0.2470, 0.2435, 0.2616]),
         }
     }
-}
 
-/// Images stored as bytes, `count` x `channels` x `rows` x `cols`, row-major.
-#[derive(Clone, Debug)]
-pub struct Images {
-    /// The pixels, one byte each.
-    pub pixels: Vec<u8>,
-    /// Number of images.
-    pub count: usize,
-    /// Channels per image.
-    pub channels: usize,
-    /// Height.
-    pub rows: usize,
-    /// Width.
-    pub cols: usize,
-}
+    /// Whether `folder` holds everything this dataset needs.
+    pub(crate) fn is_complete(self, folder: &Path) -> bool {
+        match self.storage() {
+            Storage::Idx(files) => files
+                .iter()
+                .all(|f| existing_file(folder, f.name).is_some()),
+            Storage::CifarBinary => CifarBinary::present(folder),
+        }
+    }
 
-/// A dataset's training and test splits, read and verified.
-#[derive(Clone, Debug)]
-pub struct Splits {
-    /// Training images.
-    pub train_images: Images,
-    /// Training labels.
-    pub train_labels: Vec<u8>,
-    /// Test images.
-    pub test_images: Images,
-    /// Test labels.
-    pub test_labels: Vec<u8>,
-}
+    /// The files to fetch into an empty `folder`.
+    pub(crate) fn downloads(self, folder: &Path) -> Vec<Download> {
+        let urls = |file: &str| {
+            self.mirrors()
+                .iter()
+                .map(|m| format!("{m}{file}"))
+                .collect()
+        };
+        match self.storage() {
+            Storage::Idx(files) => files
+                .iter()
+                .filter(|spec| existing_file(folder, spec.name).is_none())
+                .map(|spec| {
+                    let file = format!("{}.gz", spec.name);
+                    Download {
+                        urls: urls(&file),
+                        file,
+                        digests: spec.digests,
+                    }
+                })
+                .collect(),
+            Storage::CifarBinary => vec![Download {
+                file: CIFAR10_TARBALL.into(),
+                urls: urls(CIFAR10_TARBALL),
+                digests: &[CIFAR10_MD5],
+            }],
+        }
+    }
 
-impl Splits {
-    /// Reads `kind` from `folder` (as [`crate::locate`] returns it), checking digests, formats
-    /// and that image and label counts agree.
-    pub fn load(kind: DatasetKind, folder: &Path) -> Result<Self, DataError> {
-        match kind.storage() {
-            Storage::Idx(files) => Self::load_idx(kind, files, folder),
-            Storage::CifarBinary => crate::cifar::CifarBinary::load(folder).map(|c| c.splits),
+    /// Reads this dataset's splits from `folder` (as [`crate::locate`] returns it), checking
+    /// digests, formats and that image and label counts agree.
+    pub fn load(self, folder: &Path) -> Result<Splits, DataError> {
+        match self.storage() {
+            Storage::Idx(files) => self.load_idx(files, folder),
+            Storage::CifarBinary => CifarBinary::load(folder).map(|c| c.splits),
         }
     }
 
     /// The four IDX files, each as `name.gz` or plain `name`.
-    fn load_idx(
-        kind: DatasetKind,
-        files: &[FileSpec; 4],
-        folder: &Path,
-    ) -> Result<Self, DataError> {
+    fn load_idx(self, files: &[FileSpec; 4], folder: &Path) -> Result<Splits, DataError> {
         let [train_x, train_y, test_x, test_y] = files;
-        let read = |spec: &FileSpec| -> Result<(std::path::PathBuf, Vec<u8>), DataError> {
+        let read = |spec: &FileSpec| -> Result<(PathBuf, Vec<u8>), DataError> {
             let path = existing_file(folder, spec.name).ok_or_else(|| DataError::Io {
                 path: folder.join(format!("{}.gz", spec.name)),
                 source: std::io::ErrorKind::NotFound.into(),
@@ -312,9 +306,9 @@ impl Splits {
             let (path, bytes) = read(spec)?;
             parse_idx_images(&bytes, &path)
         };
-        let labels = |spec| -> Result<(std::path::PathBuf, Vec<u8>), DataError> {
+        let labels = |spec| -> Result<(PathBuf, Vec<u8>), DataError> {
             let (path, bytes) = read(spec)?;
-            let labels = parse_idx_labels(&bytes, &path, kind.classes())?;
+            let labels = parse_idx_labels(&bytes, &path, self.classes())?;
             Ok((path, labels))
         };
         let train_images = images(train_x)?;
@@ -336,7 +330,7 @@ impl Splits {
                 ));
             }
         }
-        Ok(Self {
+        Ok(Splits {
             train_images,
             train_labels,
             test_images,
@@ -345,26 +339,9 @@ impl Splits {
     }
 }
 
-/// `folder/name.gz` if present, else `folder/name`.
-pub(crate) fn existing_file(folder: &Path, name: &str) -> Option<std::path::PathBuf> {
-    [format!("{name}.gz"), name.to_string()]
-        .into_iter()
-        .map(|file| folder.join(file))
-        .find(|path| path.is_file())
-}
-
-/// Decompresses `bytes` if they are gzip (magic 1f 8b), else returns them as they are.
-pub(crate) fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(out)
-    } else {
-        Ok(bytes)
-    }
+/// A file to download: its name in the dataset folder, the addresses, the accepted digests.
+pub(crate) struct Download {
+    pub file: String,
+    pub urls: Vec<String>,
+    pub digests: &'static [&'static str],
 }

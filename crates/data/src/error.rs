@@ -1,3 +1,5 @@
+//! The one error type of the data crate.
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong while finding, fetching or reading a dataset. Each variant names
@@ -50,6 +52,22 @@ pub enum DataError {
         searched: String,
         /// Why it could not be obtained.
         reason: String,
+    },
+    /// The images do not fit the network: larger than its input, or another channel count.
+    #[error(
+        "the model's input is {input_size}x{input_size} but {dataset} images are \
+         {}x{} with {} channels; expected an input at least as large as the images and \
+         {channels} channels", images[1], images[2], images[0]
+    )]
+    Shape {
+        /// The dataset's name.
+        dataset: &'static str,
+        /// The images' `[channels, rows, cols]`.
+        images: [usize; 3],
+        /// The channels the dataset's statistics cover.
+        channels: usize,
+        /// The side of the network's square input.
+        input_size: usize,
     },
     /// The download itself failed.
     #[error("download of {url} failed: {reason}")]

@@ -4,13 +4,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use md5::Md5;
-use sha2::{Digest, Sha256};
-
 use crate::{
     DataError, DatasetKind,
-    cifar::{CIFAR10_FOLDER, CIFAR10_MD5, CIFAR10_TARBALL, CifarBinary},
-    dataset::{Storage, existing_file, maybe_gunzip},
+    cifar::{CIFAR10_FOLDER, CIFAR10_TARBALL},
+    integrity::read_verified,
 };
 
 /// Environment variable naming the data directory when the config gives none.
@@ -18,51 +15,6 @@ pub const DATA_DIR_ENV: &str = "CNN_DATA_DIR";
 /// Environment variable that, set to anything but `0`, forbids downloads (air-gapped machines,
 /// tests).
 pub const OFFLINE_ENV: &str = "CNN_OFFLINE";
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex MD5 of `bytes` (the digest published for CIFAR-10 and Fashion-MNIST).
-pub fn md5_hex(bytes: &[u8]) -> String {
-    hex(&Md5::digest(bytes))
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `bytes` have one of `digests`: 32 hex digits are an MD5, 64 a SHA-256.
-fn has_digest(bytes: &[u8], digests: &[&str]) -> bool {
-    let md5 = digests
-        .iter()
-        .any(|d| d.len() == 32)
-        .then(|| md5_hex(bytes));
-    let sha = sha256_hex(bytes);
-    digests
-        .iter()
-        .any(|d| *d == sha || Some(*d) == md5.as_deref())
-}
-
-/// Reads `path`, accepts it if the digest of the file or of its decompressed content is one of
-/// `digests`, and returns the decompressed content.
-pub(crate) fn read_verified(path: &Path, digests: &[&str]) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let file_matches = has_digest(&raw, digests);
-    let content = maybe_gunzip(raw, path)?;
-    if file_matches || has_digest(&content, digests) {
-        return Ok(content);
-    }
-    Err(DataError::Digest {
-        path: path.to_path_buf(),
-        actual: sha256_hex(&content),
-        expected: digests.join(", "),
-    })
-}
 
 /// The folders searched for a dataset, in order: the config's `data_dir`, then
 /// `$CNN_DATA_DIR`, then `./data`; each holds one sub-folder per dataset.
@@ -73,54 +25,6 @@ fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
     }
     dirs.push(PathBuf::from("data"));
     dirs
-}
-
-/// A file to download: its name in the dataset folder, the addresses, the accepted digests.
-struct Download {
-    file: String,
-    urls: Vec<String>,
-    digests: &'static [&'static str],
-}
-
-impl DatasetKind {
-    /// Whether `folder` holds everything this dataset needs.
-    fn is_complete(self, folder: &Path) -> bool {
-        match self.storage() {
-            Storage::Idx(files) => files
-                .iter()
-                .all(|f| existing_file(folder, f.name).is_some()),
-            Storage::CifarBinary => CifarBinary::present(folder),
-        }
-    }
-
-    /// The files to fetch into an empty `folder`.
-    fn downloads(self, folder: &Path) -> Vec<Download> {
-        let urls = |file: &str| {
-            self.mirrors()
-                .iter()
-                .map(|m| format!("{m}{file}"))
-                .collect()
-        };
-        match self.storage() {
-            Storage::Idx(files) => files
-                .iter()
-                .filter(|spec| existing_file(folder, spec.name).is_none())
-                .map(|spec| {
-                    let file = format!("{}.gz", spec.name);
-                    Download {
-                        urls: urls(&file),
-                        file,
-                        digests: spec.digests,
-                    }
-                })
-                .collect(),
-            Storage::CifarBinary => vec![Download {
-                file: CIFAR10_TARBALL.into(),
-                urls: urls(CIFAR10_TARBALL),
-                digests: &[CIFAR10_MD5],
-            }],
-        }
-    }
 }
 
 /// Finds the folder holding all of `kind`'s files: `<dir>/<dataset>` for each data folder, then
@@ -282,39 +186,12 @@ fn download_one(url: &str, dest: &Path, digests: &[&str], progress: bool) -> Res
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::net::TcpListener;
-
-    /// Serves `body` once per connection on 127.0.0.1 for `connections` connections.
-    pub(crate) fn serve(body: Vec<u8>, connections: usize) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().take(connections) {
-                let mut stream = stream.unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap() > 2 {
-                    line.clear();
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                stream.write_all(head.as_bytes()).unwrap();
-                stream.write_all(&body).unwrap();
-            }
-        });
-        format!("http://{address}/file.gz")
-    }
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder.write_all(bytes).unwrap();
-        encoder.finish().unwrap()
-    }
+    use crate::cifar::CIFAR10_MD5;
+    use crate::cifar::CifarBinary;
+    use crate::integrity::{read_verified, sha256_hex};
+    use crate::testing::{gzip, serve, tarball, write_dir};
 
     #[test]
     fn loopback_download_is_verified_and_renamed() {
@@ -356,26 +233,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn digest_mismatch_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t10k-labels-idx1-ubyte");
-        std::fs::write(&path, b"not mnist").unwrap();
-        let err = read_verified(&path, &["00"]).unwrap_err().to_string();
-        assert!(
-            err.contains("t10k-labels-idx1-ubyte") && err.contains("SHA-256"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn corrupt_gzip_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.gz");
-        let mut bytes = gzip(&[5u8; 1000]);
-        let mid = bytes.len() / 2;
-        bytes.truncate(mid);
-        std::fs::write(&path, bytes).unwrap();
-        let err = read_verified(&path, &["00"]).unwrap_err();
-        assert!(matches!(err, DataError::Gzip { .. }), "{err}");
+    fn downloaded_tarball_is_verified_renamed_and_read() {
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("source");
+        write_dir(&source, 3);
+        let body = tarball(&source);
+        let dest = root.path().join(CIFAR10_TARBALL);
+        let url = serve(body.clone(), 2);
+        let md5 = crate::integrity::md5_hex(&body);
+        // The official digest rejects the generated archive, and nothing is left behind.
+        let err = download_verified(std::slice::from_ref(&url), &dest, &[CIFAR10_MD5], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("digest mismatch"), "{err}");
+        assert!(!dest.exists() && !dest.with_extension("part").exists());
+        download_verified(&[url], &dest, &[&md5], false).unwrap();
+        let cifar = CifarBinary::from_tarball(&dest, &[&md5]).unwrap();
+        assert_eq!(cifar.splits.train_images.count, 15);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::{DataError, dataset::Images};
+use crate::{DataError, Images};
 
 const LABELS_MAGIC: u32 = 0x0000_0801;
 const IMAGES_MAGIC: u32 = 0x0000_0803;

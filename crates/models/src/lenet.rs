@@ -11,7 +11,7 @@ use burn::{
     tensor::TensorData,
 };
 
-use crate::{conv2d, conv2d_stride1, linear, max_pool2x2};
+use ops::{conv2d, conv2d_stride1, linear, max_pool2x2};
 
 /// Rosebrock's LeNet: conv 20@5x5 same, ReLU, max-pool 2; conv 50@5x5 same, ReLU, max-pool 2;
 /// dense 500, ReLU; dense to the classes. 1,256,080 parameters for 10 classes.

@@ -1,12 +1,14 @@
+//! One type for any of the course's networks, and one for their configurations.
+
 use burn::prelude::*;
+use ops::PoolRegions;
 
 use crate::{
     FmpNet, FmpNetConfig, LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig,
-    PoolRegions,
 };
 
 /// Which network to build, with its parameters.
-#[derive(Config, Debug)]
+#[derive(Clone, Debug)]
 pub enum NetworkConfig {
     /// Rosebrock's "modern" LeNet (ReLU, max-pooling, 28x28 input).
     LeNet5Modern(LeNet5ModernConfig),
@@ -144,15 +146,15 @@ mod tests {
     fn training_flops_match_the_sizes_quoted_for_the_course() {
         // A training image costs about 3 forward passes: FMP-MNIST ~0.12 GFLOP, the large
         // FMP-CIFAR net ~89 GFLOP.
-        let mnist = NetworkConfig::FmpNet(FmpNetConfig::new());
+        let mnist = NetworkConfig::FmpNet(FmpNetConfig::default());
         assert_eq!(mnist.forward_flops(), 40_622_720);
-        let cifar = NetworkConfig::FmpNet(
-            FmpNetConfig::new()
-                .with_channels(3)
-                .with_layers(12)
-                .with_filters(160)
-                .with_alpha(2f64.cbrt()),
-        );
+        let cifar = NetworkConfig::FmpNet(FmpNetConfig {
+            channels: 3,
+            layers: 12,
+            filters: 160,
+            alpha: 2f64.cbrt(),
+            ..FmpNetConfig::default()
+        });
         assert_eq!(cifar.forward_flops(), 29_678_053_760);
         assert!((3.0 * cifar.forward_flops() as f64 / 1e9 - 89.0).abs() < 0.1);
         // LeNets, by hand: modern 784,000 + 9,800,000 + 2,450,000 + 10,000.

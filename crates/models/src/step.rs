@@ -17,6 +17,13 @@ pub struct ImageBatch {
     pub targets: Tensor<1, Int>,
 }
 
+/// What the data crate's batcher makes: images and their classes.
+impl From<(Tensor<4>, Tensor<1, Int>)> for ImageBatch {
+    fn from((images, targets): (Tensor<4>, Tensor<1, Int>)) -> Self {
+        Self { images, targets }
+    }
+}
+
 impl Network {
     /// Logits and cross-entropy loss for a batch.
     pub fn forward_classification(&self, batch: ImageBatch) -> ClassificationOutput {

@@ -8,21 +8,10 @@ use burn::{
     train::checkpoint::{Checkpoint, Checkpointer, CheckpointerError},
 };
 
+use crate::files::replace;
+
 /// The parts of a checkpoint, as Burn's Learner saves them.
 const PARTS: [&str; 3] = ["model", "optim", "scheduler"];
-
-/// Writes `bytes` to `path` atomically: temporary file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)
-}
 
 /// A Burn checkpointer writing `<dir>/<name>-<epoch>.bpk` atomically.
 pub struct AtomicCheckpointer {
@@ -50,7 +39,7 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
             .checkpoint_into_bytes()
             .map_err(CheckpointerError::Record)?;
         std::fs::create_dir_all(&self.directory).map_err(CheckpointerError::IOError)?;
-        write_atomic(&self.path(epoch), &bytes).map_err(CheckpointerError::IOError)
+        replace(&self.path(epoch), &bytes).map_err(CheckpointerError::IOError)
     }
 
     fn restore(&self, epoch: usize) -> Result<R, CheckpointerError> {
@@ -107,15 +96,5 @@ mod tests {
         std::fs::write(dir.join("model-2.bpk"), b"x").unwrap();
         std::fs::write(dir.join("optim-2.bpk.tmp"), b"x").unwrap();
         assert_eq!(last_complete(run.path()), Some(1));
-    }
-
-    #[test]
-    fn write_atomic_replaces_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("summary.json");
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -10,7 +10,7 @@ use burn::{
     },
     optim::{AdamConfig, ModuleOptimizer, decay::WeightDecayConfig},
 };
-use data::{Augmentation, DatasetKind};
+use data::{Augmentation, DataError, DatasetKind, Splits};
 use models::{FmpNetConfig, LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,8 @@ fn default_validation() -> f64 {
     1.0 / 12.0
 }
 
-/// The `[model]` table.
+/// The `[model]` table: `kind`, and for the FMP net its hyper-parameters, each with the default
+/// that [`FmpNetConfig`] gives it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelSpec {
@@ -79,62 +80,7 @@ pub enum ModelSpec {
     /// LeCun's 1998 LeNet-5 (32x32 input).
     Lenet5Classic,
     /// Graham's fractional max-pooling network; input size computed from the layers.
-    Fmp {
-        /// Number of (2x2 convolution, FMP) blocks.
-        #[serde(default = "fmp_layers")]
-        layers: usize,
-        /// Filter growth k: block n has k*n filters.
-        #[serde(default = "fmp_filters")]
-        filters: usize,
-        /// Pooling ratio in (1, 2]: 1.41421356 (sqrt 2) for MNIST, 1.25992105 (cube root of 2)
-        /// for CIFAR-10.
-        #[serde(default = "fmp_alpha")]
-        alpha: f64,
-        /// Overlapping 2x2 windows, else disjoint regions.
-        #[serde(default = "fmp_overlapping")]
-        overlapping: bool,
-        /// Pseudorandom region sequences, else random ones.
-        #[serde(default = "fmp_pseudorandom")]
-        pseudorandom: bool,
-        /// Regions per image and channel (PyTorch), else per image (Graham).
-        #[serde(default)]
-        per_channel: bool,
-        /// Dropout at the head; it grows linearly from 0 in the first block.
-        #[serde(default = "fmp_max_dropout")]
-        max_dropout: f64,
-        /// Leaky ReLU slope for negative inputs.
-        #[serde(default = "fmp_leaky_slope")]
-        leaky_slope: f64,
-        /// Batch normalisation after the convolutions.
-        #[serde(default = "fmp_batch_norm")]
-        batch_norm: bool,
-    },
-}
-
-// The `[model]` defaults are FmpNetConfig's (Graham's MNIST net), defined once there.
-fn fmp_layers() -> usize {
-    FmpNetConfig::new().layers
-}
-fn fmp_filters() -> usize {
-    FmpNetConfig::new().filters
-}
-fn fmp_alpha() -> f64 {
-    FmpNetConfig::new().alpha
-}
-fn fmp_max_dropout() -> f64 {
-    FmpNetConfig::new().max_dropout
-}
-fn fmp_leaky_slope() -> f64 {
-    FmpNetConfig::new().leaky_slope
-}
-fn fmp_overlapping() -> bool {
-    FmpNetConfig::new().overlapping
-}
-fn fmp_pseudorandom() -> bool {
-    FmpNetConfig::new().pseudorandom
-}
-fn fmp_batch_norm() -> bool {
-    FmpNetConfig::new().batch_norm
+    Fmp(FmpNetConfig),
 }
 
 /// The `[optimizer]` table.
@@ -224,22 +170,30 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Command-line values that replace the file's.
-#[derive(Clone, Debug, Default)]
+/// Command-line values that replace the file's: the flags of every command that reads a run
+/// config, listed once here.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Overrides {
-    /// `--backend`.
+    /// Backend to run on, replacing the config's `backend`.
+    #[arg(long, value_enum)]
     pub backend: Option<BackendName>,
-    /// `--epochs`.
+    /// Number of epochs, replacing `epochs`.
+    #[arg(long)]
     pub epochs: Option<usize>,
-    /// `--batch-size`.
+    /// Images per step, replacing `batch_size`.
+    #[arg(long)]
     pub batch_size: Option<usize>,
-    /// `--data-dir`.
+    /// Folder holding the datasets, replacing `data_dir`.
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// `--output`.
+    /// Run directory for checkpoints and the summary, replacing `output`.
+    #[arg(long)]
     pub output: Option<PathBuf>,
-    /// `--seed`.
+    /// Random seed, replacing `seed`.
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// `--test-passes`.
+    /// Forward passes averaged per test image, replacing `test_passes`.
+    #[arg(long)]
     pub test_passes: Option<usize>,
 }
 
@@ -315,7 +269,7 @@ impl RunConfig {
     /// Forward passes per test image: `test_passes`, else 12 for FMP nets and 1 for the others.
     pub fn test_passes(&self) -> usize {
         let default = match self.model {
-            ModelSpec::Fmp { .. } => 12,
+            ModelSpec::Fmp(_) => 12,
             _ => 1,
         };
         self.test_passes.unwrap_or(default)
@@ -332,31 +286,12 @@ impl RunConfig {
             ModelSpec::Lenet5Classic => {
                 NetworkConfig::LeNet5Classic(LeNet5ClassicConfig::new().with_num_classes(classes))
             }
-            ModelSpec::Fmp {
-                layers,
-                filters,
-                alpha,
-                overlapping,
-                pseudorandom,
-                per_channel,
-                max_dropout,
-                leaky_slope,
-                batch_norm,
-            } => NetworkConfig::FmpNet(
-                FmpNetConfig::new()
-                    .with_channels(kind.channels())
-                    .with_num_classes(classes)
-                    .with_layers(layers)
-                    .with_filters(filters)
-                    .with_alpha(alpha)
-                    .with_overlapping(overlapping)
-                    .with_pseudorandom(pseudorandom)
-                    .with_per_channel(per_channel)
-                    .with_max_dropout(max_dropout)
-                    .with_leaky_slope(leaky_slope)
-                    .with_batch_norm(batch_norm)
-                    .with_seed(self.seed),
-            ),
+            ModelSpec::Fmp(ref fmp) => NetworkConfig::FmpNet(FmpNetConfig {
+                channels: kind.channels(),
+                num_classes: classes,
+                seed: self.seed,
+                ..fmp.clone()
+            }),
         }
     }
 
@@ -369,7 +304,7 @@ impl RunConfig {
                 nesterov,
                 weight_decay,
                 ..
-            } => ModuleOptimizer::from(models::Sgd::new(momentum, nesterov, weight_decay)),
+            } => ModuleOptimizer::from(ops::Sgd::new(momentum, nesterov, weight_decay)),
             OptimizerSpec::Adam {
                 beta_1,
                 beta_2,
@@ -384,7 +319,7 @@ impl RunConfig {
     }
 
     /// The learning-rate scheduler, stepped once per training step.
-    pub fn scheduler(&self, steps_per_epoch: usize) -> Result<ModuleLrScheduler, String> {
+    pub fn scheduler(&self, steps_per_epoch: usize) -> anyhow::Result<ModuleLrScheduler> {
         let lr = self.optimizer.learning_rate();
         let steps = steps_per_epoch.max(1);
         match self.schedule {
@@ -405,7 +340,16 @@ impl RunConfig {
                     .init()
             }
         }
-        .map_err(|e| format!("schedule: {e}"))
+        .map_err(|e| anyhow::anyhow!("schedule: {e}"))
+    }
+
+    /// The config's dataset, found (and downloaded, with a progress bar on a terminal, if
+    /// absent) and read: its splits and the folder they came from.
+    pub fn load_splits(&self) -> Result<(Splits, PathBuf), DataError> {
+        let kind = self.dataset_kind();
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let folder = data::locate(kind, self.data_dir.as_deref(), progress)?;
+        Ok((kind.load(&folder)?, folder))
     }
 }
 

@@ -3,15 +3,37 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
-use crate::progress::EpochRecord;
+use crate::files::write_atomic;
 
 /// File name of the CSV, in the run directory.
 pub const CSV: &str = "curves.csv";
 /// File name of the plot, in the run directory.
 pub const SVG: &str = "curves.svg";
+
+/// Figures of one finished epoch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Mean training accuracy, percent.
+    pub train_accuracy: f64,
+    /// Mean validation loss.
+    pub valid_loss: f64,
+    /// Mean validation accuracy, percent.
+    pub valid_accuracy: f64,
+    /// Learning rate of the epoch's last step.
+    pub learning_rate: f64,
+    /// Wall seconds of the training split.
+    pub train_seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+}
 
 /// Writes the curves of a run: the epochs of earlier processes (read back on `--resume`) and
 /// those of this one.
@@ -24,9 +46,9 @@ pub struct CurveWriter {
 impl CurveWriter {
     /// A writer for `run`, keeping the rows of its CSV for epochs up to `resumed_from` (none
     /// for a fresh run).
-    pub fn new(run: &Path, resumed_from: Option<usize>) -> Result<Self, String> {
+    pub fn new(run: &Path, resumed_from: Option<usize>) -> Result<Self> {
         let earlier = match resumed_from {
-            Some(epoch) if run.join(CSV).is_file() => read(&run.join(CSV))?
+            Some(epoch) if run.join(CSV).is_file() => read_curves(&run.join(CSV))?
                 .into_iter()
                 .filter(|r| r.epoch <= epoch)
                 .collect(),
@@ -44,40 +66,40 @@ impl CurveWriter {
     }
 
     /// Rewrites the CSV and the plot with the earlier epochs and `recent`.
-    pub fn write(&self, recent: &[EpochRecord]) -> Result<(), String> {
+    pub fn write(&self, recent: &[EpochRecord]) -> Result<()> {
         let all = self.all(recent);
-        let csv = self.run.join(CSV);
         let mut writer = csv::Writer::from_writer(Vec::new());
         for record in &all {
-            writer.serialize(record).map_err(|e| e.to_string())?;
+            writer.serialize(record)?;
         }
-        let bytes = writer.into_inner().map_err(|e| e.to_string())?;
-        write_atomic(&csv, &bytes).map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
-        let svg = self.run.join(SVG);
-        write_atomic(&svg, plot(&all)?.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", svg.display()))
+        write_atomic(&self.run.join(CSV), &writer.into_inner()?)?;
+        write_atomic(&self.run.join(SVG), plot(&all)?.as_bytes())
     }
 }
 
 /// Reads a curves CSV back.
-pub fn read(path: &Path) -> Result<Vec<EpochRecord>, String> {
-    let mut reader =
-        csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_curves(path: &Path) -> Result<Vec<EpochRecord>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
     reader
         .deserialize()
         .collect::<Result<Vec<EpochRecord>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .with_context(|| path.display().to_string())
+}
+
+/// A plotters error as an error that can cross threads (plotters' own holds the SVG writer's).
+fn plotting(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("cannot draw the plot: {e}")
 }
 
 /// One figure of an epoch.
 type Metric = fn(&EpochRecord) -> f64;
 
 /// Loss and accuracy against epoch, training and validation, as an SVG document.
-pub fn plot(epochs: &[EpochRecord]) -> Result<String, String> {
+pub fn plot(epochs: &[EpochRecord]) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(plotting)?;
         let (left, right) = root.split_horizontally(450);
         let last = epochs.iter().map(|e| e.epoch).max().unwrap_or(1).max(2) as f64;
         let panels: [(_, &str, [Metric; 2]); 2] = [
@@ -110,14 +132,14 @@ pub fn plot(epochs: &[EpochRecord]) -> Result<String, String> {
                 .x_label_area_size(32)
                 .y_label_area_size(56)
                 .build_cartesian_2d(1f64..last, low..high)
-                .map_err(|e| e.to_string())?;
+                .map_err(plotting)?;
             chart
                 .configure_mesh()
                 .x_desc("epoch")
                 .x_labels((last as usize).min(12))
                 .x_label_formatter(&|x| format!("{x:.0}"))
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(plotting)?;
             for (label, colour, f) in [("train", BLUE, series[0]), ("valid", RED, series[1])] {
                 let points: Vec<(f64, f64)> = epochs
                     .iter()
@@ -126,7 +148,7 @@ pub fn plot(epochs: &[EpochRecord]) -> Result<String, String> {
                     .collect();
                 chart
                     .draw_series(LineSeries::new(points, colour.stroke_width(2)))
-                    .map_err(|e| e.to_string())?
+                    .map_err(plotting)?
                     .label(label)
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
@@ -137,9 +159,9 @@ pub fn plot(epochs: &[EpochRecord]) -> Result<String, String> {
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(plotting)?;
         }
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(plotting)?;
     }
     Ok(svg)
 }
@@ -168,11 +190,11 @@ mod tests {
         first
             .write(&[record(1, 0.5), record(2, 0.4), record(3, 0.3)])
             .unwrap();
-        assert_eq!(read(&run.path().join(CSV)).unwrap().len(), 3);
+        assert_eq!(read_curves(&run.path().join(CSV)).unwrap().len(), 3);
         // Resumed from epoch 2: epoch 3 is trained again and replaces the old row.
         let resumed = CurveWriter::new(run.path(), Some(2)).unwrap();
         resumed.write(&[record(3, 0.25)]).unwrap();
-        let rows = read(&run.path().join(CSV)).unwrap();
+        let rows = read_curves(&run.path().join(CSV)).unwrap();
         assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(rows[2].train_loss, 0.25);
         assert_eq!(rows[0].valid_accuracy, 90.0);

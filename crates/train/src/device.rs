@@ -38,7 +38,7 @@ impl std::fmt::Display for BackendName {
 
 /// The device for `backend`. For wgpu the adapter is acquired now, on Vulkan only (a silent
 /// fallback to OpenGL would be ~25x slower), and its absence is an error that says what to do.
-pub fn init(backend: BackendName) -> Result<Device, String> {
+pub fn init(backend: BackendName) -> anyhow::Result<Device> {
     match backend {
         BackendName::Flex => Ok(Device::flex()),
         // Deprecated upstream in favour of flex, but the course asks for it by name.
@@ -60,6 +60,7 @@ pub fn init(backend: BackendName) -> Result<Device, String> {
                     })
             })
             .clone()
+            .map_err(anyhow::Error::msg)
         }
     }
 }

@@ -1,32 +1,56 @@
-//! A training run from config to summary: data, model, Burn's Learner, test accuracy.
+//! `train <config.toml>`: a training run from config to summary: data, model, Burn's Learner,
+//! test accuracy.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use anyhow::{Context, Result, bail};
 use burn::{
     data::{
-        dataloader::{DataLoader, DataLoaderBuilder, batcher::Batcher},
+        dataloader::{DataLoader, DataLoaderBuilder},
         dataset::Dataset,
     },
     prelude::*,
-    tensor::activation::softmax,
     train::{
         Learner, SupervisedTraining,
         metric::{AccuracyMetric, LearningRateMetric, LossMetric},
     },
 };
-use data::{ImageBatcher, ImageDataset, Splits};
-use models::{ImageBatch, Network};
+use data::{ImageBatcher, ImageDataset};
+use models::ImageBatch;
 use serde::Serialize;
 
 use crate::{
-    RunConfig,
-    checkpoint::{AtomicCheckpointer, last_complete, write_atomic},
-    curves::CurveWriter,
+    Overrides, RunConfig,
+    checkpoint::{AtomicCheckpointer, last_complete},
+    curves::{self, CurveWriter, EpochRecord},
     device,
-    progress::{EpochRecord, EpochRenderer},
+    evaluate::{accuracy, averaged_note, percent_and_error},
+    files::write_atomic,
+    progress::EpochRenderer,
 };
+
+/// Train the network of a run config (the command without a subcommand).
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The run's TOML config, e.g. configs/lenet_mnist.toml.
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Continue the run in the output directory from its last complete checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Runs `train <config.toml>`.
+pub fn run(args: RunArgs) -> Result<()> {
+    let Some(config) = args.config else {
+        bail!("no config given; try: train configs/quickstart.toml (see --help)");
+    };
+    let config = RunConfig::load(&config, &args.overrides)?;
+    train(&config, args.resume).map(|_| ())
+}
 
 /// The machine-readable result of a run, written to `<output>/summary.json`.
 #[derive(Debug, Serialize)]
@@ -70,15 +94,12 @@ pub struct TestError {
     pub averaged: f64,
 }
 
-/// Errors of a run, already worded for the user.
-pub type RunError = String;
-
 /// Trains `config`, or continues its run directory when `resume` is set, then evaluates on the
 /// test set and writes the summary. Returns the summary.
-pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
+pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let run = config.output.clone();
     let resumed_from = if resume {
-        let epoch = last_complete(&run).ok_or_else(|| {
+        let epoch = last_complete(&run).with_context(|| {
             format!(
                 "--resume: no complete checkpoint in {}/checkpoint",
                 run.display()
@@ -87,27 +108,22 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         Some(epoch)
     } else {
         if last_complete(&run).is_some() {
-            return Err(format!(
+            bail!(
                 "{} already holds a run; pass --resume to continue it or --output for a new one",
                 run.display()
-            ));
+            );
         }
         None
     };
-    std::fs::create_dir_all(&run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
-    let resolved = toml::to_string(config).map_err(|e| e.to_string())?;
-    write_atomic(&run.join("config.toml"), resolved.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", run.join("config.toml").display()))?;
+    std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
+    write_atomic(
+        &run.join("config.toml"),
+        toml::to_string(config)?.as_bytes(),
+    )?;
 
     // Data first: a missing file is reported before any device starts.
     let kind = config.dataset_kind();
-    let folder = data::locate(
-        kind,
-        config.data_dir.as_deref(),
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    )
-    .map_err(|e| e.to_string())?;
-    let splits = Splits::load(kind, &folder).map_err(|e| e.to_string())?;
+    let (splits, folder) = config.load_splits()?;
     let device = device::init(config.backend)?;
     device.seed(config.seed);
     let model = config.network().init(&device.clone().autodiff());
@@ -163,17 +179,17 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         let error = error.to_string();
         // cubecl's wording when a buffer does not fit the device (or its largest buffer).
         if error.contains("can't allocate buffer") {
-            return Err(format!(
+            bail!(
                 "training failed: {device_name} could not allocate a buffer at batch_size {}: \
                  the device has too little memory, or too small a largest buffer, for this \
                  batch; try a smaller --batch-size. Details: {error}",
                 config.batch_size
-            ));
+            );
         }
-        return Err(format!("training failed: {error}"));
+        bail!("training failed: {error}");
     }
     if result.interrupted.is_some() {
-        return Err("training was interrupted; continue it with --resume".into());
+        bail!("training was interrupted; continue it with --resume");
     }
 
     let test_start = Instant::now();
@@ -203,25 +219,16 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary, RunError> {
         },
         test_passes: passes,
         test_images: test_set.len(),
-        curves_csv: crate::curves::CSV.into(),
-        curves_plot: crate::curves::SVG.into(),
+        curves_csv: curves::CSV.into(),
+        curves_plot: curves::SVG.into(),
         resumed_from,
     };
     let path: PathBuf = run.join("summary.json");
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-    write_atomic(&path, json.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let averaged_note = if passes > 1 {
-        format!(
-            ", {passes}-pass {averaged:.2}% (error {:.2}%)",
-            summary.test_error.averaged
-        )
-    } else {
-        String::new()
-    };
+    write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!(
-        "test accuracy {one_pass:.2}% (error {:.2}%){averaged_note} on {} images ({:.1} s); summary in {}",
-        summary.test_error.one_pass,
+        "test accuracy {}{} on {} images ({:.1} s); summary in {}",
+        percent_and_error(one_pass),
+        averaged_note(passes, averaged),
         summary.test_images,
         test_start.elapsed().as_secs_f64(),
         path.display()
@@ -254,48 +261,4 @@ pub fn loader(
         .num_workers(config.workers)
         .set_device(device.clone())
         .build(dataset)
-}
-
-/// Softmax probabilities of `images` after the first forward pass and averaged over `passes`
-/// passes (at least one): an FMP net pools over new regions on each, so the passes form an
-/// ensemble.
-pub fn pass_probabilities(model: &Network, images: Tensor<4>, passes: usize) -> [Tensor<2>; 2] {
-    let first = softmax(model.forward(images.clone()), 1);
-    let mut sum = first.clone();
-    for _ in 1..passes.max(1) {
-        sum = sum + softmax(model.forward(images.clone()), 1);
-    }
-    [first, sum.div_scalar(passes.max(1) as f64)]
-}
-
-/// Percentage of `dataset` that `model` classifies correctly, evaluated on `device`: after one
-/// forward pass, and from the softmax probabilities averaged over `passes` passes.
-pub fn accuracy(
-    model: &Network,
-    dataset: &ImageDataset,
-    batcher: &ImageBatcher,
-    batch_size: usize,
-    device: &Device,
-    passes: usize,
-) -> [f64; 2] {
-    let model = model.valid().to_device(device);
-    let mut correct = [0usize; 2];
-    let indices: Vec<usize> = (0..dataset.len()).collect();
-    for chunk in indices.chunks(batch_size) {
-        let items = dataset
-            .get_many(chunk.to_vec())
-            .expect("indices are in range");
-        let batch = batcher.batch(items, device);
-        let probabilities = pass_probabilities(&model, batch.images, passes);
-        for (hits, probabilities) in correct.iter_mut().zip(probabilities) {
-            let predicted = probabilities.argmax(1).flatten::<1>(0, 1);
-            let agree: i64 = predicted
-                .equal(batch.targets.clone())
-                .int()
-                .sum()
-                .into_scalar();
-            *hits += agree as usize;
-        }
-    }
-    correct.map(|hits| 100.0 * hits as f64 / dataset.len().max(1) as f64)
 }

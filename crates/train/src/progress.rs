@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::curves::{CurveWriter, EpochRecord};
 use burn::train::{
     logger::{EvaluationProgressLogger, TrainingProgressLogger},
     metric::{MetricDefinition, MetricId, NumericEntry},
@@ -14,30 +15,6 @@ use burn::train::{
         MetricsRendererTraining,
     },
 };
-use serde::{Deserialize, Serialize};
-
-use crate::curves::CurveWriter;
-
-/// Figures of one finished epoch.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based epoch number.
-    pub epoch: usize,
-    /// Mean training loss.
-    pub train_loss: f64,
-    /// Mean training accuracy, percent.
-    pub train_accuracy: f64,
-    /// Mean validation loss.
-    pub valid_loss: f64,
-    /// Mean validation accuracy, percent.
-    pub valid_accuracy: f64,
-    /// Learning rate of the epoch's last step.
-    pub learning_rate: f64,
-    /// Wall seconds of the training split.
-    pub train_seconds: f64,
-    /// Training images per second.
-    pub images_per_second: f64,
-}
 
 #[derive(Default)]
 struct Mean {
@@ -159,7 +136,7 @@ impl EpochRenderer {
         let mut epochs = self.epochs.lock().expect("renderer lock");
         epochs.push(record);
         if let Err(e) = self.curves.write(&epochs) {
-            eprintln!("warning: training curves not written: {e}");
+            eprintln!("warning: training curves not written: {e:#}");
         }
         drop(epochs);
         self.train.clear();

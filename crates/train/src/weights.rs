@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use anyhow::{Context, Result, anyhow, bail};
 use burn::{
     module::Module,
     store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, burn_pack},
@@ -21,7 +22,7 @@ use burn::{
 use models::Network;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::checkpoint::write_atomic;
+use crate::files::write_atomic;
 
 /// Safetensors metadata key holding the run configuration (TOML) of an export, so that the
 /// file alone says which network it belongs to.
@@ -42,11 +43,11 @@ pub enum WeightsFormat {
 
 impl WeightsFormat {
     /// The format of `path`, from its extension.
-    pub fn of(path: &Path) -> Result<Self, String> {
+    pub fn of(path: &Path) -> Result<Self> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("bpk") => Ok(Self::Burnpack),
             Some("safetensors") => Ok(Self::PyTorch),
-            _ => Err(format!(
+            _ => Err(anyhow!(
                 "{}: unknown weights format; expected a .bpk (Burn record) or .safetensors \
                  (PyTorch names) file",
                 path.display()
@@ -94,31 +95,26 @@ fn batch_norms<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
 
 /// Writes `network` to `path` in `format`, atomically. A safetensors file carries `config`
 /// (the run's TOML) in its metadata.
-pub fn save(
-    network: &Network,
-    format: WeightsFormat,
-    path: &Path,
-    config: &str,
-) -> Result<(), String> {
+pub fn save(network: &Network, format: WeightsFormat, path: &Path, config: &str) -> Result<()> {
     let bytes = match format {
         WeightsFormat::Burnpack => network
             .clone()
             .into_record()
             .into_bytes()
-            .map_err(|e| format!("cannot encode the Burn record: {e}"))?
+            .map_err(|e| anyhow!("cannot encode the Burn record: {e}"))?
             .to_vec(),
         WeightsFormat::PyTorch => pytorch_safetensors(network, config)?,
     };
-    write_atomic(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    write_atomic(path, &bytes)
 }
 
-fn pytorch_safetensors(network: &Network, config: &str) -> Result<Vec<u8>, String> {
+fn pytorch_safetensors(network: &Network, config: &str) -> Result<Vec<u8>> {
     let format = WeightsFormat::PyTorch;
     let mut tensors = Vec::new();
     for tensor in network.collect(None, format.adapter(true), true) {
         let (name, dtype, shape, _, bytes) = tensor
             .into_parts()
-            .map_err(|e| format!("cannot read a tensor back from the device: {e}"))?;
+            .map_err(|e| anyhow!("cannot read a tensor back from the device: {e}"))?;
         let dtype = match dtype {
             DType::F32 => Dtype::F32,
             DType::F64 => Dtype::F64,
@@ -126,7 +122,7 @@ fn pytorch_safetensors(network: &Network, config: &str) -> Result<Vec<u8>, Strin
             DType::BF16 => Dtype::BF16,
             DType::I64 => Dtype::I64,
             DType::I32 => Dtype::I32,
-            other => return Err(format!("{name}: cannot export tensors of type {other:?}")),
+            other => bail!("{name}: cannot export tensors of type {other:?}"),
         };
         tensors.push((name, dtype, shape.to_vec(), bytes.to_vec()));
     }
@@ -146,17 +142,16 @@ fn pytorch_safetensors(network: &Network, config: &str) -> Result<Vec<u8>, Strin
             TensorView::new(*dtype, shape.clone(), bytes).map(|view| (name.as_str(), view))
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot lay out the safetensors file: {e}"))?;
+        .context("cannot lay out the safetensors file")?;
     let metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         (CONFIG_KEY.to_string(), config.to_string()),
     ]);
-    safetensors::serialize(views, Some(metadata))
-        .map_err(|e| format!("cannot encode the safetensors file: {e}"))
+    safetensors::serialize(views, Some(metadata)).context("cannot encode the safetensors file")
 }
 
 /// The run configuration embedded in a safetensors export, if `path` is one and has it.
-pub fn embedded_config(path: &Path) -> Result<Option<String>, String> {
+pub fn embedded_config(path: &Path) -> Result<Option<String>> {
     if WeightsFormat::of(path)? != WeightsFormat::PyTorch {
         return Ok(None);
     }
@@ -170,13 +165,13 @@ pub fn embedded_config(path: &Path) -> Result<Option<String>, String> {
 
 /// Loads the weights at `path` into `network`, which must be built from the same
 /// configuration: the file has to hold exactly the network's tensors, with the same shapes.
-pub fn load(mut network: Network, path: &Path) -> Result<Network, String> {
+pub fn load(mut network: Network, path: &Path) -> Result<Network> {
     let format = WeightsFormat::of(path)?;
     let bytes = read(path)?;
     let tensors = match format {
         WeightsFormat::Burnpack => burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes))
             .and_then(|reader| reader.into_tensors())
-            .map_err(|e| format!("{}: not a readable Burn record: {e}", path.display()))?,
+            .map_err(|e| anyhow!("{}: not a readable Burn record: {e}", path.display()))?,
         WeightsFormat::PyTorch => read_safetensors(&bytes).map_err(|e| invalid(path, e))?,
     };
     let found = tensors
@@ -184,7 +179,7 @@ pub fn load(mut network: Network, path: &Path) -> Result<Network, String> {
         .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect();
     compare(&layout(&network, format), &found).map_err(|differences| {
-        format!(
+        anyhow!(
             "{} does not hold the weights of this {} network ({} format): {differences}",
             path.display(),
             network.name(),
@@ -205,17 +200,17 @@ pub fn load(mut network: Network, path: &Path) -> Result<Network, String> {
         format.skip_enum_variants(),
     );
     if !result.errors.is_empty() || !result.missing.is_empty() {
-        return Err(format!("{}: {result}", path.display()));
+        bail!("{}: {result}", path.display());
     }
     Ok(network)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn invalid(path: &Path, error: safetensors::SafeTensorError) -> String {
-    format!(
+fn invalid(path: &Path, error: safetensors::SafeTensorError) -> anyhow::Error {
+    anyhow!(
         "{}: not a valid safetensors file (truncated or corrupt?): {error}",
         path.display()
     )
@@ -386,11 +381,15 @@ mod tests {
         entries.push(("classifier.weight".into(), vec![10, 224, 1, 1]));
         entries.push(("classifier.bias".into(), vec![10]));
         entries.sort();
-        assert_eq!(pytorch(NetworkConfig::FmpNet(FmpNetConfig::new())), entries);
+        assert_eq!(
+            pytorch(NetworkConfig::FmpNet(FmpNetConfig::default())),
+            entries
+        );
         // Without batch norm there is nothing of it.
-        let plain = pytorch(NetworkConfig::FmpNet(
-            FmpNetConfig::new().with_batch_norm(false),
-        ));
+        let plain = pytorch(NetworkConfig::FmpNet(FmpNetConfig {
+            batch_norm: false,
+            ..FmpNetConfig::default()
+        }));
         assert_eq!(plain.len(), 2 * 8);
         assert!(plain.iter().all(|(name, _)| !name.contains("norm")));
     }
@@ -398,7 +397,11 @@ mod tests {
     #[test]
     fn both_formats_round_trip_and_the_safetensors_file_says_what_it_holds() {
         let device = Device::flex();
-        let config = NetworkConfig::FmpNet(FmpNetConfig::new().with_filters(4));
+        let small = FmpNetConfig {
+            filters: 4,
+            ..FmpNetConfig::default()
+        };
+        let config = NetworkConfig::FmpNet(small.clone());
         let network = config.init(&device);
         let x = Tensor::<4>::ones([1, 1, 36, 36], &device);
         network.reseed(1);
@@ -411,8 +414,11 @@ mod tests {
             let path = dir.path().join(name);
             save(&network, format, &path, "dataset = \"mnist\"").unwrap();
             // A fresh network has other weights until it loads the file.
-            let fresh = NetworkConfig::FmpNet(FmpNetConfig::new().with_filters(4).with_seed(9))
-                .init(&device);
+            let fresh = NetworkConfig::FmpNet(FmpNetConfig {
+                seed: 9,
+                ..small.clone()
+            })
+            .init(&device);
             let loaded = load(fresh, &path).unwrap();
             loaded.reseed(1);
             let after = loaded.forward(x.clone());
@@ -457,7 +463,9 @@ mod tests {
 
     #[test]
     fn unknown_extensions_are_named() {
-        let err = WeightsFormat::of(Path::new("weights.pt")).unwrap_err();
+        let err = WeightsFormat::of(Path::new("weights.pt"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("weights.pt") && err.contains(".safetensors"),
             "{err}"

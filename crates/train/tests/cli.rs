@@ -47,7 +47,7 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while train::checkpoint::last_complete(run.path()).is_none() {
+    while train::last_complete(run.path()).is_none() {
         assert!(Instant::now() < deadline, "no checkpoint after 300 s");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -57,7 +57,7 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
-    let done = train::checkpoint::last_complete(run.path()).unwrap();
+    let done = train::last_complete(run.path()).unwrap();
     assert!(done < 6, "the run finished before the kill");
     assert!(!run.path().join("summary.json").exists());
 
@@ -79,7 +79,7 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
         .collect();
     // The summary and the curves keep the epochs of the killed process too.
     assert_eq!(epochs, (1..=6).collect::<Vec<u64>>());
-    let rows = train::curves::read(&run.path().join(train::curves::CSV)).unwrap();
+    let rows = train::read_curves(&run.path().join(train::CURVES_CSV)).unwrap();
     assert_eq!(
         rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5, 6]

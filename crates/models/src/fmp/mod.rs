@@ -1,4 +1,9 @@
-//! Graham's fractional max-pooling network (arXiv 1412.6071) and its pooling layer.
+//! Graham's fractional max-pooling network (arXiv 1412.6071): the sizes computed backwards from
+//! the 1x1 output, the pooling regions, the pooling layer, and the network itself.
+
+mod layer;
+mod regions;
+mod sizes;
 
 use burn::{
     nn::{
@@ -7,131 +12,103 @@ use burn::{
     },
     prelude::*,
 };
+use ops::{PoolRegions, batch_norm, conv2d, leaky_relu};
+use serde::{Deserialize, Serialize};
 
-use crate::activation::leaky_relu;
-use crate::conv::conv2d;
-use crate::norm::batch_norm;
-use crate::pool::fractional_max_pool2d;
-use crate::regions::{PoolRegions, RegionKind, RegionSampler, fmp_sizes};
+pub use layer::FractionalMaxPool2d;
+pub use regions::{RegionKind, RegionSampler};
+pub use sizes::fmp_sizes;
 
-/// A fractional max-pooling layer: fresh pseudorandom or random regions on every forward pass,
-/// in training and in evaluation alike, so repeated evaluations form an ensemble.
-#[derive(Module, Debug)]
-pub struct FractionalMaxPool2d {
-    /// Output side, in cells.
-    #[module(skip)]
-    output_size: usize,
-    /// How regions are drawn.
-    #[module(skip)]
-    kind: RegionKind,
-    /// One draw per image and channel (PyTorch) instead of one per image (Graham).
-    #[module(skip)]
-    per_channel: bool,
-    /// The run's seeded generator.
-    #[module(skip)]
-    sampler: RegionSampler,
-}
-
-impl FractionalMaxPool2d {
-    /// A layer pooling to `output_size` x `output_size` with regions of `kind` from `sampler`.
-    pub fn new(
-        output_size: usize,
-        kind: RegionKind,
-        per_channel: bool,
-        sampler: RegionSampler,
-    ) -> Self {
-        Self {
-            output_size,
-            kind,
-            per_channel,
-            sampler,
-        }
-    }
-
-    /// Pools `x` `[n, c, h, w]` to `[n, c, output_size, output_size]`.
-    ///
-    /// # Panics
-    /// If `h` or `w` cannot be pooled to the output size with steps of 1 and 2 (the network
-    /// computes its sizes so that they can).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let regions = self.draw(x.dims());
-        fractional_max_pool2d(x, &regions)
-    }
-
-    /// Draws the regions for an input of `[n, c, h, w]`, as `forward` does.
-    ///
-    /// # Panics
-    /// As `forward`.
-    pub fn draw(&self, [n, c, h, w]: [usize; 4]) -> PoolRegions {
-        for side in [h, w] {
-            if let Err(e) = self.kind.check_sizes(side, self.output_size) {
-                panic!("FractionalMaxPool2d: input {h}x{w}: {e}");
-            }
-        }
-        let out = [self.output_size; 2];
-        self.sampler
-            .draw(self.kind, self.per_channel, n, c, [h, w], out)
-    }
-}
-
-/// The FMP network's hyper-parameters. The defaults are Graham's MNIST network.
-#[derive(Config, Debug)]
+/// The FMP network's hyper-parameters. A run config's `[model]` table (`kind = "fmp"`) reads
+/// into this struct, so each key, its meaning and its default are written here once. The
+/// defaults are Graham's MNIST network. `channels`, `num_classes` and `seed` come from the
+/// run's dataset and seed, not from the table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FmpNetConfig {
     /// Image channels: 1 for MNIST, 3 for CIFAR-10.
-    #[config(default = 1)]
+    #[serde(skip)]
     pub channels: usize,
     /// Number of output classes.
-    #[config(default = 10)]
+    #[serde(skip)]
     pub num_classes: usize,
     /// Number of (convolution, FMP) blocks.
-    #[config(default = 6)]
     pub layers: usize,
     /// Filter growth `k`: block `n` has `k * n` filters, the head `k * (layers + 1)`.
-    #[config(default = 32)]
     pub filters: usize,
     /// Pooling ratio, in (1, 2]: sqrt 2 for MNIST, cube root of 2 for CIFAR-10.
-    #[config(default = "std::f64::consts::SQRT_2")]
     pub alpha: f64,
     /// Overlapping 2x2 windows (true) or disjoint regions.
-    #[config(default = true)]
     pub overlapping: bool,
     /// Pseudorandom (true) or random region sequences.
-    #[config(default = true)]
     pub pseudorandom: bool,
     /// Draw regions per image and channel (PyTorch) instead of per image (Graham).
-    #[config(default = false)]
     pub per_channel: bool,
     /// Dropout of the last layer; it grows linearly from 0 in the first block.
-    #[config(default = 0.5)]
     pub max_dropout: f64,
     /// Slope of the leaky ReLU for negative inputs (Graham: 1/3).
-    #[config(default = "1.0 / 3.0")]
     pub leaky_slope: f64,
     /// Batch normalisation after every convolution but the last.
-    #[config(default = true)]
     pub batch_norm: bool,
     /// Seed of the pooling regions.
-    #[config(default = 0)]
+    #[serde(skip)]
     pub seed: u64,
+}
+
+impl Default for FmpNetConfig {
+    fn default() -> Self {
+        Self {
+            channels: 1,
+            num_classes: 10,
+            layers: 6,
+            filters: 32,
+            alpha: std::f64::consts::SQRT_2,
+            overlapping: true,
+            pseudorandom: true,
+            per_channel: false,
+            max_dropout: 0.5,
+            leaky_slope: 1.0 / 3.0,
+            batch_norm: true,
+            seed: 0,
+        }
+    }
+}
+
+/// A hyper-parameter the network cannot be built with.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidConfig {
+    /// The field, as written in the `[model]` table.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
 }
 
 impl FmpNetConfig {
     /// Checks the values `init` relies on, naming the offending field.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidConfig> {
+        let invalid = |field, problem: String| Err(InvalidConfig { field, problem });
         if !(self.alpha > 1.0 && self.alpha <= 2.0) {
-            return Err(format!("alpha: {} is outside (1, 2]", self.alpha));
+            return invalid("alpha", format!("{} is outside (1, 2]", self.alpha));
         }
-        if self.layers == 0 || self.filters == 0 || self.channels == 0 || self.num_classes == 0 {
-            return Err("layers, filters, channels and classes must be at least 1".into());
+        for (field, value) in [
+            ("layers", self.layers),
+            ("filters", self.filters),
+            ("channels", self.channels),
+            ("num_classes", self.num_classes),
+        ] {
+            if value == 0 {
+                return invalid(field, "expected at least 1".into());
+            }
         }
         if !(0.0..1.0).contains(&self.max_dropout) {
-            return Err(format!(
-                "max_dropout: {} is outside [0, 1)",
-                self.max_dropout
-            ));
+            return invalid(
+                "max_dropout",
+                format!("{} is outside [0, 1)", self.max_dropout),
+            );
         }
         if self.leaky_slope < 0.0 {
-            return Err(format!("leaky_slope: {} is negative", self.leaky_slope));
+            return invalid("leaky_slope", format!("{} is negative", self.leaky_slope));
         }
         Ok(())
     }
@@ -295,7 +272,7 @@ mod tests {
 
     #[test]
     fn mnist_net_matches_grahams_layout() {
-        let net = FmpNetConfig::new().init(&Device::flex());
+        let net = FmpNetConfig::default().init(&Device::flex());
         assert_eq!(net.input_size(), 36);
         // 32n filters for n = 1..6, then 224 and 10: 462,026 convolution parameters.
         assert_eq!(net.convolution_params(), 462_026);
@@ -305,12 +282,12 @@ mod tests {
 
     #[test]
     fn cifar_nets_have_the_papers_parameter_counts() {
-        let cifar = |filters| {
-            FmpNetConfig::new()
-                .with_channels(3)
-                .with_layers(12)
-                .with_filters(filters)
-                .with_alpha(2f64.cbrt())
+        let cifar = |filters| FmpNetConfig {
+            channels: 3,
+            layers: 12,
+            filters,
+            alpha: 2f64.cbrt(),
+            ..FmpNetConfig::default()
         };
         let device = Device::flex();
         let large = cifar(160).init(&device);
@@ -322,12 +299,14 @@ mod tests {
     #[test]
     fn cifar_net_runs_forward_and_backward_on_94x94() {
         let device = Device::flex().autodiff();
-        let net = FmpNetConfig::new()
-            .with_channels(3)
-            .with_layers(12)
-            .with_filters(64)
-            .with_alpha(2f64.cbrt())
-            .init(&device);
+        let net = FmpNetConfig {
+            channels: 3,
+            layers: 12,
+            filters: 64,
+            alpha: 2f64.cbrt(),
+            ..FmpNetConfig::default()
+        }
+        .init(&device);
         let x = Tensor::<4>::random([2, 3, 94, 94], burn::tensor::Distribution::Default, &device);
         let logits = net.forward(x);
         assert_eq!(logits.dims(), [2, 10]);
@@ -343,7 +322,7 @@ mod tests {
 
     #[test]
     fn dropout_grows_linearly_to_the_maximum() {
-        let net = FmpNetConfig::new().init(&Device::flex());
+        let net = FmpNetConfig::default().init(&Device::flex());
         let probs: Vec<f64> = net
             .blocks
             .iter()
@@ -356,12 +335,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = FmpNetConfig::new().with_alpha(2.5).check().unwrap_err();
+        let bad = |config: FmpNetConfig| config.check().unwrap_err().to_string();
+        let err = bad(FmpNetConfig {
+            alpha: 2.5,
+            ..FmpNetConfig::default()
+        });
         assert!(err.contains("alpha"), "{err}");
-        let err = FmpNetConfig::new()
-            .with_max_dropout(1.0)
-            .check()
-            .unwrap_err();
+        let err = bad(FmpNetConfig {
+            max_dropout: 1.0,
+            ..FmpNetConfig::default()
+        });
         assert!(err.contains("max_dropout"), "{err}");
     }
 }

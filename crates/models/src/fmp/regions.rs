@@ -1,34 +1,10 @@
-//! Where fractional max-pooling pools: layer sizes and pooling regions (Graham, arXiv 1412.6071).
-//!
-//! Everything here is plain integer arithmetic on the host; the tensor work is in `pool.rs`.
+//! Where fractional max-pooling pools: the pooling regions (Graham, arXiv 1412.6071, and
+//! reference section 1.2), drawn on the host; the pooling itself is `ops::fractional_max_pool2d`.
 
 use std::sync::{Arc, Mutex};
 
+use ops::{PoolRegions, Span};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-
-/// Spatial sizes of an FMP network, computed backwards from a 1x1 output.
-///
-/// The network is `layers` blocks of (2x2 valid convolution, FMP by `alpha`), then a 2x2
-/// convolution down to 1x1. Walking back from 1: the head convolution adds one; each FMP layer
-/// has `N_in = round(alpha * N_out)`, plus one if that equals `N_out`; each block's convolution
-/// adds one. The result lists every size from the input to the output, e.g. for MNIST
-/// (`alpha` = sqrt 2, 6 layers): `[36, 35, 25, 24, 17, 16, 11, 10, 7, 6, 4, 3, 2, 1]`:
-/// input, then (after convolution, after pooling) per block, then the head's 1.
-pub fn fmp_sizes(alpha: f64, layers: usize) -> Vec<usize> {
-    let mut sizes = vec![1, 2];
-    let mut size = 2;
-    for _ in 0..layers {
-        let mut pooled_from = (alpha * size as f64).round() as usize;
-        if pooled_from == size {
-            pooled_from += 1;
-        }
-        sizes.push(pooled_from);
-        size = pooled_from + 1;
-        sizes.push(size);
-    }
-    sizes.reverse();
-    sizes
-}
 
 /// How pooling regions are drawn along one axis (reference section 1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,15 +13,6 @@ pub struct RegionKind {
     pub overlapping: bool,
     /// Starts from `floor((j + u) * alpha)` with one random `u`, else a shuffle of 1- and 2-steps.
     pub pseudorandom: bool,
-}
-
-/// One pooling interval along an axis: `len` cells from `start` (`len` is 1 or 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Span {
-    /// First cell.
-    pub start: u32,
-    /// Number of cells.
-    pub len: u32,
 }
 
 impl RegionKind {
@@ -153,71 +120,6 @@ fn shuffled_steps(count: usize, total: usize, rng: &mut impl Rng) -> Vec<u32> {
     steps
 }
 
-/// The regions of one FMP application to a batch: per image (and channel, if not shared),
-/// independent row and column intervals.
-#[derive(Clone, Debug)]
-pub struct PoolRegions {
-    /// 1 when the channels of an image share its regions (Graham), else the channel count.
-    pub groups: usize,
-    /// Output height and width.
-    pub out: [usize; 2],
-    /// `[batch][group][out_h]` row intervals, flattened.
-    pub rows: Arc<[Span]>,
-    /// `[batch][group][out_w]` column intervals, flattened.
-    pub cols: Arc<[Span]>,
-}
-
-impl PoolRegions {
-    /// The regions of a plain 2x2 max-pool at stride 2 (LeNet's) over `batch` images of
-    /// `input` (height, width): disjoint windows, a last odd row or column left out.
-    pub fn windows(batch: usize, input: [usize; 2]) -> Self {
-        let out = input.map(|side| side / 2);
-        let spans = |side: usize| -> Arc<[Span]> {
-            (0..batch * side)
-                .map(|i| Span {
-                    start: (2 * (i % side)) as u32,
-                    len: 2,
-                })
-                .collect()
-        };
-        Self {
-            groups: 1,
-            out,
-            rows: spans(out[0]),
-            cols: spans(out[1]),
-        }
-    }
-
-    /// Whether these are the regions of [`PoolRegions::windows`].
-    pub fn are_windows(&self) -> bool {
-        let regular = |spans: &[Span], side: usize| {
-            spans.iter().enumerate().all(|(i, span)| {
-                *span
-                    == Span {
-                        start: (2 * (i % side)) as u32,
-                        len: 2,
-                    }
-            })
-        };
-        self.groups == 1 && regular(&self.rows, self.out[0]) && regular(&self.cols, self.out[1])
-    }
-
-    /// Row and column intervals of image `n`, channel `c`.
-    pub fn of(&self, n: usize, c: usize) -> (&[Span], &[Span]) {
-        let g = n * self.groups + if self.groups == 1 { 0 } else { c };
-        let [h, w] = self.out;
-        (
-            &self.rows[g * h..(g + 1) * h],
-            &self.cols[g * w..(g + 1) * w],
-        )
-    }
-
-    /// Number of images the regions were drawn for.
-    pub fn batch(&self) -> usize {
-        self.rows.len() / (self.groups * self.out[0])
-    }
-}
-
 /// The seeded source of pooling regions, shared by the FMP layers of a network.
 ///
 /// Clones share the generator, so the training and validation copies of a model continue one
@@ -277,6 +179,7 @@ impl RegionSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fmp::fmp_sizes;
 
     const KINDS: [RegionKind; 4] = [
         RegionKind {
@@ -306,21 +209,6 @@ mod tests {
         }
         pairs.extend([(25, 18), (3, 2), (2, 1)]);
         pairs
-    }
-
-    #[test]
-    fn sizes_match_grahams_chains() {
-        assert_eq!(
-            fmp_sizes(2f64.sqrt(), 6),
-            [36, 35, 25, 24, 17, 16, 11, 10, 7, 6, 4, 3, 2, 1]
-        );
-        assert_eq!(
-            fmp_sizes(2f64.cbrt(), 12),
-            [
-                94, 93, 74, 73, 58, 57, 45, 44, 35, 34, 27, 26, 21, 20, 16, 15, 12, 11, 9, 8, 6, 5,
-                4, 3, 2, 1
-            ]
-        );
     }
 
     #[test]

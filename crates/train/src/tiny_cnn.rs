@@ -4,7 +4,9 @@
 //! f64 loops written from the rules, and by Burn (autodiff and its SGD optimiser) on a device.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result, anyhow};
 use burn::{
     module::{Module, Param},
     optim::{GradientsParams, SgdConfig},
@@ -16,6 +18,58 @@ use burn::{
     },
 };
 use serde::{Deserialize, Serialize};
+
+use crate::{BackendName, device};
+
+/// The course's smallest CNN, forward, backward and one SGD step, by hand and by Burn.
+#[derive(clap::Args)]
+pub struct TinyCnnArgs {
+    /// A TOML file with image, kernel, bias, weights, dense_bias, target, learning_rate;
+    /// without it, the built-in example.
+    values: Option<PathBuf>,
+    /// Backends to run Burn on, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ndarray,wgpu"
+    )]
+    backends: Vec<BackendName>,
+    /// Largest accepted difference between Burn (f32) and the hand computation (f64),
+    /// absolute plus relative.
+    #[arg(long, default_value_t = 1e-5)]
+    tolerance: f64,
+}
+
+/// Runs `train tiny-cnn`: every stage side by side, then fails if a backend differs from the
+/// hand computation.
+pub fn run(args: TinyCnnArgs) -> Result<()> {
+    let cnn = match &args.values {
+        Some(path) => TinyCnn::load(path)?,
+        None => TinyCnn::default(),
+    };
+    let hand = cnn.by_hand();
+    let mut results = Vec::new();
+    for backend in args.backends {
+        let device = device::init(backend)?;
+        results.push((backend.to_string(), cnn.by_burn(&device)));
+    }
+    print!("{}", side_by_side(&cnn, &hand, &results));
+    for (backend, stages) in &results {
+        hand.compare(stages, args.tolerance)
+            .with_context(|| format!("{backend} differs from the hand computation"))?;
+    }
+    println!(
+        "\nevery stage agrees within {} (absolute + relative) on {}",
+        args.tolerance,
+        results
+            .iter()
+            .map(|(b, _)| b.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
 
 /// The network's numbers: input, parameters, target and learning rate. The defaults make the
 /// centre of the feature map the maximum of all four pooling windows (its gradient adds up four
@@ -100,10 +154,10 @@ pub struct Stages {
 
 impl TinyCnn {
     /// Reads the network from a TOML file with the fields of [`TinyCnn`].
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim()))
     }
 
     /// Every stage by plain loops over f64, from the rules of the lesson.
@@ -351,11 +405,11 @@ impl Stages {
 
     /// The first stage where `other` differs from `self` by more than `tolerance` (absolute,
     /// plus relative to the value's size), named with both values.
-    pub fn compare(&self, other: &Stages, tolerance: f64) -> Result<(), String> {
+    pub fn compare(&self, other: &Stages, tolerance: f64) -> Result<()> {
         for ((name, ours), (_, theirs)) in self.named().iter().zip(other.named()) {
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                 if (a - b).abs() > tolerance * (1.0 + a.abs()) {
-                    return Err(format!("{name}, value {i}: {a} against {b}"));
+                    return Err(anyhow!("{name}, value {i}: {a} against {b}"));
                 }
             }
         }
@@ -461,5 +515,54 @@ mod tests {
         assert_eq!((s.grad_kernel, s.grad_bias), ([[0.0; 2]; 2], 0.0));
         assert_eq!(s.new_kernel, cnn.kernel);
         assert!(s.grad_dense_bias != 0.0);
+    }
+
+    // On every backend: Burn's forward, gradients and SGD step equal the hand computation.
+
+    fn check(cnn: &TinyCnn) {
+        let hand = cnn.by_hand();
+        for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
+            let device = device::init(backend).unwrap_or_else(|e| panic!("{backend}: {e:#}"));
+            let burn = cnn.by_burn(&device);
+            hand.compare(&burn, 1e-5)
+                .unwrap_or_else(|e| panic!("{backend}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn a_shared_maximum_adds_its_gradients_on_every_backend() {
+        let cnn = TinyCnn::default();
+        assert_eq!(cnn.by_hand().argmax, [[(1, 1); 2]; 2]);
+        check(&cnn);
+    }
+
+    #[test]
+    fn a_cut_pre_activation_passes_no_gradient_on_every_backend() {
+        // Only the bottom-left pre-activation is negative here, and it is the maximum of no window.
+        let cnn = TinyCnn::default();
+        let hand = cnn.by_hand();
+        assert!(hand.pre_activation[2][1] < 0.0);
+        assert_eq!(hand.grad_pre_activation[2][1], 0.0);
+        // A larger image value under it: the cut position now wins its window with a positive
+        // value, and the gradient flows again.
+        let mut lifted = cnn.clone();
+        lifted.image[3][2] = 9.0;
+        let lifted_hand = lifted.by_hand();
+        assert!(lifted_hand.pre_activation[2][1] > 0.0);
+        assert_ne!(lifted_hand.grad_pre_activation[2][1], 0.0);
+        check(&cnn);
+        check(&lifted);
+    }
+
+    #[test]
+    fn values_come_from_a_toml_file_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.toml");
+        let text = toml::to_string(&TinyCnn::default()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(TinyCnn::load(&path).unwrap(), TinyCnn::default());
+        std::fs::write(&path, text.replace("target", "targte")).unwrap();
+        let err = format!("{:#}", TinyCnn::load(&path).unwrap_err());
+        assert!(err.contains("tiny.toml") && err.contains("targte"), "{err}");
     }
 }

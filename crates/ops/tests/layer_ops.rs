@@ -1,14 +1,16 @@
-//! The stride-1 convolution (`models::conv2d`) and dense layer (`models::linear`) operations
+//! The stride-1 convolution (`ops::conv2d`) and dense layer (`ops::linear`) operations
 //! against plain f64 loops on every backend: output and the gradients of the input, weight and
 //! bias. Convolutions with valid and explicit padding, square and oblong kernels, 1x1 maps, and
 //! LeNet's 5x5 `Same` kernel; dense layers small and wide enough for flex to split the products
 //! across threads.
 
+mod common;
+
 use burn::nn::LinearConfig;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::{prelude::*, tensor::Distribution};
-use train::{BackendName, device};
+use common::{BACKENDS, device};
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data()
@@ -111,15 +113,11 @@ fn convolution_matches_plain_loops_on_every_backend() {
         (4, 6, 3, [1, 1], [1, 1], PaddingConfig2d::Valid),
         (2, 2, 4, [9, 9], [5, 5], PaddingConfig2d::Same),
     ];
-    for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
-        let device = device::init(backend).unwrap().autodiff();
+    for backend in BACKENDS {
+        let device = device(backend).autodiff();
         // On wgpu the operation is Burn's own convolution: two cases check the padding passed
         // to it (each case compiles and autotunes kernels, slowly on a software Vulkan driver).
-        let count = if backend == BackendName::Wgpu {
-            2
-        } else {
-            cases.len()
-        };
+        let count = if backend == "wgpu" { 2 } else { cases.len() };
         for (n, c, out, [h, w], [kh, kw], padding) in cases[..count].iter().cloned() {
             let what = format!("{backend} {c}->{out} {h}x{w} kernel {kh}x{kw} {padding:?}");
             let conv = Conv2dConfig::new([c, out], [kh, kw])
@@ -127,7 +125,7 @@ fn convolution_matches_plain_loops_on_every_backend() {
                 .init(&device);
             let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device)
                 .require_grad();
-            let output = models::conv2d(&conv, x.clone());
+            let output = ops::conv2d(&conv, x.clone());
             let [_, _, oh, ow] = output.dims();
             let upstream =
                 Tensor::<4>::random([n, out, oh, ow], Distribution::Normal(0.0, 1.0), &device);
@@ -161,13 +159,13 @@ fn convolution_matches_plain_loops_on_every_backend() {
 #[test]
 fn strided_convolutions_keep_burns_module() {
     // Stride 2 is outside the operation: the module's own result comes back.
-    let device = device::init(BackendName::Flex).unwrap();
+    let device = device("flex");
     let conv = Conv2dConfig::new([2, 3], [3, 3])
         .with_stride([2, 2])
         .init(&device);
     let x = Tensor::<4>::random([2, 2, 9, 9], Distribution::Default, &device);
     assert_eq!(
-        values(models::conv2d(&conv, x.clone())),
+        values(ops::conv2d(&conv, x.clone())),
         values(conv.forward(x))
     );
 }
@@ -204,14 +202,14 @@ fn dense_loops(
 fn dense_layer_matches_plain_loops_on_every_backend() {
     // (batch, inputs, outputs): 130 outputs make several column parts on flex.
     let cases = [(3, 5, 2), (9, 300, 130)];
-    for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
-        let device = device::init(backend).unwrap().autodiff();
+    for backend in BACKENDS {
+        let device = device(backend).autodiff();
         for (m, k, n) in cases {
             let what = format!("{backend} dense {k}->{n}, batch {m}");
             let layer = LinearConfig::new(k, n).init(&device);
             let x =
                 Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device).require_grad();
-            let output = models::linear(&layer, x.clone());
+            let output = ops::linear(&layer, x.clone());
             let upstream = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
             let grads = (output.clone() * upstream.clone()).sum().backward();
             let bias = layer.bias.as_ref().unwrap();

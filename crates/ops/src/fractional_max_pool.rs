@@ -1,10 +1,13 @@
 //! Fractional max-pooling as a dedicated backend operation.
 //!
+//! The regions ([`PoolRegions`]) are an argument: how they are drawn is the network's business.
 //! The forward pass keeps, for every output, the flat index of the input cell that held the
 //! maximum; the backward pass adds each output gradient at that index and nowhere else. Flex (the
 //! default CPU backend) runs both as parallel loops over image planes. The other backends run
 //! [`fmp_forward_tensor_ops`] / [`fmp_backward_tensor_ops`], the same computation written with
 //! Burn's tensor operations, which also serves as the reference the loops are tested against.
+
+use std::sync::Arc;
 
 use burn::backend::TensorMetadata;
 use burn::backend::{
@@ -20,7 +23,80 @@ use rayon::prelude::*;
 
 use crate::flex::{tensor, values};
 use crate::graph::record;
-use crate::regions::{PoolRegions, Span};
+
+/// One pooling interval along an axis: `len` cells from `start` (`len` is 1 or 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// First cell.
+    pub start: u32,
+    /// Number of cells.
+    pub len: u32,
+}
+
+/// The regions of one FMP application to a batch: per image (and channel, if not shared),
+/// independent row and column intervals.
+#[derive(Clone, Debug)]
+pub struct PoolRegions {
+    /// 1 when the channels of an image share its regions (Graham), else the channel count.
+    pub groups: usize,
+    /// Output height and width.
+    pub out: [usize; 2],
+    /// `[batch][group][out_h]` row intervals, flattened.
+    pub rows: Arc<[Span]>,
+    /// `[batch][group][out_w]` column intervals, flattened.
+    pub cols: Arc<[Span]>,
+}
+
+impl PoolRegions {
+    /// The regions of a plain 2x2 max-pool at stride 2 (LeNet's) over `batch` images of
+    /// `input` (height, width): disjoint windows, a last odd row or column left out.
+    pub fn windows(batch: usize, input: [usize; 2]) -> Self {
+        let out = input.map(|side| side / 2);
+        let spans = |side: usize| -> Arc<[Span]> {
+            (0..batch * side)
+                .map(|i| Span {
+                    start: (2 * (i % side)) as u32,
+                    len: 2,
+                })
+                .collect()
+        };
+        Self {
+            groups: 1,
+            out,
+            rows: spans(out[0]),
+            cols: spans(out[1]),
+        }
+    }
+
+    /// Whether these are the regions of [`PoolRegions::windows`].
+    pub fn are_windows(&self) -> bool {
+        let regular = |spans: &[Span], side: usize| {
+            spans.iter().enumerate().all(|(i, span)| {
+                *span
+                    == Span {
+                        start: (2 * (i % side)) as u32,
+                        len: 2,
+                    }
+            })
+        };
+        self.groups == 1 && regular(&self.rows, self.out[0]) && regular(&self.cols, self.out[1])
+    }
+
+    /// Row and column intervals of image `n`, channel `c`.
+    pub fn of(&self, n: usize, c: usize) -> (&[Span], &[Span]) {
+        let g = n * self.groups + if self.groups == 1 { 0 } else { c };
+        let [h, w] = self.out;
+        (
+            &self.rows[g * h..(g + 1) * h],
+            &self.cols[g * w..(g + 1) * w],
+        )
+    }
+
+    /// Number of images the regions were drawn for.
+    pub fn batch(&self) -> usize {
+        self.rows.len() / (self.groups * self.out[0])
+    }
+}
 
 /// The backend operations behind [`fractional_max_pool2d`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
@@ -100,7 +176,7 @@ fn corner_indices(regions: &PoolRegions, width: usize) -> Vec<i32> {
 
 /// [`FractionalMaxPoolBackend::fmp_forward`] from Burn tensor operations: gather the four corners
 /// of every region, take the maximum over them, and map its position back to the input index.
-pub fn fmp_forward_tensor_ops<B: Backend>(
+fn fmp_forward_tensor_ops<B: Backend>(
     x: FloatTensor<B>,
     regions: &PoolRegions,
 ) -> (FloatTensor<B>, IntTensor<B>) {
@@ -126,7 +202,7 @@ pub fn fmp_forward_tensor_ops<B: Backend>(
 }
 
 /// [`FractionalMaxPoolBackend::fmp_backward`] from Burn tensor operations: a scatter-add.
-pub fn fmp_backward_tensor_ops<B: Backend>(
+fn fmp_backward_tensor_ops<B: Backend>(
     grad: FloatTensor<B>,
     argmax: IntTensor<B>,
     input: [usize; 2],

@@ -2,9 +2,11 @@
 //! operation) and against plain f64 loops, on every backend: output, running statistics and the
 //! gradients of the input, gamma and beta.
 
+mod common;
+
 use burn::nn::BatchNormConfig;
 use burn::{prelude::*, tensor::Distribution};
-use train::{BackendName, device};
+use common::{BACKENDS, device};
 
 const SHAPE: [usize; 4] = [3, 4, 5, 6];
 
@@ -24,8 +26,8 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 #[test]
 fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
-    for backend in [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu] {
-        let device = device::init(backend).unwrap().autodiff();
+    for backend in BACKENDS {
+        let device = device(backend).autodiff();
         // Channels with other means and spreads, as after a convolution.
         let x = Tensor::<4>::random(SHAPE, Distribution::Normal(0.0, 1.0), &device)
             * Tensor::<1>::from_floats([0.5, 1.0, 2.0, 4.0], &device).reshape([1, 4, 1, 1])
@@ -49,7 +51,7 @@ fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
             let norm = layer();
             let input = x.clone().require_grad();
             let output = if ours {
-                models::batch_norm(&norm, input.clone())
+                ops::batch_norm(&norm, input.clone())
             } else {
                 norm.forward(input.clone())
             };
@@ -120,12 +122,12 @@ fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
 
 #[test]
 fn evaluation_uses_the_running_statistics() {
-    let device = device::init(BackendName::Flex).unwrap();
+    let device = device("flex");
     let norm = BatchNormConfig::new(2).init(&device);
     let x = Tensor::<4>::from_floats([[[[1.0, 3.0]], [[-2.0, 6.0]]]], &device);
     // Running mean 0 and variance 1 at initialisation: the input comes back (up to epsilon).
     close(
-        &values(models::batch_norm(&norm, x.clone())),
+        &values(ops::batch_norm(&norm, x.clone())),
         &values(x),
         1e-4,
         "inference",

@@ -1,0 +1,398 @@
+//! `train bench`: times training steps, an evaluation pass, the pooling layers and the matrix
+//! product ceiling of a config's model on each backend, on real batches.
+
+mod chart;
+mod loader;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+use burn::{
+    data::{dataloader::batcher::Batcher, dataset::Dataset},
+    prelude::*,
+    tensor::Distribution,
+    train::TrainStep,
+};
+use data::{ImageBatcher, ImageDataset};
+use models::{FmpNet, ImageBatch, Network};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    BackendName, Overrides, RunConfig, device,
+    files::{write_atomic, write_json},
+    timing::{median_and_min, time_ms},
+};
+
+pub use chart::chart;
+pub use loader::{LoaderBenchArgs, run as run_loader};
+
+/// Time training steps of the config's model on each backend (median/min ms per step).
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The config whose model, dataset and batch size are timed.
+    config: PathBuf,
+    /// Backends to time, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "flex,ndarray,wgpu"
+    )]
+    backends: Vec<BackendName>,
+    /// Timed steps per backend.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps per backend (kernel compilation, autotuning, allocation).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Also write the timings as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also draw images per second by backend as an SVG bar chart in this file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Timings measured elsewhere to show in the same table, chart and JSON (files written by
+    /// `--json` or by scripts/torch_reference.py); repeatable.
+    #[arg(long)]
+    include: Vec<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+/// Runs `train bench`: times every backend, adds the included timings, writes chart and JSON.
+pub fn run(args: BenchArgs) -> Result<()> {
+    ensure!(args.steps >= 1, "--steps: expected at least 1");
+    let config = RunConfig::load(&args.config, &args.overrides)?;
+    let mut timings = time_backends(&config, &args.backends, args.warmup, args.steps)?;
+    for path in &args.include {
+        for timing in BackendTiming::read_all(path)? {
+            timing.print();
+            timings.push(timing);
+        }
+    }
+    if let Some(path) = &args.chart {
+        let title = format!(
+            "{}: training images per second, batch {}",
+            args.config.display(),
+            config.batch_size
+        );
+        write_atomic(path, chart(&title, &timings)?.as_bytes())?;
+    }
+    write_json(args.json.as_deref(), &timings)
+}
+
+/// Timing of one backend (also the format `scripts/torch_reference.py` writes).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendTiming {
+    /// Backend name.
+    pub backend: String,
+    /// Device description, or why the backend is unavailable.
+    pub device: String,
+    /// Milliseconds of each timed step (forward, loss, backward, optimiser step, synced).
+    pub step_ms: Vec<f64>,
+    /// Median of `step_ms`.
+    pub median_ms: f64,
+    /// Minimum of `step_ms`.
+    pub min_ms: f64,
+    /// Training images per second at the median.
+    pub images_per_second: f64,
+    /// Estimated seconds for one epoch over the training split at the median.
+    pub epoch_seconds: f64,
+    /// Floating-point operations of one training image (3 x the forward pass, see
+    /// `NetworkConfig::forward_flops`), in GFLOP.
+    pub gflop_per_image: f64,
+    /// Achieved GFLOP/s at the median step.
+    pub gflop_per_second: f64,
+    /// The backend's own ceiling on this device, measured: GFLOP/s of a 2048^3 f32 matrix
+    /// product (median of the timed runs). Absent in timings from before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matmul_gflop_per_second: Option<f64>,
+    /// `gflop_per_second` as a share of `matmul_gflop_per_second`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matmul_share: Option<f64>,
+    /// Most memory the device's allocator held after a training step, in MiB, where the backend
+    /// reports it (wgpu; the CPU backends do not). Pools keep freed pages, so this tracks the
+    /// step's peak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_memory_mib: Option<f64>,
+    /// Median milliseconds of an evaluation pass (forward only, no autodiff) over one batch.
+    pub eval_median_ms: f64,
+    /// Images per second evaluated, at `eval_median_ms`.
+    pub eval_images_per_second: f64,
+    /// For FMP nets: median milliseconds of the pooling layers alone, forward and backward, at
+    /// the shapes of a training step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling_median_ms: Option<f64>,
+    /// `pooling_median_ms` as a share of the median step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling_share: Option<f64>,
+}
+
+impl BackendTiming {
+    /// One line per figure, as the bench table shows it.
+    pub fn print(&self) {
+        println!(
+            "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  {:7.1} GFLOP/s  ~{:7.1} s/epoch  ({})",
+            self.backend,
+            self.median_ms,
+            self.min_ms,
+            self.images_per_second,
+            self.gflop_per_second,
+            self.epoch_seconds,
+            self.device
+        );
+        println!(
+            "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
+            "", self.eval_median_ms, self.eval_images_per_second
+        );
+        if let (Some(peak), Some(share)) = (self.matmul_gflop_per_second, self.matmul_share) {
+            println!(
+                "{:>8}  {:.1}% of the {peak:.1} GFLOP/s a 2048^3 matrix product reaches here",
+                "",
+                share * 100.0
+            );
+        }
+        if let Some(mib) = self.device_memory_mib {
+            println!("{:>8}  device memory held after a step: {mib:.0} MiB", "");
+        }
+        if let (Some(ms), Some(share)) = (self.pooling_median_ms, self.pooling_share) {
+            println!(
+                "{:>8}  FMP layers alone (forward + backward): {ms:.1} ms, {:.1}% of a step",
+                "",
+                share * 100.0
+            );
+        }
+    }
+
+    /// Timings written earlier as JSON by `train bench --json` or `scripts/torch_reference.py`.
+    pub fn read_all(path: &Path) -> Result<Vec<Self>> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a list of timings as `train bench --json` writes them",
+                path.display()
+            )
+        })
+    }
+}
+
+/// The config's whole training split and the batcher for its network.
+fn training_set(config: &RunConfig) -> Result<(ImageDataset, ImageBatcher)> {
+    let (splits, _) = config.load_splits()?;
+    let train_set = ImageDataset::new(splits.train_images, splits.train_labels);
+    let input_size = config.network().input_size();
+    let batcher = ImageBatcher::new(config.dataset_kind(), train_set.image_shape(), input_size)?;
+    Ok((train_set, batcher))
+}
+
+/// Milliseconds of the pooling layers' forward and backward passes at the network's shapes.
+fn time_pooling(
+    net: &FmpNet,
+    batch_size: usize,
+    device: &Device,
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<f64>> {
+    let inputs = |_| -> Vec<Tensor<4>> {
+        net.pooling_layers()
+            .map(|(_, [c, h, w])| {
+                Tensor::random([batch_size, c, h, w], Distribution::Default, device).require_grad()
+            })
+            .collect()
+    };
+    time_ms(device, warmup, steps, inputs, |inputs| {
+        let loss = net
+            .pooling_layers()
+            .zip(inputs)
+            .map(|((pool, _), x)| pool.forward(x).sum())
+            .reduce(|a, b| a + b)
+            .expect("an FMP net has pooling layers");
+        // The gradients are computed here; they are not needed afterwards.
+        let _gradients = loss.backward();
+    })
+}
+
+/// Side of the square matrices whose product measures a device's practical peak.
+const MATMUL_SIDE: usize = 2048;
+
+/// GFLOP/s of `MATMUL_SIDE`^3 f32 matrix products on `device`: the median of `steps` timed
+/// products after `warmup` untimed ones.
+fn matmul_gflops(device: &Device, warmup: usize, steps: usize) -> Result<f64> {
+    let shape = [MATMUL_SIDE, MATMUL_SIDE];
+    let a = Tensor::<2>::random(shape, Distribution::Default, device);
+    let b = Tensor::<2>::random(shape, Distribution::Default, device);
+    let times = time_ms(
+        device,
+        warmup,
+        steps,
+        |_| (),
+        |()| {
+            drop(a.clone().matmul(b.clone()));
+        },
+    )?;
+    let flops = 2.0 * (MATMUL_SIDE as f64).powi(3);
+    Ok(flops / (median_and_min(&times).0 / 1e3) / 1e9)
+}
+
+/// Times `steps` training steps after `warmup` untimed ones, at the config's batch size, for
+/// each backend in turn. An unavailable backend is reported and skipped.
+fn time_backends(
+    config: &RunConfig,
+    backends: &[BackendName],
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<BackendTiming>> {
+    let (train_set, batcher) = training_set(config)?;
+    let mut results = Vec::new();
+    for &backend in backends {
+        let device = match device::init(backend) {
+            Ok(device) => device,
+            Err(reason) => {
+                println!("{backend:>8}: unavailable: {reason:#}");
+                continue;
+            }
+        };
+        let timing = time_backend(
+            config,
+            &train_set,
+            &batcher,
+            backend,
+            &device,
+            [warmup, steps],
+        )
+        .with_context(|| backend.to_string())?;
+        timing.print();
+        results.push(timing);
+    }
+    Ok(results)
+}
+
+/// The timings of one backend: training steps, evaluation, pooling layers, matrix products.
+fn time_backend(
+    config: &RunConfig,
+    train_set: &ImageDataset,
+    batcher: &ImageBatcher,
+    backend: BackendName,
+    device: &Device,
+    [warmup, steps]: [usize; 2],
+) -> Result<BackendTiming> {
+    let network = config.network();
+    device.seed(config.seed);
+    let train_device = device.clone().autodiff();
+    let mut model = Some(network.init(&train_device));
+    let mut optimizer = config.optimizer();
+    let batch_size = config.batch_size.min(train_set.len());
+    let batch = |start: usize, device: &Device| -> ImageBatch {
+        let items = train_set
+            .get_many((start..start + batch_size).collect())
+            .expect("indices are in range");
+        batcher.batch(items, device)
+    };
+    let mut reserved = None::<u64>;
+    let times = time_ms(
+        device,
+        warmup,
+        steps,
+        |step| {
+            batch(
+                (step * batch_size) % (train_set.len() - batch_size + 1),
+                &train_device,
+            )
+        },
+        |batch| {
+            let trained = model.take().expect("the model is put back after each step");
+            let output = TrainStep::step(&trained, batch);
+            let learning_rate = config.optimizer.learning_rate().into();
+            model = Some(trained.optimize(&mut optimizer, learning_rate, output.grads));
+            if let Some(usage) = device.memory_pool_usage() {
+                reserved = Some(reserved.unwrap_or(0).max(usage.bytes_reserved));
+            }
+        },
+    )?;
+    let model = model.expect("the model is put back after each step");
+    let (median, min) = median_and_min(&times);
+    // Evaluation: the trained model as the test pass runs it.
+    let evaluated = model.valid().to_device(device);
+    let eval_times = time_ms(
+        device,
+        warmup,
+        steps,
+        |_| batch(0, device),
+        |batch| {
+            drop(evaluated.forward(batch.images));
+        },
+    )?;
+    let eval_median = median_and_min(&eval_times).0;
+    let pooling = match &model {
+        Network::FmpNet(net) => {
+            let times = time_pooling(net, batch_size, &train_device, warmup, steps)?;
+            Some(median_and_min(&times).0)
+        }
+        _ => None,
+    };
+    // Last: its large buffers must not disturb the timings above.
+    let peak = matmul_gflops(device, warmup, steps)?;
+    let gflop_per_image = 3.0 * network.forward_flops() as f64 / 1e9;
+    let gflop_per_second = gflop_per_image * batch_size as f64 / (median / 1e3);
+    Ok(BackendTiming {
+        gflop_per_image,
+        gflop_per_second,
+        matmul_gflop_per_second: Some(peak),
+        matmul_share: Some(gflop_per_second / peak),
+        backend: backend.to_string(),
+        device: device::describe(backend, device),
+        median_ms: median,
+        min_ms: min,
+        pooling_median_ms: pooling,
+        device_memory_mib: reserved.map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
+        eval_median_ms: eval_median,
+        eval_images_per_second: batch_size as f64 / (eval_median / 1e3),
+        pooling_share: pooling.map(|p| p / median),
+        images_per_second: batch_size as f64 / (median / 1e3),
+        epoch_seconds: train_set.len().div_ceil(batch_size) as f64 * median / 1e3,
+        step_ms: times,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn timing(backend: &str, images_per_second: f64) -> BackendTiming {
+        BackendTiming {
+            backend: backend.into(),
+            device: "test".into(),
+            step_ms: vec![1.0],
+            median_ms: 1.0,
+            min_ms: 1.0,
+            images_per_second,
+            epoch_seconds: 1.0,
+            gflop_per_image: 1.0,
+            gflop_per_second: 1.0,
+            matmul_gflop_per_second: Some(2.0),
+            matmul_share: Some(0.5),
+            eval_median_ms: 1.0,
+            eval_images_per_second: 1.0,
+            pooling_median_ms: None,
+            pooling_share: None,
+            device_memory_mib: None,
+        }
+    }
+
+    #[test]
+    fn timings_from_elsewhere_are_read_back_and_bad_files_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("torch.json");
+        // As scripts/torch_reference.py writes it: no pooling fields.
+        let mut json = serde_json::to_value([timing("torch-cpu", 2390.0)]).unwrap();
+        json[0].as_object_mut().unwrap().remove("pooling_median_ms");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let read = BackendTiming::read_all(&path).unwrap();
+        assert_eq!(read[0].backend, "torch-cpu");
+        assert_eq!(read[0].images_per_second, 2390.0);
+        std::fs::write(&path, "[{\"backend\": 1}]").unwrap();
+        let err = format!("{:#}", BackendTiming::read_all(&path).unwrap_err());
+        assert!(err.contains("torch.json"), "{err}");
+    }
+}

@@ -1,0 +1,63 @@
+//! Writing files so that a crash never leaves a half-written one: temporary name, fsync, rename.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Writes `bytes` to `path` atomically; the error names the path.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically, when a path is given.
+pub fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
+    match path {
+        Some(path) => write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes()),
+        None => Ok(()),
+    }
+}
+
+/// [`write_atomic`] as an I/O result, for Burn's checkpointer: the bytes go to `<path>.tmp` in
+/// the same folder, are synced, then renamed over `path`; on failure the temporary file is
+/// removed and `path` is left as it was.
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_names_the_path_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-folder").join("summary.json");
+        let err = format!("{:#}", write_atomic(&path, b"one").unwrap_err());
+        assert!(err.contains("missing-folder/summary.json"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,181 @@
+//! `train predict`: classifies image files (PNG, JPEG) with a trained network.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use burn::data::dataloader::batcher::Batcher;
+use data::{DatasetKind, ImageItem};
+use image::imageops::FilterType;
+use models::ImageBatch;
+use serde::Serialize;
+
+use crate::{
+    Overrides,
+    evaluate::pass_probabilities,
+    files::write_json,
+    trained::{ModelArgs, Trained},
+};
+
+/// Classify image files (PNG, JPEG) with a trained network.
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image files to classify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Forward passes averaged per image; default: the config's test_passes (12 for FMP nets).
+    #[arg(long)]
+    passes: Option<usize>,
+    /// Invert grey levels first (dark digits on white paper; MNIST has light on black).
+    #[arg(long)]
+    invert: bool,
+    /// Classes listed per image, most probable first.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Also write the predictions as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One image file's class probabilities.
+#[derive(Debug, Serialize)]
+pub struct Prediction {
+    /// The image file.
+    pub file: PathBuf,
+    /// The most probable class's name.
+    pub class: String,
+    /// Probability of each class, in label order, averaged over the passes.
+    pub probabilities: Vec<f32>,
+}
+
+/// Runs `train predict`: one line per image with its most probable classes by name.
+pub fn run(args: PredictArgs) -> Result<()> {
+    let trained = args.model.load(Overrides::default())?;
+    let passes = trained.passes(args.passes)?;
+    let predictions = predict(&trained, &args.images, passes, args.invert)?;
+    let names = trained.dataset().class_names();
+    for prediction in &predictions {
+        let mut ranked: Vec<usize> = (0..prediction.probabilities.len()).collect();
+        ranked
+            .sort_by(|&a, &b| prediction.probabilities[b].total_cmp(&prediction.probabilities[a]));
+        let listed: Vec<String> = ranked
+            .iter()
+            .take(args.top.max(1))
+            .map(|&c| format!("{} {:.1}%", names[c], 100.0 * prediction.probabilities[c]))
+            .collect();
+        println!("{}: {}", prediction.file.display(), listed.join(", "));
+    }
+    write_json(args.json.as_deref(), &predictions)
+}
+
+/// Classifies image files (PNG or JPEG): each is converted to the dataset's channels (grey or
+/// RGB) and image size, optionally inverted (dark strokes on white paper, where MNIST has light
+/// on black), padded and normalised as in training. The probabilities are averaged over
+/// `passes` forward passes (an FMP net pools over new regions on each).
+pub fn predict(
+    trained: &Trained,
+    files: &[PathBuf],
+    passes: usize,
+    invert: bool,
+) -> Result<Vec<Prediction>> {
+    let kind = trained.dataset();
+    let items = files
+        .iter()
+        .map(|file| read_image(file, kind, invert))
+        .collect::<Result<Vec<_>>>()?;
+    let batch: ImageBatch = trained.batcher()?.batch(items, &trained.device);
+    let [_, probabilities] = pass_probabilities(&trained.network, batch.images, passes);
+    let [count, classes] = probabilities.dims();
+    let values = probabilities
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow!("cannot read values back from the device: {e:?}"))?;
+    let names = kind.class_names();
+    Ok((0..count)
+        .map(|i| {
+            let row = values[i * classes..(i + 1) * classes].to_vec();
+            let best = (0..classes)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0);
+            Prediction {
+                file: files[i].clone(),
+                class: names[best].to_string(),
+                probabilities: row,
+            }
+        })
+        .collect())
+}
+
+/// Decodes `file` into an item of `kind`'s layout: channels x side x side bytes.
+fn read_image(file: &Path, kind: DatasetKind, invert: bool) -> Result<ImageItem> {
+    let decoded = image::ImageReader::open(file)
+        .and_then(|reader| reader.with_guessed_format())
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .decode()
+        .with_context(|| {
+            format!(
+                "{}: cannot decode the image (PNG or JPEG expected)",
+                file.display()
+            )
+        })?;
+    let side = kind.image_side() as u32;
+    let resized = decoded.resize_exact(side, side, FilterType::Triangle);
+    // Datasets store images channel by channel (CIFAR's planes); MNIST has one.
+    let mut pixels = match kind.channels() {
+        1 => resized.to_luma8().into_raw(),
+        _ => {
+            let rgb = resized.to_rgb8();
+            (0..3)
+                .flat_map(|c| rgb.pixels().map(move |p| p.0[c]))
+                .collect()
+        }
+    };
+    if invert {
+        pixels.iter_mut().for_each(|p| *p = 255 - *p);
+    }
+    Ok(ImageItem { pixels, label: 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_become_dataset_items_channel_by_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        // Colour, at CIFAR's size: planes of R, then G, then B.
+        let rgb = dir.path().join("rgb.png");
+        image::RgbImage::from_pixel(32, 32, image::Rgb([10, 20, 30]))
+            .save(&rgb)
+            .unwrap();
+        let item = read_image(&rgb, DatasetKind::Cifar10, false).unwrap();
+        assert_eq!(item.pixels.len(), 3 * 32 * 32);
+        for (plane, value) in item.pixels.chunks(32 * 32).zip([10, 20, 30]) {
+            assert!(plane.iter().all(|&p| p == value), "{value}");
+        }
+        // Grey, at MNIST's size, as stored; inverted on request; colour input made grey.
+        let grey = dir.path().join("grey.png");
+        let pixels: Vec<u8> = (0..28 * 28).map(|i| (i % 256) as u8).collect();
+        image::GrayImage::from_raw(28, 28, pixels.clone())
+            .unwrap()
+            .save(&grey)
+            .unwrap();
+        assert_eq!(
+            read_image(&grey, DatasetKind::Mnist, false).unwrap().pixels,
+            pixels
+        );
+        let inverted = read_image(&grey, DatasetKind::Mnist, true).unwrap().pixels;
+        assert!(inverted.iter().zip(&pixels).all(|(a, b)| *a == 255 - b));
+        let from_colour = read_image(&rgb, DatasetKind::Mnist, false).unwrap();
+        assert_eq!(from_colour.pixels.len(), 28 * 28);
+        // Another size is resampled to the dataset's.
+        let big = dir.path().join("big.jpg");
+        image::GrayImage::from_pixel(100, 60, image::Luma([200]))
+            .save(&big)
+            .unwrap();
+        let item = read_image(&big, DatasetKind::FashionMnist, false).unwrap();
+        assert_eq!(item.pixels.len(), 28 * 28);
+        assert!(item.pixels.iter().all(|&p| p.abs_diff(200) <= 2));
+    }
+}

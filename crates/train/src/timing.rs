@@ -1,0 +1,42 @@
+//! Timing work on a device: untimed warm-up runs, then timed ones, each between two syncs so
+//! that queued GPU work is neither missed nor counted twice.
+
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use burn::prelude::*;
+
+/// Milliseconds of each of `steps` timed runs of `run`, after `warmup` untimed ones. Before
+/// each run, `prepare(step)` makes its input outside the timing.
+pub fn time_ms<T>(
+    device: &Device,
+    warmup: usize,
+    steps: usize,
+    mut prepare: impl FnMut(usize) -> T,
+    mut run: impl FnMut(T),
+) -> Result<Vec<f64>> {
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| anyhow!("device sync failed: {e:?}"))
+    };
+    let mut times = Vec::with_capacity(steps);
+    for step in 0..warmup + steps {
+        let input = prepare(step);
+        sync()?;
+        let began = Instant::now();
+        run(input);
+        sync()?;
+        if step >= warmup {
+            times.push(began.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
+}
+
+/// The median and the minimum of `times` (at least one).
+pub fn median_and_min(times: &[f64]) -> (f64, f64) {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (sorted[sorted.len() / 2], sorted[0])
+}
