@@ -1,14 +1,19 @@
-//! Checkpoints that survive a kill: each file is written to a temporary name, synced, then
-//! renamed, and a run resumes from the newest epoch whose three files all exist.
+//! Checkpoints that survive a kill and a damaged disk: each file is written to a temporary
+//! name, synced, then renamed; a run resumes from the newest epoch whose three files all exist
+//! and pass [`check_resumable`], falling back past damaged ones ([`newest_valid`]).
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result, anyhow, bail};
 use burn::{
+    lr_scheduler::LrSchedulerRecord,
+    optim::OptimizerRecord,
     tensor::Bytes,
     train::checkpoint::{Checkpoint, Checkpointer, CheckpointerError},
 };
+use models::Network;
 
-use crate::files::replace;
+use crate::{files::replace, weights};
 
 /// The parts of a checkpoint, as Burn's Learner saves them.
 const PARTS: [&str; 3] = ["model", "optim", "scheduler"];
@@ -34,12 +39,18 @@ impl AtomicCheckpointer {
 }
 
 impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
+    /// Burn stops the run when this fails; the error names the file and the system's reason
+    /// (what is left of the epoch is removed by [`remove_incomplete`] once the run has stopped).
     fn save(&self, epoch: usize, record: R) -> Result<(), CheckpointerError> {
+        let path = self.path(epoch);
         let bytes = record
             .checkpoint_into_bytes()
             .map_err(CheckpointerError::Record)?;
-        std::fs::create_dir_all(&self.directory).map_err(CheckpointerError::IOError)?;
-        replace(&self.path(epoch), &bytes).map_err(CheckpointerError::IOError)
+        let written =
+            std::fs::create_dir_all(&self.directory).and_then(|()| replace(&path, &bytes));
+        written.map_err(|e| {
+            CheckpointerError::Unknown(format!("cannot write {}: {e}", path.display()))
+        })
     }
 
     fn restore(&self, epoch: usize) -> Result<R, CheckpointerError> {
@@ -62,11 +73,14 @@ pub fn model_checkpoint(run: &Path, epoch: usize) -> PathBuf {
     run.join("checkpoint").join(format!("model-{epoch}.bpk"))
 }
 
-/// The newest epoch of `run` with a complete checkpoint (model, optimiser and scheduler).
-pub fn last_complete(run: &Path) -> Option<usize> {
+/// The epochs of `run` with a complete checkpoint (model, optimiser and scheduler), newest
+/// first.
+pub fn complete_epochs(run: &Path) -> Vec<usize> {
     let dir = run.join("checkpoint");
-    let entries = std::fs::read_dir(&dir).ok()?;
-    entries
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut epochs: Vec<usize> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|name| {
             let epoch = name.strip_prefix("model-")?.strip_suffix(".bpk")?;
@@ -77,7 +91,98 @@ pub fn last_complete(run: &Path) -> Option<usize> {
                 .iter()
                 .all(|p| dir.join(format!("{p}-{epoch}.bpk")).is_file())
         })
-        .max()
+        .collect();
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    epochs
+}
+
+/// The newest epoch of `run` with a complete checkpoint (model, optimiser and scheduler).
+pub fn last_complete(run: &Path) -> Option<usize> {
+    complete_epochs(run).first().copied()
+}
+
+/// Removes what a stopped run left of epochs it did not finish saving: their parts without the
+/// others (Burn saves the three on separate threads) and temporary files.
+pub fn remove_incomplete(run: &Path) {
+    let dir = run.join("checkpoint");
+    let complete = complete_epochs(run);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        let epoch = PARTS.iter().find_map(|part| {
+            let rest = name.strip_prefix(part)?.strip_prefix('-')?;
+            rest.strip_suffix(".bpk")
+                .or(rest.strip_suffix(".bpk.tmp"))?
+                .parse::<usize>()
+                .ok()
+        });
+        let partial = name.ends_with(".tmp") || epoch.is_some_and(|e| !complete.contains(&e));
+        if epoch.is_some() && partial {
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+}
+
+/// Checks, before Burn's learner loads it (and panics on what it cannot read), that the
+/// checkpoint of `run` at `epoch` restores into `network`: the model record holds exactly the
+/// network's tensors, and the optimiser and scheduler records decode.
+pub fn check_resumable(run: &Path, epoch: usize, network: &Network) -> Result<()> {
+    weights::load(network.clone(), &model_checkpoint(run, epoch))?;
+    let part = |name: &str| run.join("checkpoint").join(format!("{name}-{epoch}.bpk"));
+    let read = |path: &Path| -> Result<Bytes> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Bytes::from_bytes_vec(bytes))
+    };
+    let optim = part("optim");
+    OptimizerRecord::from_bytes(read(&optim)?)
+        .map_err(|e| anyhow!("{}: not a readable optimiser record: {e}", optim.display()))?;
+    let scheduler = part("scheduler");
+    LrSchedulerRecord::from_bytes(read(&scheduler)?).map_err(|e| {
+        anyhow!(
+            "{}: not a readable scheduler record: {e}",
+            scheduler.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// The newest complete checkpoint of `run` that `check` accepts, with what `check` returned.
+/// Each newer one it rejects is reported on stderr with the reason; when it rejects them all,
+/// the error lists them and says what to do.
+pub fn newest_valid<T>(
+    run: &Path,
+    mut check: impl FnMut(usize) -> Result<T>,
+) -> Result<(usize, T)> {
+    let dir = run.join("checkpoint");
+    let mut rejected = Vec::new();
+    for epoch in complete_epochs(run) {
+        match check(epoch) {
+            Ok(value) => {
+                if !rejected.is_empty() {
+                    eprintln!("warning: using the checkpoint of epoch {epoch} instead");
+                }
+                return Ok((epoch, value));
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: the checkpoint of epoch {epoch} in {} is damaged: {e:#}",
+                    dir.display()
+                );
+                rejected.push(format!("epoch {epoch}: {e:#}"));
+            }
+        }
+    }
+    if rejected.is_empty() {
+        bail!("no complete checkpoint in {}", dir.display());
+    }
+    bail!(
+        "no usable checkpoint in {}: {}. Delete the damaged files (or the folder) and train \
+         again, or train into a new --output",
+        dir.display(),
+        rejected.join("; ")
+    )
 }
 
 #[cfg(test)]
@@ -96,5 +201,32 @@ mod tests {
         std::fs::write(dir.join("model-2.bpk"), b"x").unwrap();
         std::fs::write(dir.join("optim-2.bpk.tmp"), b"x").unwrap();
         assert_eq!(last_complete(run.path()), Some(1));
+    }
+
+    #[test]
+    fn a_stopped_runs_partial_epochs_and_temporaries_are_removed() {
+        let run = tempfile::tempdir().unwrap();
+        let dir = run.path().join("checkpoint");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in [
+            "model-1.bpk",
+            "optim-1.bpk",
+            "scheduler-1.bpk",
+            "model-2.bpk",
+        ] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        std::fs::write(dir.join("optim-2.bpk.tmp"), b"x").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        remove_incomplete(run.path());
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["model-1.bpk", "notes.txt", "optim-1.bpk", "scheduler-1.bpk"]
+        );
     }
 }

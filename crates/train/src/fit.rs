@@ -1,8 +1,9 @@
 //! `train <config.toml>`: a training run from config to summary: data, model, Burn's Learner,
 //! test accuracy.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -13,7 +14,7 @@ use burn::{
     },
     prelude::*,
     train::{
-        Learner, SupervisedTraining,
+        Interrupter, Learner, SupervisedTraining,
         metric::{AccuracyMetric, LearningRateMetric, LossMetric},
     },
 };
@@ -23,7 +24,9 @@ use serde::Serialize;
 
 use crate::{
     Overrides, RunConfig,
-    checkpoint::{AtomicCheckpointer, last_complete},
+    checkpoint::{
+        AtomicCheckpointer, check_resumable, last_complete, newest_valid, remove_incomplete,
+    },
     curves::{self, CurveWriter, EpochRecord},
     device,
     evaluate::{accuracy, averaged_note, percent_and_error},
@@ -98,23 +101,18 @@ pub struct TestError {
 /// test set and writes the summary. Returns the summary.
 pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let run = config.output.clone();
-    let resumed_from = if resume {
-        let epoch = last_complete(&run).with_context(|| {
-            format!(
-                "--resume: no complete checkpoint in {}/checkpoint",
-                run.display()
-            )
-        })?;
-        Some(epoch)
-    } else {
-        if last_complete(&run).is_some() {
-            bail!(
-                "{} already holds a run; pass --resume to continue it or --output for a new one",
-                run.display()
-            );
-        }
-        None
-    };
+    if resume && last_complete(&run).is_none() {
+        bail!(
+            "--resume: no complete checkpoint in {}/checkpoint",
+            run.display()
+        );
+    }
+    if !resume && last_complete(&run).is_some() {
+        bail!(
+            "{} already holds a run; pass --resume to continue it or --output for a new one",
+            run.display()
+        );
+    }
     std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
     write_atomic(
         &run.join("config.toml"),
@@ -126,6 +124,14 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let (splits, folder) = config.load_splits()?;
     let device = device::init(config.backend)?;
     device.seed(config.seed);
+    // The newest checkpoint Burn can restore: its learner panics on one it cannot read.
+    let resumed_from = match resume {
+        true => {
+            let network = config.network().init(&device);
+            Some(newest_valid(&run, |epoch| check_resumable(&run, epoch, &network))?.0)
+        }
+        false => None,
+    };
     let model = config.network().init(&device.clone().autodiff());
     let parameters = model.num_params();
     let device_name = device::describe(config.backend, &device);
@@ -166,6 +172,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
             .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
             .renderer(Box::new(EpochRenderer::new(epochs.clone(), curves.clone())))
             .num_epochs(config.epochs);
+    stop_on_signal(&training.interrupter());
     if let Some(epoch) = resumed_from {
         training = training.checkpoint(epoch);
     }
@@ -175,6 +182,9 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         config.scheduler(steps_per_epoch)?,
     );
     let result = training.launch(learner);
+    if result.error.is_some() || result.interrupted.is_some() {
+        remove_incomplete(&run);
+    }
     if let Some(error) = result.error {
         let error = error.to_string();
         // cubecl's wording when a buffer does not fit the device (or its largest buffer).
@@ -186,10 +196,13 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
                 config.batch_size
             );
         }
-        bail!("training failed: {error}");
+        bail!("training failed: {error}; {}", kept_checkpoint(&run));
     }
     if result.interrupted.is_some() {
-        bail!("training was interrupted; continue it with --resume");
+        bail!(
+            "training was interrupted by a signal after its current step; {}",
+            kept_checkpoint(&run)
+        );
     }
 
     let test_start = Instant::now();
@@ -234,6 +247,44 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         path.display()
     );
     Ok(summary)
+}
+
+/// What a stopped run leaves and how to go on: the newest complete checkpoint, if any.
+fn kept_checkpoint(run: &Path) -> String {
+    let folder = run.join("checkpoint");
+    match last_complete(run) {
+        Some(epoch) => format!(
+            "the checkpoint of epoch {epoch} is kept in {}; continue with the same command and \
+             --resume",
+            folder.display()
+        ),
+        None => "no epoch had finished, so there is no checkpoint to resume from".into(),
+    }
+}
+
+/// Stops `interrupter` at the first SIGINT (Ctrl-C) or SIGTERM: Burn's learner finishes the
+/// step it is in and returns, and the run ends with the newest epoch's checkpoint on disk. A
+/// second signal ends the process at once.
+fn stop_on_signal(interrupter: &Interrupter) {
+    static CURRENT: OnceLock<Mutex<Option<Interrupter>>> = OnceLock::new();
+    static SIGNALLED: AtomicBool = AtomicBool::new(false);
+    let current = CURRENT.get_or_init(|| {
+        let installed = ctrlc::set_handler(|| {
+            if SIGNALLED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after the current step (a second Ctrl-C stops at once)");
+            let current = CURRENT.get().and_then(|c| c.lock().ok()?.clone());
+            if let Some(interrupter) = current {
+                interrupter.stop(Some("interrupted by a signal"));
+            }
+        });
+        if let Err(e) = installed {
+            eprintln!("warning: Ctrl-C will end the run without a clean stop: {e}");
+        }
+        Mutex::new(None)
+    });
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupter.clone());
 }
 
 /// A data loader over `dataset` making batches on `device`, at the config's batch size and

@@ -10,7 +10,7 @@ use models::Network;
 
 use crate::{
     BackendName, Overrides, RunConfig,
-    checkpoint::{last_complete, model_checkpoint},
+    checkpoint::{last_complete, model_checkpoint, newest_valid},
     device, weights,
 };
 
@@ -82,7 +82,17 @@ impl Trained {
             },
         };
         let device = device::init(config.backend)?;
-        let network = weights::load(config.network().init(&device), &weights)?;
+        let fresh = || config.network().init(&device);
+        // In a run directory, the newest checkpoint that loads: a damaged one is reported and
+        // passed over.
+        let (network, weights) = if source.is_dir() && last_complete(source).is_some() {
+            let (epoch, network) = newest_valid(source, |epoch| {
+                weights::load(fresh(), &model_checkpoint(source, epoch))
+            })?;
+            (network, model_checkpoint(source, epoch))
+        } else {
+            (weights::load(fresh(), &weights)?, weights)
+        };
         Ok(Self {
             config,
             network,

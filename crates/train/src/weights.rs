@@ -172,7 +172,7 @@ pub fn load(mut network: Network, path: &Path) -> Result<Network> {
         WeightsFormat::Burnpack => burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes))
             .and_then(|reader| reader.into_tensors())
             .map_err(|e| anyhow!("{}: not a readable Burn record: {e}", path.display()))?,
-        WeightsFormat::PyTorch => read_safetensors(&bytes).map_err(|e| invalid(path, e))?,
+        WeightsFormat::PyTorch => read_safetensors(&bytes, path)?,
     };
     let found = tensors
         .iter()
@@ -216,27 +216,77 @@ fn invalid(path: &Path, error: safetensors::SafeTensorError) -> anyhow::Error {
     )
 }
 
-/// The tensors of a safetensors file, as burn-store's tensors.
-fn read_safetensors(bytes: &[u8]) -> Result<Vec<burn_pack::Tensor>, safetensors::SafeTensorError> {
-    let file = SafeTensors::deserialize(bytes)?;
-    Ok(file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let dtype = match view.dtype() {
-                Dtype::F32 => DType::F32,
-                Dtype::F64 => DType::F64,
-                Dtype::F16 => DType::F16,
-                Dtype::BF16 => DType::BF16,
-                Dtype::I64 => DType::I64,
-                Dtype::I32 => DType::I32,
-                // Other types match no parameter; the layout check names the tensor.
-                _ => DType::U8,
-            };
-            let bytes = Bytes::from_bytes_vec(view.data().to_vec());
-            burn_pack::Tensor::new(name, dtype, view.shape().to_vec(), None, bytes)
-        })
-        .collect())
+/// The tensors of a safetensors file, as burn-store's tensors. The network's parameters are f32:
+/// tensors stored as f64, f16 or bf16 (PyTorch often saves those) are converted, with a note
+/// saying how many; integer and other types are refused by name (an integer weight is not a
+/// weight), except PyTorch's integer batch-norm step counters, which are not loaded.
+fn read_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<burn_pack::Tensor>> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| invalid(path, e))?;
+    let mut converted = BTreeMap::<&str, usize>::new();
+    let mut tensors = Vec::new();
+    for (name, view) in file.tensors() {
+        let data = view.data();
+        let widened: Option<(&str, Vec<f32>)> = match view.dtype() {
+            Dtype::F32 => None,
+            Dtype::F64 => Some(("f64", floats(data, |b| f64::from_le_bytes(b) as f32))),
+            Dtype::F16 => Some((
+                "f16",
+                floats(data, |b| half::f16::from_le_bytes(b).to_f32()),
+            )),
+            Dtype::BF16 => Some((
+                "bf16",
+                floats(data, |b| half::bf16::from_le_bytes(b).to_f32()),
+            )),
+            Dtype::I64 | Dtype::I32 if name.ends_with(BATCHES_TRACKED) => None,
+            other => bail!(
+                "{}: tensor {name} is stored as {other:?}; the network's weights are floating \
+                 point (f32, or f64/f16/bf16, which are converted)",
+                path.display()
+            ),
+        };
+        let (dtype, bytes) = match widened {
+            Some((from, values)) => {
+                *converted.entry(from).or_default() += 1;
+                (
+                    DType::F32,
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            }
+            None => (safetensors_dtype(view.dtype()), data.to_vec()),
+        };
+        let bytes = Bytes::from_bytes_vec(bytes);
+        tensors.push(burn_pack::Tensor::new(
+            name,
+            dtype,
+            view.shape().to_vec(),
+            None,
+            bytes,
+        ));
+    }
+    for (from, count) in converted {
+        eprintln!(
+            "note: {}: {count} tensors stored as {from}, converted to the network's f32",
+            path.display()
+        );
+    }
+    Ok(tensors)
+}
+
+/// The values of little-endian `bytes`, `N` bytes each, as f32.
+fn floats<const N: usize>(bytes: &[u8], read: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+    bytes
+        .chunks_exact(N)
+        .map(|b| read(b.try_into().expect("chunks of N bytes")))
+        .collect()
+}
+
+/// Burn's name for the types [`read_safetensors`] passes on unconverted.
+fn safetensors_dtype(dtype: Dtype) -> DType {
+    match dtype {
+        Dtype::I64 => DType::I64,
+        Dtype::I32 => DType::I32,
+        _ => DType::F32,
+    }
 }
 
 /// Every difference between the tensors a network expects and those a file holds, worded for
@@ -437,6 +487,93 @@ mod tests {
         assert_eq!(
             embedded_config(&dir.path().join("w.safetensors")).unwrap(),
             Some("dataset = \"mnist\"".to_string())
+        );
+    }
+
+    /// `source` (a safetensors file of f32 weights) written again with every float tensor in
+    /// `dtype`, each value encoded by `encode`.
+    fn rewrite(source: &Path, dest: &Path, dtype: Dtype, encode: fn(f32) -> Vec<u8>) {
+        let bytes = std::fs::read(source).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| match view.dtype() {
+                Dtype::F32 => {
+                    let data = view
+                        .data()
+                        .chunks_exact(4)
+                        .flat_map(|b| encode(f32::from_le_bytes(b.try_into().unwrap())))
+                        .collect();
+                    (name, dtype, view.shape().to_vec(), data)
+                }
+                other => (name, other, view.shape().to_vec(), view.data().to_vec()),
+            })
+            .collect();
+        let views = tensors.iter().map(|(name, dtype, shape, data)| {
+            (
+                name.as_str(),
+                TensorView::new(*dtype, shape.clone(), data).unwrap(),
+            )
+        });
+        std::fs::write(dest, safetensors::serialize(views, None).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn weights_in_f64_f16_and_bf16_load_converted_and_integers_are_named() {
+        let device = Device::flex();
+        let config = NetworkConfig::FmpNet(FmpNetConfig {
+            filters: 4,
+            ..FmpNetConfig::default()
+        });
+        let network = config.init(&device);
+        let x = Tensor::<4>::ones([1, 1, 36, 36], &device);
+        network.reseed(1);
+        let before = network.forward(x.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("f32.safetensors");
+        save(&network, WeightsFormat::PyTorch, &source, "").unwrap();
+        let cases: [(&str, Dtype, fn(f32) -> Vec<u8>, f32); 3] = [
+            (
+                "f64",
+                Dtype::F64,
+                |v| (v as f64).to_le_bytes().to_vec(),
+                0.0,
+            ),
+            (
+                "f16",
+                Dtype::F16,
+                |v| half::f16::from_f32(v).to_le_bytes().to_vec(),
+                0.05,
+            ),
+            (
+                "bf16",
+                Dtype::BF16,
+                |v| half::bf16::from_f32(v).to_le_bytes().to_vec(),
+                0.2,
+            ),
+        ];
+        for (name, dtype, encode, tolerance) in cases {
+            let path = dir.path().join(format!("{name}.safetensors"));
+            rewrite(&source, &path, dtype, encode);
+            let loaded = load(config.init(&device), &path).unwrap();
+            loaded.reseed(1);
+            let after = loaded.forward(x.clone());
+            let difference: f32 = (after - before.clone()).abs().max().into_scalar();
+            assert!(
+                difference <= tolerance,
+                "{name}: logits differ by {difference}"
+            );
+        }
+        // Integer weights are not weights: refused with the tensor's name, never a panic.
+        let path = dir.path().join("i32.safetensors");
+        rewrite(&source, &path, Dtype::I32, |v| {
+            (v as i32).to_le_bytes().to_vec()
+        });
+        let err = format!("{:#}", load(config.init(&device), &path).unwrap_err());
+        assert!(
+            err.contains("i32.safetensors") && err.contains("I32") && err.contains(".weight"),
+            "{err}"
         );
     }
 

@@ -1,0 +1,205 @@
+//! Damaged checkpoints and signals: resume and the inference commands pass over a damaged
+//! newest checkpoint by name, say what to do when none is usable, and Ctrl-C (SIGINT) or
+//! SIGTERM ends a run cleanly with its last epoch's checkpoint kept.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{repo, summary, text, train, train_sample};
+
+/// Cuts `path` to half its length, as a full disk or a broken copy leaves a file; a small file
+/// (the constant schedule's record is a header padded to 256 bytes, and half of it still holds
+/// the whole empty record) to its first 16 bytes.
+fn truncate(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let keep = if bytes.len() > 1024 {
+        bytes.len() / 2
+    } else {
+        16
+    };
+    std::fs::write(path, &bytes[..keep]).unwrap();
+}
+
+fn checkpoint(run: &Path, part: &str, epoch: usize) -> std::path::PathBuf {
+    run.join("checkpoint").join(format!("{part}-{epoch}.bpk"))
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_named_and_passed_over() {
+    for part in ["model", "optim", "scheduler"] {
+        let (run, _) = train_sample(2);
+        let damaged = checkpoint(run.path(), part, 2);
+        truncate(&damaged);
+        let out = run.path().to_str().unwrap();
+
+        // eval, predict and export read the model only: a damaged optimiser record is no
+        // reason to pass over a checkpoint there.
+        let eval = train(&["eval", out, "--passes", "1"]);
+        let message = text(&eval);
+        assert!(eval.status.success(), "{part}: {message}");
+        let used = if part == "model" { 1 } else { 2 };
+        assert!(
+            message.contains(&format!("model-{used}.bpk")),
+            "{part}: {message}"
+        );
+        if part == "model" {
+            assert!(
+                message.contains("model-2.bpk") && message.contains("damaged"),
+                "{message}"
+            );
+        }
+
+        let args = [
+            "configs/quickstart.toml",
+            "--epochs",
+            "3",
+            "--output",
+            out,
+            "--resume",
+        ];
+        let resumed = train(&args);
+        let message = text(&resumed);
+        assert!(resumed.status.success(), "{part}: {message}");
+        assert!(!message.contains("panicked"), "{message}");
+        assert!(
+            message.contains(&format!("{part}-2.bpk")) && message.contains("damaged"),
+            "{part}: {message}"
+        );
+        assert_eq!(summary(run.path())["resumed_from"], 1, "{part}");
+        assert!(checkpoint(run.path(), "model", 3).is_file());
+    }
+}
+
+#[test]
+fn no_usable_checkpoint_is_a_clear_error() {
+    let (run, _) = train_sample(2);
+    for epoch in [1, 2] {
+        truncate(&checkpoint(run.path(), "model", epoch));
+    }
+    let out = run.path().to_str().unwrap();
+    for args in [
+        &["configs/quickstart.toml", "--output", out, "--resume"][..],
+        &["eval", out][..],
+        &["export", out, "--output", &format!("{out}/export")][..],
+    ] {
+        let output = train(args);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{message}");
+        for expected in [
+            "no usable checkpoint",
+            "model-1.bpk",
+            "model-2.bpk",
+            "--output",
+        ] {
+            assert!(
+                message.contains(expected),
+                "{args:?}: {expected:?} not in {message}"
+            );
+        }
+    }
+}
+
+/// Starts a quick-start run of `epochs` into `run` and returns once its first epoch's
+/// checkpoint is complete.
+fn start_until_a_checkpoint(run: &Path, epochs: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(["configs/quickstart.toml", "--epochs", epochs, "--output"])
+        .arg(run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while train::last_complete(run).is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_signal_stops_the_run_cleanly_and_it_resumes() {
+    for signal in ["-INT", "-TERM"] {
+        let run = tempfile::tempdir().unwrap();
+        let child = start_until_a_checkpoint(run.path(), "8");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let output = child.wait_with_output().unwrap();
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{signal}: {message}");
+        assert!(
+            message.contains("interrupted by a signal") && message.contains("--resume"),
+            "{signal}: {message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+        let kept = train::last_complete(run.path()).unwrap();
+        assert!(kept < 8, "{signal}: the run finished before the signal");
+        let leftovers: Vec<_> = std::fs::read_dir(run.path().join("checkpoint"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        let out = run.path().to_str().unwrap();
+        let args = [
+            "configs/quickstart.toml",
+            "--epochs",
+            "8",
+            "--output",
+            out,
+            "--resume",
+        ];
+        let resumed = train(&args);
+        assert!(resumed.status.success(), "{}", text(&resumed));
+        let epochs: Vec<u64> = summary(run.path())["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(epochs, (1..=8).collect::<Vec<u64>>(), "{signal}");
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_by_name_and_keeps_the_last_checkpoint() {
+    let run = tempfile::tempdir().unwrap();
+    let folder = run.path().join("checkpoint");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Epoch 2's optimiser record goes to a file on which every write fails with ENOSPC.
+    let full = folder.join("optim-2.bpk.tmp");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+    let out = run.path().to_str().unwrap();
+    let args = ["configs/quickstart.toml", "--epochs", "3", "--output", out];
+    let output = train(&args);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    for expected in [
+        "optim-2.bpk",
+        "No space left on device",
+        "epoch 1 is kept",
+        "--resume",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+    // Nothing of epoch 2 is left: no temporary file, no model record without its optimiser.
+    let mut left: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["model-1.bpk", "optim-1.bpk", "scheduler-1.bpk"]);
+    let resumed = train(&[&args[..], &["--resume"]].concat());
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(summary(run.path())["resumed_from"], 1);
+}
