@@ -46,18 +46,22 @@ pub struct CurveWriter {
 impl CurveWriter {
     /// A writer for `run`, keeping the rows of its CSV for epochs up to `resumed_from` (none
     /// for a fresh run).
-    pub fn new(run: &Path, resumed_from: Option<usize>) -> Result<Self> {
+    /// A damaged CSV costs the earlier rows, with a warning, not the run.
+    pub fn new(run: &Path, resumed_from: Option<usize>) -> Self {
         let earlier = match resumed_from {
-            Some(epoch) if run.join(CSV).is_file() => read_curves(&run.join(CSV))?
-                .into_iter()
-                .filter(|r| r.epoch <= epoch)
-                .collect(),
+            Some(epoch) if run.join(CSV).is_file() => match read_curves(&run.join(CSV)) {
+                Ok(rows) => rows.into_iter().filter(|r| r.epoch <= epoch).collect(),
+                Err(e) => {
+                    eprintln!("warning: {e:#}; the curves start again from this process's epochs");
+                    Vec::new()
+                }
+            },
             _ => Vec::new(),
         };
-        Ok(Self {
+        Self {
             run: run.to_path_buf(),
             earlier,
-        })
+        }
     }
 
     /// All epochs: the earlier ones, then `recent`.
@@ -186,13 +190,13 @@ mod tests {
     #[test]
     fn csv_round_trips_and_a_resumed_run_keeps_earlier_epochs() {
         let run = tempfile::tempdir().unwrap();
-        let first = CurveWriter::new(run.path(), None).unwrap();
+        let first = CurveWriter::new(run.path(), None);
         first
             .write(&[record(1, 0.5), record(2, 0.4), record(3, 0.3)])
             .unwrap();
         assert_eq!(read_curves(&run.path().join(CSV)).unwrap().len(), 3);
         // Resumed from epoch 2: epoch 3 is trained again and replaces the old row.
-        let resumed = CurveWriter::new(run.path(), Some(2)).unwrap();
+        let resumed = CurveWriter::new(run.path(), Some(2));
         resumed.write(&[record(3, 0.25)]).unwrap();
         let rows = read_curves(&run.path().join(CSV)).unwrap();
         assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2, 3]);
@@ -211,5 +215,22 @@ mod tests {
         let mut nan = record(1, f64::NAN);
         nan.valid_accuracy = f64::NAN;
         assert!(plot(&[nan]).is_ok());
+    }
+
+    #[test]
+    fn a_damaged_csv_costs_the_earlier_rows_not_the_run() {
+        let run = tempfile::tempdir().unwrap();
+        CurveWriter::new(run.path(), None)
+            .write(&[record(1, 0.5), record(2, 0.4)])
+            .unwrap();
+        let csv = run.path().join(CSV);
+        let text = std::fs::read_to_string(&csv).unwrap();
+        std::fs::write(&csv, &text[..text.len() - 20]).unwrap();
+        let err = format!("{:#}", read_curves(&csv).unwrap_err());
+        assert!(err.contains("curves.csv"), "{err}");
+        let resumed = CurveWriter::new(run.path(), Some(2));
+        resumed.write(&[record(3, 0.3)]).unwrap();
+        let rows = read_curves(&csv).unwrap();
+        assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [3]);
     }
 }

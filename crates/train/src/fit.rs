@@ -163,7 +163,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
 
     let loader = |dataset, train| loader(config, &batcher, dataset, train, &device);
     let epochs = Arc::new(Mutex::new(Vec::new()));
-    let curves = CurveWriter::new(&run, resumed_from)?;
+    let curves = CurveWriter::new(&run, resumed_from);
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
     let mut training =
         SupervisedTraining::new(&run, loader(train_set, true), loader(valid_set, false))

@@ -565,4 +565,33 @@ mod tests {
         let err = format!("{:#}", TinyCnn::load(&path).unwrap_err());
         assert!(err.contains("tiny.toml") && err.contains("targte"), "{err}");
     }
+
+    #[test]
+    fn damaged_values_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.toml");
+        let text = toml::to_string(&TinyCnn::default()).unwrap();
+        // Three rows of the image instead of four, bytes that are not text, a file cut short.
+        let image_row = text.lines().find(|l| l.starts_with("image")).unwrap();
+        let three_rows =
+            "image = [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]";
+        let cases: [(&str, Vec<u8>); 3] = [
+            ("image", text.replace(image_row, three_rows).into_bytes()),
+            ("tiny.toml", vec![0xff, 0xfe, 0x00, 0x81]),
+            ("tiny.toml", text.as_bytes()[..text.len() / 2].to_vec()),
+        ];
+        for (expected, bytes) in cases {
+            std::fs::write(&path, bytes).unwrap();
+            let err = format!("{:#}", TinyCnn::load(&path).unwrap_err());
+            assert!(err.contains("tiny.toml") && err.contains(expected), "{err}");
+        }
+        let err = format!(
+            "{:#}",
+            TinyCnn::load(&dir.path().join("none.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("none.toml") && err.contains("cannot read"),
+            "{err}"
+        );
+    }
 }

@@ -203,3 +203,50 @@ fn a_full_disk_stops_the_run_by_name_and_keeps_the_last_checkpoint() {
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert_eq!(summary(run.path())["resumed_from"], 1);
 }
+
+#[test]
+fn an_output_path_that_is_a_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("taken");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let path = file.to_str().unwrap();
+    let (run, _) = train_sample(1);
+    for args in [
+        &["configs/quickstart.toml", "--epochs", "1", "--output", path][..],
+        &["export", run.path().to_str().unwrap(), "--output", path][..],
+    ] {
+        let output = train(args);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(
+            message.contains("taken") && message.contains("cannot create"),
+            "{message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a folder");
+}
+
+#[test]
+fn damaged_config_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
+    let good = std::fs::read_to_string(repo().join("configs/fmp_mnist.toml")).unwrap();
+    let cases: [Vec<u8>; 4] = [
+        vec![0xff, 0xfe, 0x00, 0x81],
+        good.as_bytes()[..good.len() / 3].to_vec(),
+        Vec::new(),
+        good.replace("kind = \"fmp\"", "kind = \"fmp\"\nlayres = 5")
+            .into_bytes(),
+    ];
+    for bytes in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let output = train(&[path.to_str().unwrap()]);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains("run.toml"), "{message}");
+        assert!(!message.contains("panicked"), "{message}");
+    }
+    let output = train(&[dir.path().join("none.toml").to_str().unwrap()]);
+    assert!(text(&output).contains("none.toml") && text(&output).contains("cannot read"));
+}
