@@ -490,9 +490,12 @@ mod tests {
         );
     }
 
+    /// How a test writes an f32 value in another type.
+    type Encode = fn(f32) -> Vec<u8>;
+
     /// `source` (a safetensors file of f32 weights) written again with every float tensor in
     /// `dtype`, each value encoded by `encode`.
-    fn rewrite(source: &Path, dest: &Path, dtype: Dtype, encode: fn(f32) -> Vec<u8>) {
+    fn rewrite(source: &Path, dest: &Path, dtype: Dtype, encode: Encode) {
         let bytes = std::fs::read(source).unwrap();
         let file = SafeTensors::deserialize(&bytes).unwrap();
         let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
@@ -533,7 +536,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("f32.safetensors");
         save(&network, WeightsFormat::PyTorch, &source, "").unwrap();
-        let cases: [(&str, Dtype, fn(f32) -> Vec<u8>, f32); 3] = [
+        let cases: [(&str, Dtype, Encode, f32); 3] = [
             (
                 "f64",
                 Dtype::F64,
