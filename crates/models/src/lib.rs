@@ -6,7 +6,8 @@
 //!   its pooling layer ([`FractionalMaxPool2d`]); [`FmpNetConfig`] is also the `[model]` table
 //!   of a run config.
 //! - [`Network`] / [`NetworkConfig`]: any of them, as the trainer sees it, with the training
-//!   and inference steps of Burn's `Learner` on an [`ImageBatch`].
+//!   and inference steps of Burn's `Learner` on an [`ImageBatch`], and the table of its
+//!   [`Layer`]s (names, shapes, parameters, multiply-adds) from the configuration alone.
 //!
 //! In Burn 0.22 a tensor's backend is its [`Device`](burn::prelude::Device): the same model code
 //! runs on flex, ndarray or wgpu depending on the device it is initialised on. The operations
@@ -15,6 +16,7 @@
 //! data pipeline pads images to what the model asks for instead of hard-coding it.
 
 mod fmp;
+mod layers;
 mod lenet;
 mod network;
 mod step;
@@ -22,6 +24,7 @@ mod step;
 pub use fmp::{
     FmpNet, FmpNetConfig, FractionalMaxPool2d, InvalidConfig, RegionKind, RegionSampler, fmp_sizes,
 };
+pub use layers::Layer;
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
 pub use network::{Network, NetworkConfig};
 pub use step::ImageBatch;

@@ -33,43 +33,19 @@ pub enum Network {
 
 impl NetworkConfig {
     /// Floating-point operations of one forward pass of one image: two per multiply-add of the
-    /// convolution and dense layers, as the model defines them (LeNet-5's C3 by its 60 links).
-    /// Activations, pooling and normalisation, linear in the activations' size, are left out.
-    /// A training step costs about three times this per image (forward, then the gradients of
-    /// both the activations and the weights).
+    /// convolution and dense layers (see [`NetworkConfig::layers`]). A training step costs
+    /// about three times this per image (forward, then the gradients of both the activations
+    /// and the weights).
     pub fn forward_flops(&self) -> u64 {
-        // 2 * output cells * kernel volume (input maps x kernel area) per output map.
-        let layer = |side: usize, out: usize, inputs: usize, area: usize| {
-            2 * (side * side * out * inputs * area) as u64
-        };
+        2 * self.layers().iter().map(|l| l.mult_adds).sum::<u64>()
+    }
+
+    /// The architecture's name, as written in configs and summaries.
+    pub fn name(&self) -> &'static str {
         match self {
-            Self::LeNet5Modern(c) => {
-                layer(28, 20, 1, 25)
-                    + layer(14, 50, 20, 25)
-                    + layer(1, 500, 50 * 7 * 7, 1)
-                    + layer(1, c.num_classes, 500, 1)
-            }
-            Self::LeNet5Classic(c) => {
-                let links: usize = crate::lenet::C3_TABLE.iter().map(|t| t.len()).sum();
-                layer(28, 6, 1, 25)
-                    + layer(10, 1, links, 25)
-                    + layer(1, 120, 16, 25)
-                    + layer(1, 84, 120, 1)
-                    + layer(1, c.num_classes, 84, 1)
-            }
-            Self::FmpNet(c) => {
-                let sizes = c.sizes();
-                let k = c.filters;
-                let blocks: u64 = (0..c.layers)
-                    .map(|i| {
-                        let inputs = if i == 0 { c.channels } else { k * i };
-                        layer(sizes[1 + 2 * i], k * (i + 1), inputs, 4)
-                    })
-                    .sum();
-                blocks
-                    + layer(1, k * (c.layers + 1), k * c.layers, 4)
-                    + layer(1, c.num_classes, k * (c.layers + 1), 1)
-            }
+            Self::LeNet5Modern(_) => "lenet5_modern",
+            Self::LeNet5Classic(_) => "lenet5_classic",
+            Self::FmpNet(_) => "fmp",
         }
     }
 

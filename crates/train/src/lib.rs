@@ -2,11 +2,11 @@
 //!
 //! One module per command, each with its flags (`clap::Args`) and a `run` function:
 //! [`fit`] (`train <config.toml>`), `evaluate` (`eval`), `predict`, `export`, `bench` (with
-//! its chart and `loader-bench`) and `tiny_cnn`. What they share: `config` (the TOML run
-//! config and the flags that override it), [`device`] (backend name to Burn device), `trained`
-//! (a trained network found from a run directory, export folder or weights file), `weights`
-//! (its file formats), `checkpoint`, `curves` and `progress` (what a run writes and shows),
-//! `timing` and `files` (atomic writes).
+//! its chart and `loader-bench`), `summary` and `tiny_cnn`. What they share: `config` (the TOML
+//! run config and the flags that override it), [`device`] (backend name to Burn device),
+//! `trained` (a trained network found from a run directory, export folder or weights file),
+//! `weights` (its file formats), `checkpoint`, `curves` and `progress` (what a run writes and
+//! shows), `timing` and `files` (atomic writes).
 //!
 //! Public API: [`Cli`] and [`run`] (all the binary calls); [`RunConfig`] and [`Overrides`];
 //! [`device`]; [`last_complete`] and [`read_curves`], [`CURVES_CSV`] (reading a run
@@ -23,6 +23,7 @@ mod files;
 mod fit;
 mod predict;
 mod progress;
+mod summary;
 mod timing;
 mod tiny_cnn;
 mod trained;
@@ -54,6 +55,7 @@ enum Command {
     Bench(bench::BenchArgs),
     LoaderBench(bench::LoaderBenchArgs),
     TinyCnn(tiny_cnn::TinyCnnArgs),
+    Summary(summary::SummaryArgs),
     Export(export::ExportArgs),
     Predict(predict::PredictArgs),
     Eval(evaluate::EvalArgs),
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::LoaderBench(args)) => bench::run_loader(args),
         Some(Command::TinyCnn(args)) => tiny_cnn::run(args),
+        Some(Command::Summary(args)) => summary::run(args),
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => evaluate::run(args),
