@@ -13,6 +13,8 @@ use burn::{
 
 use ops::{conv2d, conv2d_stride1, linear, max_pool2x2};
 
+use crate::observe::{Observer, show, show_dense};
+
 /// Rosebrock's LeNet: conv 20@5x5 same, ReLU, max-pool 2; conv 50@5x5 same, ReLU, max-pool 2;
 /// dense 500, ReLU; dense to the classes. 1,256,080 parameters for 10 classes.
 #[derive(Module, Debug)]
@@ -36,14 +38,27 @@ impl LeNet5Modern {
     /// MNIST digits as they come: 28x28.
     pub const INPUT_SIZE: usize = 28;
 
-    /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]`, each layer's output shown to
+    /// `observer` if there is one.
+    pub fn forward(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
+        let o = &mut observer;
         // ReLU after the pooling: the max commutes with it (values and gradients alike), and
         // the pooled map is four times smaller.
-        let x = self.activation.forward(max_pool2x2(conv2d(&self.conv1, x)));
-        let x = self.activation.forward(max_pool2x2(conv2d(&self.conv2, x)));
-        let x = x.flatten::<2>(1, 3);
-        linear(&self.fc2, self.activation.forward(linear(&self.fc1, x)))
+        let x = conv2d(&self.conv1, x);
+        show(o, "conv1", &x);
+        let x = self.activation.forward(max_pool2x2(x));
+        show(o, "pool1", &x);
+        let x = conv2d(&self.conv2, x);
+        show(o, "conv2", &x);
+        let x = self.activation.forward(max_pool2x2(x));
+        show(o, "pool2", &x);
+        let x = self
+            .activation
+            .forward(linear(&self.fc1, x.flatten::<2>(1, 3)));
+        show_dense(o, "fc1", &x);
+        let x = linear(&self.fc2, x);
+        show_dense(o, "fc2", &x);
+        x
     }
 }
 
@@ -220,15 +235,25 @@ impl LeNet5Classic {
     /// The paper's 32x32 field: the 28x28 digit padded by 2 on each side.
     pub const INPUT_SIZE: usize = 32;
 
-    /// Logits `[batch, classes]` for images `[batch, 1, 32, 32]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    /// Logits `[batch, classes]` for images `[batch, 1, 32, 32]`, each layer's output shown to
+    /// `observer` if there is one.
+    pub fn forward(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
+        let o = &mut observer;
         let x = squash(conv2d(&self.c1, x));
+        show(o, "c1", &x);
         let x = squash(self.s2.forward(x));
+        show(o, "s2", &x);
         let x = squash(self.c3.forward(x));
+        show(o, "c3", &x);
         let x = squash(self.s4.forward(x));
-        let x = squash(conv2d(&self.c5, x)).flatten::<2>(1, 3);
-        let x = squash(linear(&self.f6, x));
-        linear(&self.output, x)
+        show(o, "s4", &x);
+        let x = squash(conv2d(&self.c5, x));
+        show(o, "c5", &x);
+        let x = squash(linear(&self.f6, x.flatten::<2>(1, 3)));
+        show_dense(o, "f6", &x);
+        let x = linear(&self.output, x);
+        show_dense(o, "output", &x);
+        x
     }
 }
 

@@ -19,6 +19,7 @@ mod fmp;
 mod layers;
 mod lenet;
 mod network;
+mod observe;
 mod step;
 
 pub use fmp::{
@@ -27,4 +28,5 @@ pub use fmp::{
 pub use layers::Layer;
 pub use lenet::{LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig};
 pub use network::{Network, NetworkConfig};
+pub use observe::Observer;
 pub use step::ImageBatch;

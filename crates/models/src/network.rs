@@ -3,6 +3,8 @@
 use burn::prelude::*;
 use ops::PoolRegions;
 
+use crate::observe::Observer;
+
 use crate::{
     FmpNet, FmpNetConfig, LeNet5Classic, LeNet5ClassicConfig, LeNet5Modern, LeNet5ModernConfig,
 };
@@ -71,10 +73,16 @@ impl NetworkConfig {
 impl Network {
     /// Class scores (logits), `[batch, classes]`, for images `[batch, channels, size, size]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward_observed(images, None)
+    }
+
+    /// [`forward`](Self::forward), each layer's output (named as in [`NetworkConfig::layers`])
+    /// and each FMP layer's regions shown to `observer` if there is one.
+    pub fn forward_observed(&self, images: Tensor<4>, observer: Option<Observer>) -> Tensor<2> {
         match self {
-            Self::LeNet5Modern(net) => net.forward(images),
-            Self::LeNet5Classic(net) => net.forward(images),
-            Self::FmpNet(net) => net.forward(images),
+            Self::LeNet5Modern(net) => net.forward(images, observer),
+            Self::LeNet5Classic(net) => net.forward(images, observer),
+            Self::FmpNet(net) => net.forward(images, observer),
         }
     }
 

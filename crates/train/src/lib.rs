@@ -2,7 +2,7 @@
 //!
 //! One module per command, each with its flags (`clap::Args`) and a `run` function:
 //! [`fit`] (`train <config.toml>`), `evaluate` (`eval`), `predict`, `export`, `bench` (with
-//! its chart and `loader-bench`), `summary` and `tiny_cnn`. What they share: `config` (the TOML
+//! its chart and `loader-bench`), `summary`, `show` and `tiny_cnn`. What they share: `config` (the TOML
 //! run config and the flags that override it), [`device`] (backend name to Burn device),
 //! `trained` (a trained network found from a run directory, export folder or weights file),
 //! `weights` (its file formats), `checkpoint`, `curves` and `progress` (what a run writes and
@@ -23,6 +23,7 @@ mod files;
 mod fit;
 mod predict;
 mod progress;
+mod show;
 mod summary;
 mod timing;
 mod tiny_cnn;
@@ -56,6 +57,7 @@ enum Command {
     LoaderBench(bench::LoaderBenchArgs),
     TinyCnn(tiny_cnn::TinyCnnArgs),
     Summary(summary::SummaryArgs),
+    Show(show::ShowArgs),
     Export(export::ExportArgs),
     Predict(predict::PredictArgs),
     Eval(evaluate::EvalArgs),
@@ -68,6 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::LoaderBench(args)) => bench::run_loader(args),
         Some(Command::TinyCnn(args)) => tiny_cnn::run(args),
         Some(Command::Summary(args)) => summary::run(args),
+        Some(Command::Show(args)) => show::run(args),
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => evaluate::run(args),

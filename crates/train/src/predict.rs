@@ -108,7 +108,7 @@ pub fn predict(
 }
 
 /// Decodes `file` into an item of `kind`'s layout: channels x side x side bytes.
-fn read_image(file: &Path, kind: DatasetKind, invert: bool) -> Result<ImageItem> {
+pub fn read_image(file: &Path, kind: DatasetKind, invert: bool) -> Result<ImageItem> {
     let decoded = image::ImageReader::open(file)
         .and_then(|reader| reader.with_guessed_format())
         .with_context(|| format!("cannot read {}", file.display()))?

@@ -45,8 +45,16 @@ impl FractionalMaxPool2d {
     /// If `h` or `w` cannot be pooled to the output size with steps of 1 and 2 (the network
     /// computes its sizes so that they can).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pool(x).0
+    }
+
+    /// [`forward`](Self::forward), with the regions it pooled over.
+    ///
+    /// # Panics
+    /// As `forward`.
+    pub fn pool(&self, x: Tensor<4>) -> (Tensor<4>, PoolRegions) {
         let regions = self.draw(x.dims());
-        fractional_max_pool2d(x, &regions)
+        (fractional_max_pool2d(x, &regions), regions)
     }
 
     /// Draws the regions for an input of `[n, c, h, w]`, as `forward` does.
