@@ -326,3 +326,35 @@ fn the_cifar_config_without_data_says_where_and_how() {
         assert!(message.contains(expected), "{expected:?} not in: {message}");
     }
 }
+
+#[test]
+fn show_writes_a_report_of_one_digit_and_names_a_bad_image() {
+    let (run, _) = train_sample(1);
+    let dir = tempfile::tempdir().unwrap();
+    let digit = dir.path().join("digit.png");
+    let pixels: Vec<u8> = (0..28 * 28)
+        .map(|i| if (i % 28) / 4 == 3 { 255 } else { 0 })
+        .collect();
+    image::GrayImage::from_raw(28, 28, pixels)
+        .unwrap()
+        .save(&digit)
+        .unwrap();
+    let report = dir.path().join("report");
+    let out = [run.path(), &digit, &report].map(|p| p.to_str().unwrap().to_string());
+    let output = train(&[
+        "show", &out[0], &out[1], "--passes", "2", "--output", &out[2],
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let page = std::fs::read_to_string(report.join("report.html")).unwrap();
+    for expected in [
+        "id=\"conv1\"",
+        "id=\"fc2\"",
+        "class probabilities",
+        "average",
+    ] {
+        assert!(page.contains(expected), "{expected}");
+    }
+    let output = train(&["show", &out[0], "missing.png", "--output", &out[2]]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("missing.png"), "{}", text(&output));
+}
