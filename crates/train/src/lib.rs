@@ -2,7 +2,7 @@
 //!
 //! One module per command, each with its flags (`clap::Args`) and a `run` function:
 //! [`fit`] (`train <config.toml>`), `evaluate` (`eval`), `predict`, `export`, `bench` (with
-//! its chart and `loader-bench`), `summary`, `show` and `tiny_cnn`. What they share: `config` (the TOML
+//! its chart and `loader-bench`), `summary`, `show`, `serve` and `tiny_cnn`. What they share: `config` (the TOML
 //! run config and the flags that override it), [`device`] (backend name to Burn device),
 //! `trained` (a trained network found from a run directory, export folder or weights file),
 //! `weights` (its file formats), `checkpoint`, `curves` and `progress` (what a run writes and
@@ -23,6 +23,7 @@ mod files;
 mod fit;
 mod predict;
 mod progress;
+mod serve;
 mod show;
 mod summary;
 mod timing;
@@ -58,6 +59,7 @@ enum Command {
     TinyCnn(tiny_cnn::TinyCnnArgs),
     Summary(summary::SummaryArgs),
     Show(show::ShowArgs),
+    Serve(serve::ServeArgs),
     Export(export::ExportArgs),
     Predict(predict::PredictArgs),
     Eval(evaluate::EvalArgs),
@@ -71,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::TinyCnn(args)) => tiny_cnn::run(args),
         Some(Command::Summary(args)) => summary::run(args),
         Some(Command::Show(args)) => show::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => evaluate::run(args),
