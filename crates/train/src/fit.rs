@@ -246,6 +246,19 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         test_start.elapsed().as_secs_f64(),
         path.display()
     );
+    if kind.channels() == 1 {
+        // The digit committed with the project, when run from the repository.
+        let example = Path::new("samples/digit-7.png");
+        let image = match example.is_file() {
+            true => example.display().to_string(),
+            false => "IMAGE.png".into(),
+        };
+        println!(
+            "to see what every layer does to one image: cargo run --release -p train -- show {} \
+             {image}",
+            run.display()
+        );
+    }
     Ok(summary)
 }
 

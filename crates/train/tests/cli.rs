@@ -358,3 +358,22 @@ fn show_writes_a_report_of_one_digit_and_names_a_bad_image() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("missing.png"), "{}", text(&output));
 }
+
+#[test]
+fn the_fmp_quick_start_reports_both_accuracies_and_how_to_look_inside() {
+    let run = tempfile::tempdir().unwrap();
+    let out = run.path().to_str().unwrap();
+    let args = [
+        "configs/fmp_quickstart.toml",
+        "--epochs",
+        "1",
+        "--test-passes",
+        "2",
+    ];
+    let output = train(&[&args[..], &["--output", out]].concat());
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(message.contains("2-pass"), "{message}");
+    let hint = format!("show {out} samples/digit-7.png");
+    assert!(message.contains(&hint), "{hint:?} not in {message}");
+}

@@ -328,3 +328,57 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
     let err = run_err(&["eval", path(&lone)]);
     assert!(err.contains("pass --config"), "{err}");
 }
+
+#[test]
+fn summary_parameter_counts_equal_pytorchs_modules() {
+    let python = match torch_python() {
+        Ok(python) => python,
+        Err(reason) => {
+            let required = std::env::var("CNN_TEST_REQUIRE").unwrap_or_default();
+            assert!(
+                !required.split(',').any(|r| r.trim() == "torch"),
+                "{reason}"
+            );
+            let note = format!("NOT RUN (torch): summary counts against PyTorch: {reason}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+            return;
+        }
+    };
+    // The trainable parameters of each named module of scripts/cnn_models.py's network.
+    let script = r#"
+import json, sys, tomllib
+sys.path.insert(0, "scripts")
+import cnn_models
+model = cnn_models.build(tomllib.load(open(sys.argv[1], "rb")))
+print(json.dumps({name: sum(p.numel() for p in module.parameters())
+                  for name, module in model.named_modules() if name}))
+"#;
+    for config in [
+        "lenet_mnist.toml",
+        "lenet_classic_mnist.toml",
+        "fmp_mnist.toml",
+        "fmp_cifar_k64.toml",
+    ] {
+        let path = repo().join("configs").join(config);
+        let output = Command::new(&python)
+            .current_dir(repo())
+            .args(["-c", script, path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let torch: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let run = train::RunConfig::load(&path, &train::Overrides::default()).unwrap();
+        for layer in run.network().layers().iter().filter(|l| l.params > 0) {
+            assert_eq!(
+                torch[&layer.name].as_u64(),
+                Some(layer.params as u64),
+                "{config} {}",
+                layer.name
+            );
+        }
+    }
+}
