@@ -104,6 +104,13 @@ pub fn averaged_note(passes: usize, accuracy: f64) -> String {
     }
 }
 
+/// A tensor's values, read back from its device.
+pub fn host_values<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>> {
+    x.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read values back from the device: {e:?}"))
+}
+
 /// Softmax probabilities of `images` after the first forward pass and averaged over `passes`
 /// passes (at least one): an FMP net pools over new regions on each, so the passes form an
 /// ensemble.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use burn::prelude::*;
 use models::Network;
 use ops::{PoolRegions, Span};
@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::{
     Overrides,
+    evaluate::host_values,
     files::write_atomic,
     trained::{EXPORT_BURN, EXPORT_CONFIG, EXPORT_PYTORCH, EXPORT_REFERENCE, ModelArgs, Trained},
     weights::{self, WeightsFormat},
@@ -50,14 +51,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
         args.output.display()
     );
     Ok(())
-}
-
-/// A tensor's values, read back from its device.
-fn values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
-    tensor
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow!("cannot read values back from the device: {e:?}"))
 }
 
 /// Logits of a fixed input with fixed pooling regions, written beside an export so that another
@@ -169,11 +162,11 @@ pub fn export(trained: &Trained, folder: &Path) -> Result<Export> {
 
     let [batch, classes] = logits.dims();
     let input_shape = input.dims();
-    let logits = values(logits)?;
+    let logits = host_values(logits)?;
     let reference = Reference {
         model: network.name().to_string(),
         input_shape,
-        input: values(input)?,
+        input: host_values(input)?,
         logits: (0..batch)
             .map(|i| logits[i * classes..(i + 1) * classes].to_vec())
             .collect(),

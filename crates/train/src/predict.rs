@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use burn::data::dataloader::batcher::Batcher;
 use data::{DatasetKind, ImageItem};
 use image::imageops::FilterType;
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     Overrides,
-    evaluate::pass_probabilities,
+    evaluate::{host_values, pass_probabilities},
     files::write_json,
     trained::{ModelArgs, Trained},
 };
@@ -87,10 +87,7 @@ pub fn predict(
     let batch: ImageBatch = trained.batcher()?.batch(items, &trained.device);
     let [_, probabilities] = pass_probabilities(&trained.network, batch.images, passes);
     let [count, classes] = probabilities.dims();
-    let values = probabilities
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow!("cannot read values back from the device: {e:?}"))?;
+    let values = host_values(probabilities)?;
     let names = kind.class_names();
     Ok((0..count)
         .map(|i| {

@@ -12,7 +12,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::{
     Overrides,
-    evaluate::pass_probabilities,
+    evaluate::{host_values, pass_probabilities},
     show,
     trained::{ModelArgs, Trained},
 };
@@ -184,10 +184,7 @@ fn classify(trained: &Trained, images: Tensor<4>, passes: usize) -> Result<Answe
     let names = trained.dataset().class_names();
     let [first, averaged] = pass_probabilities(&trained.network, images, passes);
     let top = |p: Tensor<2>| -> Result<Vec<Ranked>> {
-        let values = p
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow!("cannot read values back from the device: {e:?}"))?;
+        let values = host_values(p)?;
         let mut ranked: Vec<usize> = (0..values.len()).collect();
         ranked.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
         Ok(ranked

@@ -13,6 +13,7 @@ use ops::{PoolRegions, Span};
 
 use crate::{
     Overrides,
+    evaluate::host_values,
     files::write_atomic,
     predict::read_image,
     trained::{ModelArgs, Trained},
@@ -106,17 +107,10 @@ fn argmax(values: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-/// A tensor's values on the host.
-fn host<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>> {
-    x.into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow!("cannot read values back from the device: {e:?}"))
-}
-
 /// The first map of `x` `[1, c, h, w]`, or the first [`MAPS`] with `maps`.
 fn maps(x: Tensor<4>, count: usize) -> Result<Vec<Map>> {
     let [_, c, h, w] = x.dims();
-    let values = host(x)?;
+    let values = host_values(x)?;
     Ok((0..c.min(count))
         .map(|i| Map {
             size: [h, w],
@@ -134,9 +128,9 @@ pub fn report(trained: &Trained, images: Tensor<4>, passes: usize) -> Result<Rep
         seen.push((name.to_string(), x, regions.cloned()));
     };
     let first = network.forward_observed(images.clone(), Some(&mut observe));
-    let mut probabilities = vec![host(softmax(first, 1))?];
+    let mut probabilities = vec![host_values(softmax(first, 1))?];
     for _ in 1..passes.max(1) {
-        probabilities.push(host(softmax(network.forward(images.clone()), 1))?);
+        probabilities.push(host_values(softmax(network.forward(images.clone()), 1))?);
     }
     let classes = probabilities[0].len();
     let average = (0..classes)

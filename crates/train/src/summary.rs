@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use data::ImageBatcher;
 use models::{Layer, NetworkConfig, fmp_sizes};
 
 use crate::{Overrides, RunConfig};
@@ -19,7 +20,7 @@ pub struct SummaryArgs {
 /// Runs `train summary`.
 pub fn run(args: SummaryArgs) -> Result<()> {
     let config = RunConfig::load(&args.config, &Overrides::default())?;
-    print!("{}", describe(&config));
+    print!("{}", describe(&config)?);
     Ok(())
 }
 
@@ -37,10 +38,12 @@ fn grouped(n: u64) -> String {
 }
 
 /// The whole summary as text.
-fn describe(config: &RunConfig) -> String {
+fn describe(config: &RunConfig) -> Result<String> {
     let network = config.network();
     let kind = config.dataset_kind();
     let (side, input) = (kind.image_side(), network.input_size());
+    // The same check training makes: the images must fit the network's input.
+    ImageBatcher::new(kind, (kind.channels(), side, side), input)?;
     let before = (input - side) / 2;
     let mut out = format!(
         "{} for {} ({} x {side} x {side} images",
@@ -75,7 +78,7 @@ fn describe(config: &RunConfig) -> String {
             ratios.join(", ")
         );
     }
-    out
+    Ok(out)
 }
 
 /// The layer table with its totals.
@@ -128,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_fmp_summary_shows_the_chain_padding_and_ratios() {
-        let text = describe(&shipped("fmp_mnist.toml"));
+        let text = describe(&shipped("fmp_mnist.toml")).unwrap();
         for expected in [
             "fmp for mnist (1 x 28 x 28 images, zero-padded to 36 x 36: 4 pixels before, 4 after)",
             "28 -> padded to 36 -> 35 -> 25 -> 24 -> 17 -> 16 -> 11 -> 10 -> 7 -> 6 -> 4 -> 3 -> 2 -> 1",
@@ -141,23 +144,36 @@ mod tests {
         }
         // The CIFAR net: 94 from 32 leaves 62 pixels, 31 on each side; 74.6 M parameters in
         // its convolutions plus batch norm's.
-        let text = describe(&shipped("fmp_cifar.toml"));
+        let text = describe(&shipped("fmp_cifar.toml")).unwrap();
         assert!(text.contains("31 pixels before, 31 after"), "{text}");
         assert!(text.contains("94 -> 93 -> 74"), "{text}");
     }
 
     #[test]
     fn the_lenet_summary_totals_its_parameters() {
-        let text = describe(&shipped("lenet_mnist.toml"));
+        let text = describe(&shipped("lenet_mnist.toml")).unwrap();
         assert!(text.contains("no padding"), "{text}");
         let total = text.lines().find(|l| l.starts_with("total")).unwrap();
         assert!(
             total.contains("1,256,080") && total.contains("6,522,000"),
             "{total}"
         );
-        let text = describe(&shipped("lenet_classic_mnist.toml"));
+        let text = describe(&shipped("lenet_classic_mnist.toml")).unwrap();
         assert!(text.contains("2 pixels before, 2 after"), "{text}");
         assert!(text.contains("60,850"), "{text}");
+    }
+
+    #[test]
+    fn a_network_smaller_than_the_images_is_a_named_error() {
+        let mut config = shipped("fmp_mnist.toml");
+        if let crate::config::ModelSpec::Fmp(fmp) = &mut config.model {
+            fmp.layers = 1;
+        }
+        let err = format!("{:#}", describe(&config).unwrap_err());
+        assert!(
+            err.contains("28x28") && err.contains("input is 4x4"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{repo, text, train};
+use common::{not_run, repo, text, train};
 
 /// The three architectures, as `[model]` tables; the FMP net narrow (8n) and per channel, so
 /// that the PyTorch check covers regions drawn per image and channel.
@@ -95,14 +95,7 @@ fn torch_python() -> Result<String, String> {
 fn export_reloads_to_the_same_logits_on_every_backend_and_in_pytorch() {
     let torch = torch_python();
     if let Err(reason) = &torch {
-        // Required where `CNN_TEST_REQUIRE` lists `torch`; elsewhere said past the capture.
-        let required = std::env::var("CNN_TEST_REQUIRE").unwrap_or_default();
-        assert!(
-            !required.split(',').any(|r| r.trim() == "torch"),
-            "{reason}"
-        );
-        let note = format!("NOT RUN (torch): the PyTorch side of the export check: {reason}\n");
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+        not_run("torch", "the PyTorch side of the export check", reason);
     }
     for (name, model) in MODELS {
         let (dir, config, run) = trained(model);
@@ -334,14 +327,7 @@ fn summary_parameter_counts_equal_pytorchs_modules() {
     let python = match torch_python() {
         Ok(python) => python,
         Err(reason) => {
-            let required = std::env::var("CNN_TEST_REQUIRE").unwrap_or_default();
-            assert!(
-                !required.split(',').any(|r| r.trim() == "torch"),
-                "{reason}"
-            );
-            let note = format!("NOT RUN (torch): summary counts against PyTorch: {reason}\n");
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
-            return;
+            return not_run("torch", "summary counts against PyTorch", &reason);
         }
     };
     // The trainable parameters of each named module of scripts/cnn_models.py's network.

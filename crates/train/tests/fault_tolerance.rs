@@ -23,6 +23,16 @@ fn truncate(path: &Path) {
     std::fs::write(path, &bytes[..keep]).unwrap();
 }
 
+/// The names of the files in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 fn checkpoint(run: &Path, part: &str, epoch: usize) -> std::path::PathBuf {
     run.join("checkpoint").join(format!("{part}-{epoch}.bpk"))
 }
@@ -142,9 +152,8 @@ fn a_signal_stops_the_run_cleanly_and_it_resumes() {
         assert!(!message.contains("panicked"), "{message}");
         let kept = train::last_complete(run.path()).unwrap();
         assert!(kept < 8, "{signal}: the run finished before the signal");
-        let leftovers: Vec<_> = std::fs::read_dir(run.path().join("checkpoint"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+        let leftovers: Vec<_> = names_in(&run.path().join("checkpoint"))
+            .into_iter()
             .filter(|name| name.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -193,12 +202,10 @@ fn a_full_disk_stops_the_run_by_name_and_keeps_the_last_checkpoint() {
         assert!(message.contains(expected), "{expected:?} not in {message}");
     }
     // Nothing of epoch 2 is left: no temporary file, no model record without its optimiser.
-    let mut left: Vec<String> = std::fs::read_dir(&folder)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    left.sort();
-    assert_eq!(left, ["model-1.bpk", "optim-1.bpk", "scheduler-1.bpk"]);
+    assert_eq!(
+        names_in(&folder),
+        ["model-1.bpk", "optim-1.bpk", "scheduler-1.bpk"]
+    );
     let resumed = train(&[&args[..], &["--resume"]].concat());
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert_eq!(summary(run.path())["resumed_from"], 1);

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use common::{repo, train_sample};
+use common::{not_run, repo, train_sample};
 
 /// The server process, stopped when dropped.
 struct Serving(Child);
@@ -125,14 +125,7 @@ fn the_page_draws_and_shows_the_answer_in_a_headless_browser() {
     if !std::path::Path::new(&chromium).is_file() {
         let reason =
             format!("no browser at {chromium} (apt-get install chromium, or CNN_CHROMIUM)");
-        let required = std::env::var("CNN_TEST_REQUIRE").unwrap_or_default();
-        assert!(
-            !required.split(',').any(|r| r.trim() == "browser"),
-            "{reason}"
-        );
-        let note = format!("NOT RUN (browser): the page in a headless browser: {reason}\n");
-        let _ = std::io::stderr().write_all(note.as_bytes());
-        return;
+        return not_run("browser", "the page in a headless browser", &reason);
     }
     let (run, _) = train_sample(1);
     let (_server, url) = serve(run.path());
