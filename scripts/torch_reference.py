@@ -16,6 +16,7 @@ from forward hooks on the convolution and linear layers, independently of the Ru
 import argparse
 import json
 import math
+import pathlib
 import statistics
 import time
 import tomllib
@@ -125,6 +126,7 @@ def main():
     )
     timing = {
         "backend": f"torch-{device.type}",
+        "config": pathlib.Path(args.config).stem,
         "device": name,
         "step_ms": times,
         "median_ms": median,

@@ -1,7 +1,7 @@
-//! Fractional max-pooling against naive loops, on every backend: forward values, the gradient
-//! (an argmax scatter), the tensor-op reference, and a finite-difference check. LeNet's plain
-//! 2x2 max-pool is the same operation over fixed windows (Burn's max-pool on backends without
-//! loops of their own) and is checked the same way.
+//! Fractional max-pooling against naive loops, on every backend (flex's loops, the GPU kernels on
+//! wgpu, the tensor-op formulation on ndarray): forward values, the gradient (an argmax scatter),
+//! the tensor-op reference, and a finite-difference check. LeNet's plain 2x2 max-pool is the
+//! same operation over fixed windows (Burn's max-pool on ndarray) and is checked the same way.
 
 mod common;
 
@@ -212,19 +212,23 @@ fn forward_and_backward_match_naive_loops_on_wgpu() {
 
 #[test]
 fn dedicated_op_matches_the_tensor_op_reference() {
-    // Flex runs its own loops; ndarray runs the tensor-op formulation, the reference.
+    // Flex runs its own loops and wgpu its kernels; ndarray runs the tensor-op formulation, the
+    // reference.
     let x = Tensor::<4>::random([4, 5, 35, 35], Distribution::Default, &device("flex"));
     let on_ndarray = Tensor::<4>::from_data(x.to_data(), &device("ndarray"));
+    let on_wgpu = Tensor::<4>::from_data(x.to_data(), &device("wgpu"));
     let mut rng = Lcg(3);
     for overlapping in [true, false] {
         let regions = draw(overlapping, true, [4, 5], [35, 25], &mut rng);
-        let dedicated = fractional_max_pool2d(x.clone(), &regions);
-        let reference = fractional_max_pool2d(on_ndarray.clone(), &regions);
-        assert_eq!(
-            values(dedicated),
-            values(reference),
-            "overlapping={overlapping}"
-        );
+        let reference = values(fractional_max_pool2d(on_ndarray.clone(), &regions));
+        for (backend, x) in [("flex", &x), ("wgpu", &on_wgpu)] {
+            let dedicated = fractional_max_pool2d(x.clone(), &regions);
+            assert_eq!(
+                values(dedicated),
+                reference,
+                "{backend} overlapping={overlapping}"
+            );
+        }
     }
 }
 

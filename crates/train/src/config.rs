@@ -14,7 +14,7 @@ use data::{Augmentation, DataError, DatasetKind, Splits};
 use models::{FmpNetConfig, LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::device::BackendName;
+use crate::{accumulate::Accumulate, device::BackendName};
 
 /// Everything a training run needs. Unknown keys are errors, so a typo never goes unnoticed.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -30,8 +30,12 @@ pub struct RunConfig {
     pub backend: BackendName,
     /// Number of training epochs.
     pub epochs: usize,
-    /// Images per training step.
+    /// Images per training step (one optimiser step).
     pub batch_size: usize,
+    /// Micro-batches each batch runs as, their gradients summed before the optimiser step (a
+    /// divisor of `batch_size`), or `"auto"`: the fewest that fit the device. 1 when absent.
+    #[serde(default, skip_serializing_if = "is_one")]
+    pub accumulate: Accumulate,
     /// Seed of weight initialisation, shuffling and dropout.
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -58,6 +62,10 @@ pub struct RunConfig {
     /// pooling regions on each. Default 12 for FMP nets, 1 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_passes: Option<usize>,
+}
+
+fn is_one(accumulate: &Accumulate) -> bool {
+    *accumulate == Accumulate::Fixed(1)
 }
 
 fn default_seed() -> u64 {
@@ -183,6 +191,9 @@ pub struct Overrides {
     /// Images per step, replacing `batch_size`.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Micro-batches per step (a divisor of the batch size) or `auto`, replacing `accumulate`.
+    #[arg(long)]
+    pub accumulate: Option<Accumulate>,
     /// Folder holding the datasets, replacing `data_dir`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -219,6 +230,7 @@ impl RunConfig {
         config.backend = o.backend.unwrap_or(config.backend);
         config.epochs = o.epochs.unwrap_or(config.epochs);
         config.batch_size = o.batch_size.unwrap_or(config.batch_size);
+        config.accumulate = o.accumulate.unwrap_or(config.accumulate);
         config.data_dir = o.data_dir.or(config.data_dir);
         config.output = o.output.unwrap_or(config.output);
         config.seed = o.seed.unwrap_or(config.seed);
@@ -234,6 +246,14 @@ impl RunConfig {
         }
         if self.batch_size == 0 {
             return Err("batch_size: expected at least 1".into());
+        }
+        if let Accumulate::Fixed(n) = self.accumulate
+            && self.batch_size % n != 0
+        {
+            return Err(format!(
+                "accumulate: batch_size {} does not split into {n} equal micro-batches; pick a                  divisor of it, or \"auto\"",
+                self.batch_size
+            ));
         }
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(format!(
@@ -453,6 +473,24 @@ nesterov = true
         .unwrap_err()
         .to_string();
         assert!(err.contains("learning_rat"), "{err}");
+        let err = load(
+            &VALID.replace("batch_size = 64", "batch_size = 64\naccumulate = 3"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("accumulate: batch_size 64 does not split into 3"),
+            "{err}"
+        );
+        let overrides = Overrides {
+            accumulate: Some(Accumulate::Fixed(4)),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            load(VALID, &overrides).unwrap().accumulate,
+            Accumulate::Fixed(4)
+        );
     }
 
     #[test]

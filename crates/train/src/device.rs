@@ -3,7 +3,11 @@
 
 use std::sync::OnceLock;
 
-use burn::{prelude::*, tensor::wgpu::WgpuBackend};
+use burn::{
+    backend::{Backend, Dispatch, DispatchDevice},
+    prelude::*,
+    tensor::wgpu::WgpuBackend,
+};
 use serde::{Deserialize, Serialize};
 
 /// A backend the user can pick with `backend = ...` or `--backend`.
@@ -65,14 +69,17 @@ pub fn init(backend: BackendName) -> anyhow::Result<Device> {
     }
 }
 
-/// What the device is, for summaries and benchmark tables: the GPU's own name for wgpu, the
-/// CPU model and thread count for the CPU backends.
+/// What the device is, for summaries and benchmark tables: the GPU's own name and the compiler
+/// wgpu uses on it for wgpu, the CPU model and thread count for the CPU backends.
 pub fn describe(backend: BackendName, device: &Device) -> String {
     match backend {
-        BackendName::Wgpu => device
-            .identity()
-            .map(|identity| identity.name)
-            .unwrap_or_else(|| "unknown wgpu adapter".into()),
+        BackendName::Wgpu => {
+            let name = device
+                .identity()
+                .map(|identity| identity.name)
+                .unwrap_or_else(|| "unknown wgpu adapter".into());
+            format!("{name}, {}", compiler(device))
+        }
         BackendName::Flex | BackendName::Ndarray => {
             let model = std::fs::read_to_string("/proc/cpuinfo")
                 .ok()
@@ -88,5 +95,42 @@ pub fn describe(backend: BackendName, device: &Device) -> String {
                 .unwrap_or(1);
             format!("{model}, {threads} threads")
         }
+    }
+}
+
+/// The runtime name Burn gives a wgpu device, which names the compiler its kernels go through:
+/// `wgpu<spirv>` (CubeCL's SPIR-V compiler, with tensor-core matrix products) or `wgpu<wgsl>`
+/// (the fallback where the Vulkan adapter lacks the features SPIR-V needs).
+fn compiler(device: &Device) -> String {
+    let name = <Dispatch as Backend>::name(device.as_dispatch());
+    name.find("wgpu<")
+        .and_then(|start| {
+            let rest = &name[start..];
+            rest.find('>').map(|end| rest[..=end].to_string())
+        })
+        .unwrap_or(name)
+}
+
+/// What one allocation and the whole device may hold, in bytes, where the backend says (wgpu:
+/// the adapter's largest buffer, and its memory where the Vulkan driver states it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// The largest single buffer.
+    pub largest_buffer: u64,
+    /// The device's memory, if stated.
+    pub total: Option<u64>,
+}
+
+/// The memory limits of `device`: `None` on the CPU backends, which allocate from system memory.
+pub fn memory_limits(device: &Device) -> Option<MemoryLimits> {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Cube(cube) => {
+            let memory = cube.client().properties().memory.clone();
+            Some(MemoryLimits {
+                largest_buffer: memory.max_page_size,
+                total: memory.max_memory(),
+            })
+        }
+        _ => None,
     }
 }

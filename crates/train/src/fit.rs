@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::{
     Overrides, RunConfig,
+    accumulate::{MicroBatcher, does_not_fit, micro_batches},
     checkpoint::{
         AtomicCheckpointer, check_resumable, last_complete, newest_valid, remove_incomplete,
     },
@@ -64,6 +65,8 @@ pub struct RunSummary {
     pub backend: String,
     /// The device the run used.
     pub device: String,
+    /// Micro-batches per batch (`accumulate` resolved on the device; 1: none).
+    pub micro_batches: usize,
     /// Trainable parameters.
     pub parameters: usize,
     /// Per-epoch figures of every epoch, those of earlier processes of a resumed run included.
@@ -135,6 +138,14 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let model = config.network().init(&device.clone().autodiff());
     let parameters = model.num_params();
     let device_name = device::describe(config.backend, &device);
+    let micro_batches = micro_batches(
+        config.accumulate,
+        config.batch_size,
+        &config.network(),
+        &device,
+        &device_name,
+    )?;
+    let micro_batch = config.batch_size / micro_batches;
     if device_name.contains("llvmpipe") {
         eprintln!(
             "note: the wgpu adapter is Mesa's software renderer ({device_name}): no GPU was found, \
@@ -147,9 +158,20 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let (train_set, valid_set) = all_train.split_tail(held_out);
     let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
     let batcher = ImageBatcher::new(kind, train_set.image_shape(), model.input_size())?;
-    let steps_per_epoch = train_set.len().div_ceil(config.batch_size);
+    // Optimiser steps: the loader yields micro-batches, Burn steps after every `micro_batches`.
+    let steps_per_epoch = train_set
+        .len()
+        .div_ceil(micro_batch)
+        .div_ceil(micro_batches);
+    let batching = match micro_batches {
+        1 => format!("batch {}", config.batch_size),
+        n => format!(
+            "batch {} as {n} micro-batches of {micro_batch}",
+            config.batch_size
+        ),
+    };
     println!(
-        "{}: {} on {} ({}), {} parameters; {} train / {} valid / {} test images from {}",
+        "{}: {} on {} ({}), {} parameters, {batching}; {} train / {} valid / {} test images from {}",
         run.display(),
         model.name(),
         config.backend,
@@ -161,7 +183,10 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         folder.display()
     );
 
-    let loader = |dataset, train| loader(config, &batcher, dataset, train, &device);
+    let loader = |dataset, train| {
+        let batcher = MicroBatcher::new(batcher.clone(), config.batch_size, micro_batches);
+        loader(config, batcher, dataset, train, &device)
+    };
     let epochs = Arc::new(Mutex::new(Vec::new()));
     let curves = CurveWriter::new(&run, resumed_from);
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
@@ -176,6 +201,9 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     if let Some(epoch) = resumed_from {
         training = training.checkpoint(epoch);
     }
+    if micro_batches > 1 {
+        training = training.grads_accumulation(micro_batches);
+    }
     let learner = Learner::new(
         model,
         config.optimizer(),
@@ -189,12 +217,14 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         let error = error.to_string();
         // cubecl's wording when a buffer does not fit the device (or its largest buffer).
         if error.contains("can't allocate buffer") {
-            bail!(
-                "training failed: {device_name} could not allocate a buffer at batch_size {}: \
-                 the device has too little memory, or too small a largest buffer, for this \
-                 batch; try a smaller --batch-size. Details: {error}",
-                config.batch_size
+            let error = does_not_fit(
+                &device,
+                &device_name,
+                &config.network(),
+                [config.batch_size, micro_batches],
+                &error,
             );
+            return Err(error.context("training failed"));
         }
         bail!("training failed: {error}; {}", kept_checkpoint(&run));
     }
@@ -211,7 +241,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         &result.model,
         &test_set,
         &batcher,
-        config.batch_size,
+        micro_batch,
         &device,
         passes,
     );
@@ -221,6 +251,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         config: config.clone(),
         backend: config.backend.to_string(),
         device: device_name,
+        micro_batches,
         parameters,
         seconds_per_epoch: epochs.iter().map(|e| e.train_seconds).sum::<f64>() / trained,
         images_per_second: epochs.iter().map(|e| e.images_per_second).sum::<f64>() / trained,
@@ -300,28 +331,25 @@ fn stop_on_signal(interrupter: &Interrupter) {
     *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupter.clone());
 }
 
-/// A data loader over `dataset` making batches on `device`, at the config's batch size and
-/// worker count; for training, shuffled and distorted by `[augment]`, both seeded by the run's
-/// seed.
+/// A data loader over `dataset` making batches on `device` with `batcher`, at the batcher's
+/// batch size and the config's worker count; for training, shuffled and distorted by
+/// `[augment]`, both seeded by the run's seed.
 pub fn loader(
     config: &RunConfig,
-    batcher: &ImageBatcher,
+    batcher: MicroBatcher,
     dataset: ImageDataset,
     train: bool,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
+    let batch_size = batcher.images();
     let builder = if train {
-        DataLoaderBuilder::new(
-            batcher
-                .clone()
-                .with_augmentation(&config.augment, config.seed),
-        )
-        .shuffle(config.seed)
+        DataLoaderBuilder::new(batcher.with_augmentation(&config.augment, config.seed))
+            .shuffle(config.seed)
     } else {
-        DataLoaderBuilder::new(batcher.clone())
+        DataLoaderBuilder::new(batcher)
     };
     builder
-        .batch_size(config.batch_size)
+        .batch_size(batch_size)
         .num_workers(config.workers)
         .set_device(device.clone())
         .build(dataset)

@@ -12,6 +12,7 @@
 //! [`device`]; [`last_complete`] and [`read_curves`], [`CURVES_CSV`] (reading a run
 //! directory).
 
+mod accumulate;
 mod bench;
 mod checkpoint;
 mod config;

@@ -21,7 +21,19 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Mesa's Vulkan drivers look for a display server when wgpu opens them, and where
+/// XDG_RUNTIME_DIR is unset (a headless machine, a container) print "error: XDG_RUNTIME_DIR is
+/// invalid or not set" although compute needs no display. Pointing it at the temporary folder,
+/// which holds no display socket, keeps that error-looking line out of runs with nothing wrong.
+fn quiet_display_lookup() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: the first call in `main`, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_display_lookup();
     keep_freed_memory();
     match train::run(train::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,33 +10,48 @@ fn plotting(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("cannot draw the chart: {e}")
 }
 
-/// Training images per second by backend, as an SVG bar chart with the values written on the
-/// bars.
+/// Training images per second by backend (and config, for timings of several), as an SVG bar
+/// chart with the values written on the bars; on a logarithmic axis when the fastest is more
+/// than 100 times the slowest (a GPU and a CPU, or LeNet and the FMP net, side by side).
 pub fn chart(title: &str, timings: &[BackendTiming]) -> Result<String> {
+    let values: Vec<f64> = timings.iter().map(|t| t.images_per_second).collect();
+    let largest = values.iter().copied().fold(1.0, f64::max);
+    let smallest = values.iter().copied().fold(largest, f64::min).max(1e-3);
+    let log = largest / smallest > 100.0;
+    let height = |v: f64| if log { v.max(1e-3).log10() } else { v };
+    let (bottom, top) = match log {
+        true => (height(smallest).floor() - 0.5, height(largest) + 0.4),
+        false => (0.0, largest * 1.15),
+    };
+    let names: Vec<String> = timings.iter().map(BackendTiming::label).collect();
+    let width = (names.len() as u32 * 110).max(720);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(plotting)?;
-        let top = timings
-            .iter()
-            .map(|t| t.images_per_second)
-            .fold(1.0, f64::max)
-            * 1.15;
-        let names: Vec<String> = timings.iter().map(|t| t.backend.clone()).collect();
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 16))
             .margin(14)
             .x_label_area_size(36)
             .y_label_area_size(64)
-            .build_cartesian_2d(-0.5..names.len() as f64 - 0.5, 0.0..top)
+            .build_cartesian_2d(-0.5..names.len() as f64 - 0.5, bottom..top)
             .map_err(plotting)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .y_desc("images / s")
+            .y_desc(if log {
+                "images / s (log scale)"
+            } else {
+                "images / s"
+            })
+            .y_label_formatter(&|y| match log {
+                true => format!("{}", 10f64.powf(*y).round()),
+                false => format!("{y:.0}"),
+            })
             .x_labels(names.len() + 1)
+            .x_label_style(("sans-serif", 12))
             .x_label_formatter(&|x| {
-                // Only the bar centres (whole numbers) carry a backend's name.
+                // Only the bar centres (whole numbers) carry a name.
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 {
                     names.get(i as usize).cloned().unwrap_or_default()
@@ -47,19 +62,19 @@ pub fn chart(title: &str, timings: &[BackendTiming]) -> Result<String> {
             .draw()
             .map_err(plotting)?;
         chart
-            .draw_series(timings.iter().enumerate().map(|(i, t)| {
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
                 let x = i as f64;
                 Rectangle::new(
-                    [(x - 0.35, 0.0), (x + 0.35, t.images_per_second)],
+                    [(x - 0.35, bottom), (x + 0.35, height(v))],
                     BLUE.mix(0.6).filled(),
                 )
             }))
             .map_err(plotting)?;
         chart
-            .draw_series(timings.iter().enumerate().map(|(i, t)| {
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
                 Text::new(
-                    format!("{:.1}", t.images_per_second),
-                    (i as f64 - 0.1, t.images_per_second + top * 0.06),
+                    format!("{v:.1}"),
+                    (i as f64 - 0.1, height(v) + (top - bottom) * 0.06),
                     ("sans-serif", 14),
                 )
             }))
@@ -79,6 +94,14 @@ mod tests {
         let svg = chart("title", &[timing("flex", 125.5), timing("ndarray", 3.25)]).unwrap();
         assert!(svg.starts_with("<svg"));
         for text in ["title", "flex", "ndarray", "125.5", "3.2", "images / s"] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        assert!(!svg.contains("log scale"));
+        // A GPU next to a CPU backend, of two configs: a log axis, bars named by both.
+        let mut gpu = timing("wgpu", 20000.0);
+        gpu.config = Some("fmp_mnist".into());
+        let svg = chart("title", &[gpu, timing("ndarray", 3.25)]).unwrap();
+        for text in ["fmp_mnist wgpu", "ndarray", "20000.0", "3.2", "log scale"] {
             assert!(svg.contains(text), "{text} missing");
         }
     }

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::{Overrides, RunConfig, files::write_json, fit};
+use crate::{Overrides, RunConfig, accumulate::MicroBatcher, files::write_json, fit};
 
 /// Time the training data loader (augmentation, padding, batching) in images per second.
 #[derive(clap::Args)]
@@ -50,7 +50,8 @@ pub fn run(args: LoaderBenchArgs) -> Result<()> {
     let mut config = RunConfig::load(&args.config, &args.overrides)?;
     config.workers = args.workers.unwrap_or(config.workers);
     let (train_set, batcher) = super::training_set(&config)?;
-    let loader = fit::loader(&config, &batcher, train_set, true, &Device::flex());
+    let batcher = MicroBatcher::new(batcher, config.batch_size, 1);
+    let loader = fit::loader(&config, batcher, train_set, true, &Device::flex());
     let began = Instant::now();
     let mut images = 0;
     let mut read = 0;

@@ -6,9 +6,10 @@ mod loader;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use burn::{
     data::{dataloader::batcher::Batcher, dataset::Dataset},
+    optim::GradientsAccumulator,
     prelude::*,
     tensor::Distribution,
     train::TrainStep,
@@ -18,7 +19,9 @@ use models::{FmpNet, ImageBatch, Network};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BackendName, Overrides, RunConfig, device,
+    BackendName, Overrides, RunConfig,
+    accumulate::{MicroBatcher, micro_batches},
+    device,
     files::{write_atomic, write_json},
     timing::{median_and_min, time_ms},
 };
@@ -39,7 +42,8 @@ pub struct BenchArgs {
         default_value = "flex,ndarray,wgpu"
     )]
     backends: Vec<BackendName>,
-    /// Timed steps per backend.
+    /// Timed steps per backend; 0 times nothing and gathers the `--include`d timings alone into
+    /// one table, JSON and chart.
     #[arg(long, default_value_t = 10)]
     steps: usize,
     /// Untimed warm-up steps per backend (kernel compilation, autotuning, allocation).
@@ -61,9 +65,15 @@ pub struct BenchArgs {
 
 /// Runs `train bench`: times every backend, adds the included timings, writes chart and JSON.
 pub fn run(args: BenchArgs) -> Result<()> {
-    ensure!(args.steps >= 1, "--steps: expected at least 1");
     let config = RunConfig::load(&args.config, &args.overrides)?;
-    let mut timings = time_backends(&config, &args.backends, args.warmup, args.steps)?;
+    let name = args
+        .config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned());
+    let mut timings = match args.steps {
+        0 => Vec::new(),
+        steps => time_backends(&config, name, &args.backends, [args.warmup, steps])?,
+    };
     for path in &args.include {
         for timing in BackendTiming::read_all(path)? {
             timing.print();
@@ -71,11 +81,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.chart {
-        let title = format!(
-            "{}: training images per second, batch {}",
-            args.config.display(),
-            config.batch_size
-        );
+        let title = match args.steps {
+            0 => "Training images per second".to_string(),
+            _ => format!(
+                "{}: training images per second, batch {}",
+                args.config.display(),
+                config.batch_size
+            ),
+        };
         write_atomic(path, chart(&title, &timings)?.as_bytes())?;
     }
     write_json(args.json.as_deref(), &timings)
@@ -86,6 +99,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
 pub struct BackendTiming {
     /// Backend name.
     pub backend: String,
+    /// The config timed (its file name without `.toml`), where recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
     /// Device description, or why the backend is unavailable.
     pub device: String,
     /// Milliseconds of each timed step (forward, loss, backward, optimiser step, synced).
@@ -115,25 +131,37 @@ pub struct BackendTiming {
     /// step's peak.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_memory_mib: Option<f64>,
-    /// Median milliseconds of an evaluation pass (forward only, no autodiff) over one batch.
+    /// Micro-batches a step ran as (gradient accumulation), when more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_batches: Option<usize>,
+    /// Median milliseconds of an evaluation pass (forward only, no autodiff) over one batch (one
+    /// micro-batch when accumulating).
     pub eval_median_ms: f64,
     /// Images per second evaluated, at `eval_median_ms`.
     pub eval_images_per_second: f64,
     /// For FMP nets: median milliseconds of the pooling layers alone, forward and backward, at
-    /// the shapes of a training step.
+    /// the shapes of a training step (of one micro-batch when accumulating).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling_median_ms: Option<f64>,
-    /// `pooling_median_ms` as a share of the median step.
+    /// The pooling layers' share of the median step (all its micro-batches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling_share: Option<f64>,
 }
 
 impl BackendTiming {
+    /// The name of the timing in tables and charts: the config (if recorded) and the backend.
+    pub fn label(&self) -> String {
+        match &self.config {
+            Some(config) => format!("{config} {}", self.backend),
+            None => self.backend.clone(),
+        }
+    }
+
     /// One line per figure, as the bench table shows it.
     pub fn print(&self) {
         println!(
             "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  {:7.1} GFLOP/s  ~{:7.1} s/epoch  ({})",
-            self.backend,
+            self.label(),
             self.median_ms,
             self.min_ms,
             self.images_per_second,
@@ -151,6 +179,9 @@ impl BackendTiming {
                 "",
                 share * 100.0
             );
+        }
+        if let Some(n) = self.micro_batches {
+            println!("{:>8}  each step ran as {n} micro-batches (accumulate)", "");
         }
         if let Some(mib) = self.device_memory_mib {
             println!("{:>8}  device memory held after a step: {mib:.0} MiB", "");
@@ -236,12 +267,13 @@ fn matmul_gflops(device: &Device, warmup: usize, steps: usize) -> Result<f64> {
 }
 
 /// Times `steps` training steps after `warmup` untimed ones, at the config's batch size, for
-/// each backend in turn. An unavailable backend is reported and skipped.
+/// each backend in turn, labelled with the config's `name`. An unavailable backend is reported
+/// and skipped.
 fn time_backends(
     config: &RunConfig,
+    name: Option<String>,
     backends: &[BackendName],
-    warmup: usize,
-    steps: usize,
+    [warmup, steps]: [usize; 2],
 ) -> Result<Vec<BackendTiming>> {
     let (train_set, batcher) = training_set(config)?;
     let mut results = Vec::new();
@@ -262,6 +294,10 @@ fn time_backends(
             [warmup, steps],
         )
         .with_context(|| backend.to_string())?;
+        let timing = BackendTiming {
+            config: name.clone(),
+            ..timing
+        };
         timing.print();
         results.push(timing);
     }
@@ -283,11 +319,25 @@ fn time_backend(
     let mut model = Some(network.init(&train_device));
     let mut optimizer = config.optimizer();
     let batch_size = config.batch_size.min(train_set.len());
+    let device_name = device::describe(backend, device);
+    let micro_batches = match batch_size == config.batch_size {
+        true => micro_batches(
+            config.accumulate,
+            batch_size,
+            &network,
+            device,
+            &device_name,
+        )?,
+        // A training set smaller than a batch: one batch of all of it.
+        false => 1,
+    };
+    let micro_batcher = MicroBatcher::new(batcher.clone(), batch_size, micro_batches);
+    let micro_batch = micro_batcher.images();
     let batch = |start: usize, device: &Device| -> ImageBatch {
         let items = train_set
-            .get_many((start..start + batch_size).collect())
+            .get_many((start..start + micro_batch).collect())
             .expect("indices are in range");
-        batcher.batch(items, device)
+        micro_batcher.batch(items, device)
     };
     let mut reserved = None::<u64>;
     let times = time_ms(
@@ -295,16 +345,20 @@ fn time_backend(
         warmup,
         steps,
         |step| {
-            batch(
-                (step * batch_size) % (train_set.len() - batch_size + 1),
-                &train_device,
-            )
+            let start = (step * batch_size) % (train_set.len() - batch_size + 1);
+            (0..micro_batches)
+                .map(|i| batch(start + i * micro_batch, &train_device))
+                .collect::<Vec<_>>()
         },
-        |batch| {
+        |batches| {
             let trained = model.take().expect("the model is put back after each step");
-            let output = TrainStep::step(&trained, batch);
+            // As Burn's learner accumulates: gradients summed over the micro-batches.
+            let mut accumulator = GradientsAccumulator::new();
+            for batch in batches {
+                accumulator.accumulate(&trained, TrainStep::step(&trained, batch).grads);
+            }
             let learning_rate = config.optimizer.learning_rate().into();
-            model = Some(trained.optimize(&mut optimizer, learning_rate, output.grads));
+            model = Some(trained.optimize(&mut optimizer, learning_rate, accumulator.grads()));
             if let Some(usage) = device.memory_pool_usage() {
                 reserved = Some(reserved.unwrap_or(0).max(usage.bytes_reserved));
             }
@@ -326,7 +380,7 @@ fn time_backend(
     let eval_median = median_and_min(&eval_times).0;
     let pooling = match &model {
         Network::FmpNet(net) => {
-            let times = time_pooling(net, batch_size, &train_device, warmup, steps)?;
+            let times = time_pooling(net, micro_batch, &train_device, warmup, steps)?;
             Some(median_and_min(&times).0)
         }
         _ => None,
@@ -341,14 +395,16 @@ fn time_backend(
         matmul_gflop_per_second: Some(peak),
         matmul_share: Some(gflop_per_second / peak),
         backend: backend.to_string(),
-        device: device::describe(backend, device),
+        config: None,
+        device: device_name,
+        micro_batches: (micro_batches > 1).then_some(micro_batches),
         median_ms: median,
         min_ms: min,
         pooling_median_ms: pooling,
         device_memory_mib: reserved.map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
         eval_median_ms: eval_median,
-        eval_images_per_second: batch_size as f64 / (eval_median / 1e3),
-        pooling_share: pooling.map(|p| p / median),
+        eval_images_per_second: micro_batch as f64 / (eval_median / 1e3),
+        pooling_share: pooling.map(|p| p * micro_batches as f64 / median),
         images_per_second: batch_size as f64 / (median / 1e3),
         epoch_seconds: train_set.len().div_ceil(batch_size) as f64 * median / 1e3,
         step_ms: times,
@@ -362,6 +418,7 @@ pub(crate) mod tests {
     pub(crate) fn timing(backend: &str, images_per_second: f64) -> BackendTiming {
         BackendTiming {
             backend: backend.into(),
+            config: None,
             device: "test".into(),
             step_ms: vec![1.0],
             median_ms: 1.0,
@@ -377,6 +434,7 @@ pub(crate) mod tests {
             pooling_median_ms: None,
             pooling_share: None,
             device_memory_mib: None,
+            micro_batches: None,
         }
     }
 

@@ -3,13 +3,17 @@
 //! The regions ([`PoolRegions`]) are an argument: how they are drawn is the network's business.
 //! The forward pass keeps, for every output, the flat index of the input cell that held the
 //! maximum; the backward pass adds each output gradient at that index and nowhere else. Flex (the
-//! default CPU backend) runs both as parallel loops over image planes. The other backends run
-//! [`fmp_forward_tensor_ops`] / [`fmp_backward_tensor_ops`], the same computation written with
-//! Burn's tensor operations, which also serves as the reference the loops are tested against.
+//! default CPU backend) runs both as parallel loops over image planes, the Cube backend (wgpu) as
+//! the GPU kernels of [`cube`]. ndarray runs [`fmp_forward_tensor_ops`] /
+//! [`fmp_backward_tensor_ops`], the same computation written with Burn's tensor operations, which
+//! also serves as the reference the loops and kernels are tested against.
+
+mod cube;
 
 use std::sync::Arc;
 
 use burn::backend::TensorMetadata;
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
     autodiff::checkpoint::strategy::CheckpointStrategy,
@@ -106,7 +110,9 @@ pub trait FractionalMaxPoolBackend: Backend {
     ///
     /// Backends without loops of their own run Burn's max-pool for [`PoolRegions::windows`]
     /// (its indices are the same `row * w + col`) and [`fmp_forward_tensor_ops`] otherwise.
-    #[fusion(default)]
+    /// Fusion records the operation as it is (the output shapes are known from the regions) and
+    /// runs the Cube kernel when the stream executes.
+    #[fusion(meta = forward_specs)]
     fn fmp_forward(
         x: FloatTensor<Self>,
         regions: PoolRegions,
@@ -127,15 +133,39 @@ pub trait FractionalMaxPoolBackend: Backend {
         }
     }
 
-    /// The gradient of the input `[n, c, input[0], input[1]]`: `grad` added at `argmax`.
-    #[fusion(default)]
+    /// The gradient of the input `[n, c, input[0], input[1]]`: `grad` added at `argmax`, the
+    /// indices [`Self::fmp_forward`] returned for `regions`.
+    #[fusion(meta = backward_spec)]
     fn fmp_backward(
         grad: FloatTensor<Self>,
         argmax: IntTensor<Self>,
+        _regions: PoolRegions,
         input: [usize; 2],
     ) -> FloatTensor<Self> {
         fmp_backward_tensor_ops::<Self>(grad, argmax, input)
     }
+}
+
+/// The outputs of [`FractionalMaxPoolBackend::fmp_forward`] as fusion records them: the maxima in
+/// the input's float type and `i32` indices, both `[n, c, out_h, out_w]`.
+fn forward_specs(x: &TensorSpec, regions: &PoolRegions) -> (TensorSpec, TensorSpec) {
+    let [n, c, _, _] = x.shape.dims::<4>();
+    let shape = Shape::new([n, c, regions.out[0], regions.out[1]]);
+    (
+        TensorSpec::new(shape.clone(), x.dtype),
+        TensorSpec::new(shape, DType::I32),
+    )
+}
+
+/// The output of [`FractionalMaxPoolBackend::fmp_backward`] as fusion records it.
+fn backward_spec(
+    grad: &TensorSpec,
+    _argmax: &TensorSpec,
+    _regions: &PoolRegions,
+    input: &[usize; 2],
+) -> TensorSpec {
+    let [n, c, _, _] = grad.shape.dims::<4>();
+    TensorSpec::new(Shape::new([n, c, input[0], input[1]]), grad.dtype)
 }
 
 /// Fractional max-pooling of `x` `[n, c, h, w]` over `regions`, differentiable on every backend.
@@ -263,7 +293,12 @@ impl FractionalMaxPoolBackend for Flex {
         )
     }
 
-    fn fmp_backward(grad: FlexTensor, argmax: FlexTensor, input: [usize; 2]) -> FlexTensor {
+    fn fmp_backward(
+        grad: FlexTensor,
+        argmax: FlexTensor,
+        _regions: PoolRegions,
+        input: [usize; 2],
+    ) -> FlexTensor {
         if grad.dtype() != DType::F32 || argmax.dtype() != DType::I32 {
             return fmp_backward_tensor_ops::<Self>(grad, argmax, input);
         }
@@ -289,8 +324,6 @@ impl FractionalMaxPoolBackend for Flex {
 
 impl FractionalMaxPoolBackend for NdArray {}
 
-impl FractionalMaxPoolBackend for burn_cubecl::CubeBackend {}
-
 impl<B: FractionalMaxPoolBackend, C: CheckpointStrategy> FractionalMaxPoolBackend
     for Autodiff<B, C>
 {
@@ -303,11 +336,11 @@ impl<B: FractionalMaxPoolBackend, C: CheckpointStrategy> FractionalMaxPoolBacken
         let pooled = record::<B, C, _, 1>(
             [x],
             |[x]| {
-                let (pooled, argmax) = B::fmp_forward(x, regions);
+                let (pooled, argmax) = B::fmp_forward(x, regions.clone());
                 indices = Some(argmax.clone());
-                (pooled, (argmax, [h, w]))
+                (pooled, (argmax, regions, [h, w]))
             },
-            |(argmax, input), grad| [B::fmp_backward(grad, argmax, input)],
+            |(argmax, regions, input), grad| [B::fmp_backward(grad, argmax, regions, input)],
         );
         (pooled, indices.expect("the forward pass ran"))
     }
@@ -315,10 +348,16 @@ impl<B: FractionalMaxPoolBackend, C: CheckpointStrategy> FractionalMaxPoolBacken
     fn fmp_backward(
         grad: FloatTensor<Self>,
         argmax: IntTensor<Self>,
+        regions: PoolRegions,
         input: [usize; 2],
     ) -> FloatTensor<Self> {
         // Only reached when differentiating a gradient: not needed for training, so the result
         // is a constant.
-        Self::from_inner(B::fmp_backward(grad.into_primitive(), argmax, input))
+        Self::from_inner(B::fmp_backward(
+            grad.into_primitive(),
+            argmax,
+            regions,
+            input,
+        ))
     }
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# One-shot proof of the GPU code path on whatever Vulkan device this machine has.
+#
+#   scripts/gpu_check.sh [--quick] [--out DIR]
+#
+# Prints the adapter and the compiler wgpu chose (SPIR-V or WGSL), runs the wgpu tests, then
+# times training steps with `train bench` on wgpu and flex: Graham's FMP net on CIFAR-10 at full
+# size (k = 160, batch 50) and at k = 64, the FMP net on MNIST and the modern LeNet, next to
+# scripts/torch_reference.py --device cuda where PyTorch has CUDA. Each line gives ms per step,
+# images/s, achieved GFLOP/s and its share of the device's own 2048^3 matrix-product ceiling.
+# Writes DIR/gpu_check.json (every timing) and DIR/gpu_check.svg (images per second).
+#
+# --quick: two small configs and two steps each, for a software renderer (lavapipe) and CI.
+# Build first (cargo build --release -p train) so device time goes to measuring; the script
+# builds what is missing. CIFAR-10 is generated in its official format when absent (timing does
+# not depend on pixel values).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=false
+out=gpu-check
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=true ;;
+    --out) out="$2"; shift ;;
+    *) echo "usage: scripts/gpu_check.sh [--quick] [--out DIR]" >&2; exit 2 ;;
+  esac
+  shift
+done
+mkdir -p "$out"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+train="$CARGO_TARGET_DIR/release/train"
+if [ ! -x "$train" ]; then
+  cargo build --release -p train
+fi
+
+# Data: the quick configs train on the MNIST sample shipped with the project; the full ones on
+# MNIST and CIFAR-10 where CNN_DATA_DIR has them, else on CIFAR-10 generated in the official
+# binary format.
+data="${CNN_DATA_DIR:-$PWD/data}"
+if ! $quick && [ ! -d "$data/cifar10/cifar-10-batches-bin" ] \
+    && [ ! -f "$data/cifar10/cifar-10-binary.tar.gz" ]; then
+  generated="$out/data"
+  mkdir -p "$generated"
+  if [ -d "$data/mnist" ]; then
+    ln -sfn "$(cd "$data" && pwd)/mnist" "$generated/mnist"
+  fi
+  data="$generated"
+  folder="$data/cifar10/cifar-10-batches-bin"
+  if [ ! -f "$folder/test_batch.bin" ]; then
+    echo "== generating CIFAR-10-format batches in $folder (no CIFAR-10 here)"
+    mkdir -p "$folder"
+    printf '%s\n' airplane automobile bird cat deer dog frog horse ship truck \
+      > "$folder/batches.meta.txt"
+    for batch in data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5 test_batch; do
+      perl -e 'srand(7); for (1..200) { print chr(int(rand(10))), pack("C*", map { int(rand(256)) } 1..3072) }' \
+        > "$folder/$batch.bin"
+    done
+  fi
+fi
+export CNN_DATA_DIR="$data"
+
+echo "== adapter and compiler"
+"$train" bench configs/quickstart.toml --backends wgpu --steps 1 --warmup 0 > "$out/adapter.txt"
+grep -m1 'wgpu: median' "$out/adapter.txt" | sed 's/.*(\(.*\))$/\1/'
+
+echo "== wgpu tests"
+if command -v cargo >/dev/null; then
+  cargo test --release --workspace -- wgpu
+else
+  echo "NOT RUN: cargo is not installed here; run the wgpu tests where the binary was built"
+fi
+
+if $quick; then
+  configs=(fmp_quickstart quickstart)
+  steps=2
+  warmup=1
+else
+  configs=(fmp_cifar fmp_cifar_k64 fmp_mnist lenet_mnist)
+  steps=5
+  warmup=2
+fi
+torch=false
+if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  torch=true
+else
+  echo "(no CUDA PyTorch here: the PyTorch reference is left out)"
+fi
+
+include=()
+for config in "${configs[@]}"; do
+  echo "== $config"
+  if $torch; then
+    python3 scripts/torch_reference.py "configs/$config.toml" --device cuda \
+      --steps "$steps" --warmup "$warmup" --json "$out/$config.torch.json"
+    include+=(--include "$out/$config.torch.json")
+  fi
+  "$train" bench "configs/$config.toml" --backends wgpu,flex --steps "$steps" \
+    --warmup "$warmup" --accumulate auto --json "$out/$config.json"
+  include+=(--include "$out/$config.json")
+done
+
+echo "== all timings: $out/gpu_check.json, chart $out/gpu_check.svg"
+"$train" bench configs/quickstart.toml --steps 0 "${include[@]}" \
+  --json "$out/gpu_check.json" --chart "$out/gpu_check.svg" > /dev/null
+echo "GPU check done"
