@@ -90,7 +90,7 @@ mod tests {
                     .get::<D>(param.id)
                     .expect("every parameter has a gradient");
                 self.1
-                    .push(grad.into_data().convert::<f32>().to_vec().unwrap());
+                    .push(grad.into_data().convert::<f32>().try_to_vec().unwrap());
             }
         }
         let mut collect = Collect(grads, Vec::new());

@@ -127,7 +127,7 @@ pub fn fewest_fitting(
     limits: MemoryLimits,
 ) -> Option<usize> {
     (at_least.max(1)..=batch_size)
-        .filter(|n| batch_size % n == 0)
+        .filter(|&n| batch_size.is_multiple_of(n))
         .find(|&n| footprint.fits(batch_size / n, limits))
 }
 

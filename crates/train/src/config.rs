@@ -248,7 +248,7 @@ impl RunConfig {
             return Err("batch_size: expected at least 1".into());
         }
         if let Accumulate::Fixed(n) = self.accumulate
-            && self.batch_size % n != 0
+            && !self.batch_size.is_multiple_of(n)
         {
             return Err(format!(
                 "accumulate: batch_size {} does not split into {n} equal micro-batches; pick a                  divisor of it, or \"auto\"",

@@ -160,6 +160,53 @@ fn wgpu_without_an_adapter_is_a_clear_error() {
 }
 
 #[test]
+fn a_wgpu_bench_accumulates_names_its_compiler_and_prints_no_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(["bench", "configs/quickstart.toml", "--backends", "wgpu"])
+        .args(["--steps", "1", "--warmup", "0", "--accumulate", "2"])
+        // As on a headless machine: Mesa looks for a display server and, without this variable,
+        // printed an error-looking line four times.
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains("wgpu<") && message.contains("2 micro-batches"),
+        "{message}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+#[test]
+fn a_run_with_accumulation_trains_and_says_so() {
+    let run = tempfile::tempdir().unwrap();
+    let args = [
+        "configs/quickstart.toml",
+        "--epochs",
+        "1",
+        "--accumulate",
+        "2",
+    ];
+    let output = train(&[&args[..], &["--output", run.path().to_str().unwrap()]].concat());
+    let message = text(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(
+        message.contains("batch 32 as 2 micro-batches of 16"),
+        "{message}"
+    );
+    let summary = summary(run.path());
+    assert_eq!(summary["micro_batches"], 2);
+    // One epoch of LeNet on the sample, accumulated, learns (chance is 10%).
+    assert!(
+        summary["test_accuracy"].as_f64().unwrap() > 50.0,
+        "{summary}"
+    );
+}
+
+#[test]
 fn the_same_seed_reproduces_a_run() {
     let losses: Vec<serde_json::Value> = (0..2)
         .map(|_| {
