@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::{
     Overrides, RunConfig,
-    accumulate::{MicroBatcher, does_not_fit, micro_batches},
+    accumulate::{self, MicroBatcher},
     checkpoint::{
         AtomicCheckpointer, check_resumable, last_complete, newest_valid, remove_incomplete,
     },
@@ -138,7 +138,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let model = config.network().init(&device.clone().autodiff());
     let parameters = model.num_params();
     let device_name = device::describe(config.backend, &device);
-    let micro_batches = micro_batches(
+    let micro_batches = accumulate::micro_batches(
         config.accumulate,
         config.batch_size,
         &config.network(),
@@ -217,7 +217,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         let error = error.to_string();
         // cubecl's wording when a buffer does not fit the device (or its largest buffer).
         if error.contains("can't allocate buffer") {
-            let error = does_not_fit(
+            let error = accumulate::does_not_fit(
                 &device,
                 &device_name,
                 &config.network(),

@@ -24,6 +24,15 @@ use burn_cubecl::{
 
 use super::{FractionalMaxPoolBackend, PoolRegions, Span};
 
+/// Row `index` of a `[_, 2]` table of indices.
+#[cube]
+fn pair<I: Int>(table: &Tensor<I>, index: usize) -> (usize, usize) {
+    (
+        usize::cast_from(table[2 * index]),
+        usize::cast_from(table[2 * index + 1]),
+    )
+}
+
 /// `x` `[n, c, h, w]` pooled over `rows`/`cols`, the first and last cell of every interval
 /// (`[batch * groups * out_h, 2]` and `[batch * groups * out_w, 2]`).
 #[cube(launch)]
@@ -48,10 +57,8 @@ fn fmp_forward_kernel<F: Float, I: Int>(
     let plane = pos / (oh * ow);
     let group = if per_channel { plane } else { plane / channels };
 
-    let row = (group * oh + i) * 2;
-    let col = (group * ow + j) * 2;
-    let (r0, r1) = (usize::cast_from(rows[row]), usize::cast_from(rows[row + 1]));
-    let (c0, c1) = (usize::cast_from(cols[col]), usize::cast_from(cols[col + 1]));
+    let (r0, r1) = pair(rows, group * oh + i);
+    let (c0, c1) = pair(cols, group * ow + j);
 
     // The corners in row-major order; `>` keeps the first of equal maxima, as the flex loop does.
     let base = plane * h * w;
@@ -101,10 +108,8 @@ fn fmp_backward_kernel<F: Float, I: Int>(
     let plane = pos / (h * w);
     let group = if per_channel { plane } else { plane / channels };
 
-    let row = (group * h + y) * 2;
-    let col = (group * w + x) * 2;
-    let (r_lo, r_hi) = (usize::cast_from(rows[row]), usize::cast_from(rows[row + 1]));
-    let (c_lo, c_hi) = (usize::cast_from(cols[col]), usize::cast_from(cols[col + 1]));
+    let (r_lo, r_hi) = pair(rows, group * h + y);
+    let (c_lo, c_hi) = pair(cols, group * w + x);
 
     let cell = I::cast_from((y * w + x) as u32);
     let mut sum = F::new(0.0);

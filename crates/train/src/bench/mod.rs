@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BackendName, Overrides, RunConfig,
-    accumulate::{MicroBatcher, micro_batches},
+    accumulate::{self, MicroBatcher},
     device,
     files::{write_atomic, write_json},
     timing::{median_and_min, time_ms},
@@ -321,7 +321,7 @@ fn time_backend(
     let batch_size = config.batch_size.min(train_set.len());
     let device_name = device::describe(backend, device);
     let micro_batches = match batch_size == config.batch_size {
-        true => micro_batches(
+        true => accumulate::micro_batches(
             config.accumulate,
             batch_size,
             &network,
