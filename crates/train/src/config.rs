@@ -14,7 +14,10 @@ use data::{Augmentation, DataError, DatasetKind, Splits};
 use models::{FmpNetConfig, LeNet5ClassicConfig, LeNet5ModernConfig, NetworkConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::{accumulate::Accumulate, device::BackendName};
+use crate::{
+    accumulate::Accumulate,
+    device::{BackendName, DeviceList},
+};
 
 /// Everything a training run needs. Unknown keys are errors, so a typo never goes unnoticed.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -36,6 +39,10 @@ pub struct RunConfig {
     /// divisor of `batch_size`), or `"auto"`: the fewest that fit the device. 1 when absent.
     #[serde(default, skip_serializing_if = "is_one")]
     pub accumulate: Accumulate,
+    /// The devices to train on, each taking an equal share of every batch: indices as `train
+    /// devices` lists them (`"0,1"`), or `"all"`. The backend's default device when absent.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub devices: DeviceList,
     /// Seed of weight initialisation, shuffling and dropout.
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -68,6 +75,10 @@ fn is_one(accumulate: &Accumulate) -> bool {
     *accumulate == Accumulate::Fixed(1)
 }
 
+fn is_default(devices: &DeviceList) -> bool {
+    *devices == DeviceList::Default
+}
+
 fn default_seed() -> u64 {
     42
 }
@@ -76,6 +87,23 @@ fn default_workers() -> usize {
 }
 fn default_validation() -> f64 {
     1.0 / 12.0
+}
+
+/// The images of a `batch_size` batch each of `devices` devices takes, or what to change.
+pub fn split_between_devices(batch_size: usize, devices: usize) -> Result<usize, String> {
+    if batch_size < devices {
+        return Err(format!(
+            "devices: batch_size {batch_size} is smaller than the {devices} devices; each \
+             device needs at least one image of every batch"
+        ));
+    }
+    if !batch_size.is_multiple_of(devices) {
+        return Err(format!(
+            "devices: batch_size {batch_size} does not split evenly between {devices} devices; \
+             pick a multiple of {devices}"
+        ));
+    }
+    Ok(batch_size / devices)
 }
 
 /// The `[model]` table: `kind`, and for the FMP net its hyper-parameters, each with the default
@@ -194,6 +222,9 @@ pub struct Overrides {
     /// Micro-batches per step (a divisor of the batch size) or `auto`, replacing `accumulate`.
     #[arg(long)]
     pub accumulate: Option<Accumulate>,
+    /// Devices to train on, e.g. 0,1 (indices from `train devices`) or all, replacing `devices`.
+    #[arg(long)]
+    pub devices: Option<DeviceList>,
     /// Folder holding the datasets, replacing `data_dir`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -231,6 +262,7 @@ impl RunConfig {
         config.epochs = o.epochs.unwrap_or(config.epochs);
         config.batch_size = o.batch_size.unwrap_or(config.batch_size);
         config.accumulate = o.accumulate.unwrap_or(config.accumulate);
+        config.devices = o.devices.unwrap_or(config.devices);
         config.data_dir = o.data_dir.or(config.data_dir);
         config.output = o.output.unwrap_or(config.output);
         config.seed = o.seed.unwrap_or(config.seed);
@@ -247,11 +279,31 @@ impl RunConfig {
         if self.batch_size == 0 {
             return Err("batch_size: expected at least 1".into());
         }
+        if let DeviceList::Indices(indices) = &self.devices {
+            if indices.is_empty() {
+                return Err(
+                    "devices: the list is empty; give indices from `train devices` \
+                            (e.g. \"0,1\") or \"all\""
+                        .into(),
+                );
+            }
+            let per_device = split_between_devices(self.batch_size, indices.len())?;
+            if let Accumulate::Fixed(n) = self.accumulate
+                && !per_device.is_multiple_of(n)
+            {
+                return Err(format!(
+                    "accumulate: the {per_device} images each of {} devices takes from a batch \
+                     do not split into {n} micro-batches; pick a batch_size that does",
+                    indices.len()
+                ));
+            }
+        }
         if let Accumulate::Fixed(n) = self.accumulate
             && !self.batch_size.is_multiple_of(n)
         {
             return Err(format!(
-                "accumulate: batch_size {} does not split into {n} equal micro-batches; pick a                  divisor of it, or \"auto\"",
+                "accumulate: batch_size {} does not split into {n} equal micro-batches; pick a \
+                 divisor of it, or \"auto\"",
                 self.batch_size
             ));
         }
@@ -481,6 +533,22 @@ nesterov = true
         .to_string();
         assert!(
             err.contains("accumulate: batch_size 64 does not split into 3"),
+            "{err}"
+        );
+        let err = load(
+            &VALID.replace("batch_size = 64", "batch_size = 64\ndevices = []"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("devices: the list is empty"), "{err}");
+        let overrides = Overrides {
+            devices: Some(DeviceList::Indices(vec![0, 1, 2])),
+            ..Overrides::default()
+        };
+        let err = load(VALID, &overrides).unwrap_err().to_string();
+        assert!(
+            err.contains("devices: batch_size 64 does not split evenly between 3 devices"),
             "{err}"
         );
         let overrides = Overrides {

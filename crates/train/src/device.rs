@@ -1,12 +1,16 @@
 //! Backend name -> Burn device. In Burn 0.22 the backend is the device, so this is the only
 //! place that knows which backends exist.
 
-use std::sync::OnceLock;
+use std::{str::FromStr, sync::Mutex};
 
+use anyhow::{Context, bail};
 use burn::{
     backend::{Backend, Dispatch, DispatchDevice},
     prelude::*,
-    tensor::wgpu::WgpuBackend,
+    tensor::{
+        DeviceKind,
+        wgpu::{WgpuBackend, wgpu},
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,33 +44,232 @@ impl std::fmt::Display for BackendName {
     }
 }
 
-/// The device for `backend`. For wgpu the adapter is acquired now, on Vulkan only (a silent
-/// fallback to OpenGL would be ~25x slower), and its absence is an error that says what to do.
+/// The default device of `backend`. For wgpu the adapter is acquired now, on Vulkan only (a
+/// silent fallback to OpenGL would be ~25x slower), and its absence is an error that says what
+/// to do.
 pub fn init(backend: BackendName) -> anyhow::Result<Device> {
     match backend {
-        BackendName::Flex => Ok(Device::flex()),
+        BackendName::Flex | BackendName::Ndarray => Ok(cpu_device(backend)),
+        BackendName::Wgpu => open_wgpu(DeviceKind::DefaultDevice).map_err(|e| {
+            anyhow::anyhow!(
+                "no usable GPU adapter for --backend wgpu (Vulkan): {e}. Install a Vulkan driver \
+                 (without a GPU, Mesa's software one: apt-get install mesa-vulkan-drivers \
+                 libvulkan1) or use --backend flex"
+            )
+        }),
+    }
+}
+
+fn cpu_device(backend: BackendName) -> Device {
+    match backend {
         // Deprecated upstream in favour of flex, but the course asks for it by name.
         #[allow(deprecated)]
-        BackendName::Ndarray => Ok(Device::ndarray()),
-        BackendName::Wgpu => {
-            // A wgpu runtime can be initialised once per process: keep the answer.
-            static WGPU: OnceLock<Result<Device, String>> = OnceLock::new();
-            WGPU.get_or_init(|| {
-                Device::wgpu_options()
-                    .graphics_api(WgpuBackend::Vulkan)
-                    .init()
-                    .map_err(|e| {
-                        format!(
-                            "no usable GPU adapter for --backend wgpu (Vulkan): {e}. Install a Vulkan \
-                             driver (without a GPU, Mesa's software one: apt-get install \
-                             mesa-vulkan-drivers libvulkan1) or use --backend flex"
-                        )
-                    })
-            })
-            .clone()
-            .map_err(anyhow::Error::msg)
+        BackendName::Ndarray => Device::ndarray(),
+        _ => Device::flex(),
+    }
+}
+
+/// The wgpu device of adapter `kind` on Vulkan. A wgpu runtime can be initialised once per
+/// process and adapter: the answer for each is kept.
+fn open_wgpu(kind: DeviceKind) -> Result<Device, String> {
+    static OPENED: Mutex<Vec<(String, Result<Device, String>)>> = Mutex::new(Vec::new());
+    let key = format!("{kind:?}");
+    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, device)) = opened.iter().find(|(k, _)| *k == key) {
+        return device.clone();
+    }
+    let device = Device::wgpu_options()
+        .device_kind(kind)
+        .graphics_api(WgpuBackend::Vulkan)
+        .init()
+        .map_err(|e| e.to_string());
+    opened.push((key, device.clone()));
+    device
+}
+
+/// `devices` in a config or `--devices`: the devices a run trains on, one replica of the model
+/// on each, every batch split evenly between them (Burn's multi-device strategy).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "WrittenList", into = "String")]
+pub enum DeviceList {
+    /// The backend's default device alone.
+    #[default]
+    Default,
+    /// These devices, by their index in `train devices`. An index given twice is two replicas
+    /// on one device (the CPU backends have one device: `0,0` runs two replicas on the CPU).
+    Indices(Vec<usize>),
+    /// Every device of the backend, once.
+    All,
+}
+
+impl FromStr for DeviceList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "expected device indices as `train devices` lists them (e.g. 0,1) or \"all\", \
+                 got \"{text}\""
+            )
+        };
+        match text.trim() {
+            "all" => Ok(Self::All),
+            "default" => Ok(Self::Default),
+            list => list
+                .split(',')
+                .map(|index| index.trim().parse::<usize>().map_err(|_| bad()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::Indices),
         }
     }
+}
+
+impl std::fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::All => f.write_str("all"),
+            Self::Indices(indices) => {
+                let indices: Vec<String> = indices.iter().map(usize::to_string).collect();
+                f.write_str(&indices.join(","))
+            }
+        }
+    }
+}
+
+/// How `devices` is written in TOML: `"0,1"`, `"all"` or `[0, 1]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WrittenList {
+    Indices(Vec<usize>),
+    Text(String),
+}
+
+impl TryFrom<WrittenList> for DeviceList {
+    type Error = String;
+
+    fn try_from(written: WrittenList) -> Result<Self, String> {
+        match written {
+            WrittenList::Indices(indices) => Ok(Self::Indices(indices)),
+            WrittenList::Text(text) => text.parse(),
+        }
+    }
+}
+
+impl From<DeviceList> for String {
+    fn from(list: DeviceList) -> Self {
+        list.to_string()
+    }
+}
+
+/// One device a backend can train on, as `train devices` lists it.
+#[derive(Clone, Debug)]
+pub struct Adapter {
+    /// Its name: the GPU's own, or the CPU's model and threads.
+    pub name: String,
+    /// Discrete GPU, integrated GPU, virtual GPU, or CPU.
+    pub kind: &'static str,
+    /// How wgpu addresses it; `None` for the CPU backends.
+    wgpu: Option<DeviceKind>,
+}
+
+impl Adapter {
+    /// Opens the device.
+    pub fn open(&self, backend: BackendName) -> anyhow::Result<Device> {
+        match &self.wgpu {
+            None => Ok(cpu_device(backend)),
+            Some(kind) => open_wgpu(kind.clone())
+                .map_err(|e| anyhow::anyhow!("{} did not start: {e}", self.name)),
+        }
+    }
+}
+
+/// The devices `backend` can train on, in the order `--devices` indexes them: the CPU for the
+/// CPU backends; the Vulkan adapters for wgpu, as wgpu enumerates them.
+pub fn adapters(backend: BackendName) -> Vec<Adapter> {
+    if backend != BackendName::Wgpu {
+        return vec![Adapter {
+            name: cpu_name(),
+            kind: "CPU",
+            wgpu: None,
+        }];
+    }
+    let vulkan = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: vulkan,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let mut adapters = Vec::new();
+    // Each kind counts from zero: `DiscreteGpu(1)` is the second discrete adapter.
+    let mut counts = [0; 3];
+    let mut next = |kind: usize| {
+        counts[kind] += 1;
+        counts[kind] - 1
+    };
+    for adapter in futures_lite::future::block_on(instance.enumerate_adapters(vulkan)) {
+        let info = adapter.get_info();
+        let (kind, label) = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => (DeviceKind::DiscreteGpu(next(0)), "discrete GPU"),
+            wgpu::DeviceType::IntegratedGpu => {
+                (DeviceKind::IntegratedGpu(next(1)), "integrated GPU")
+            }
+            wgpu::DeviceType::VirtualGpu => (DeviceKind::VirtualGpu(next(2)), "virtual GPU"),
+            wgpu::DeviceType::Cpu => (DeviceKind::Cpu, "CPU (software renderer)"),
+            // wgpu cannot be asked for an adapter of an unknown kind by index.
+            wgpu::DeviceType::Other => continue,
+        };
+        // wgpu addresses one software renderer only.
+        let software = kind == DeviceKind::Cpu;
+        if software && adapters.iter().any(|a: &Adapter| a.kind == label) {
+            continue;
+        }
+        adapters.push(Adapter {
+            name: info.name,
+            kind: label,
+            wgpu: Some(kind),
+        });
+    }
+    adapters
+}
+
+/// The devices of `list` for `backend`, opened: the default device alone, or those listed.
+pub fn init_all(backend: BackendName, list: &DeviceList) -> anyhow::Result<Vec<Device>> {
+    let indices = match list {
+        DeviceList::Default => return Ok(vec![init(backend)?]),
+        DeviceList::All => None,
+        DeviceList::Indices(indices) => Some(indices.clone()),
+    };
+    let adapters = adapters(backend);
+    if adapters.is_empty() {
+        // The default device's error says what to install.
+        init(backend)?;
+        bail!("devices {list}: {backend} found no device it can address");
+    }
+    let indices = indices.unwrap_or_else(|| (0..adapters.len()).collect());
+    if indices.is_empty() {
+        bail!("devices: none given; `train devices` lists them");
+    }
+    indices
+        .iter()
+        .map(|&index| {
+            let adapter = adapters.get(index).ok_or_else(|| {
+                let known: Vec<String> = adapters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| format!("{i}: {}", a.name))
+                    .collect();
+                anyhow::anyhow!(
+                    "devices {list}: {backend} has no device {index}; it has {} ({}). \
+                     `train devices` lists them",
+                    adapters.len(),
+                    known.join("; ")
+                )
+            })?;
+            adapter
+                .open(backend)
+                .with_context(|| format!("devices {list}: device {index}"))
+        })
+        .collect()
 }
 
 /// What the device is, for summaries and benchmark tables: the GPU's own name and the compiler
@@ -80,28 +283,31 @@ pub fn describe(backend: BackendName, device: &Device) -> String {
                 .unwrap_or_else(|| "unknown wgpu adapter".into());
             format!("{name}, {}", compiler(device))
         }
-        BackendName::Flex | BackendName::Ndarray => {
-            let model = std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|info| {
-                    info.lines()
-                        .find(|l| l.starts_with("model name"))
-                        .and_then(|l| l.split(':').nth(1))
-                        .map(|s| s.trim().to_string())
-                })
-                .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            format!("{model}, {threads} threads")
-        }
+        BackendName::Flex | BackendName::Ndarray => cpu_name(),
     }
+}
+
+/// The CPU's model and thread count.
+fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{model}, {threads} threads")
 }
 
 /// The runtime name Burn gives a wgpu device, which names the compiler its kernels go through:
 /// `wgpu<spirv>` (CubeCL's SPIR-V compiler, with tensor-core matrix products) or `wgpu<wgsl>`
 /// (the fallback where the Vulkan adapter lacks the features SPIR-V needs).
-fn compiler(device: &Device) -> String {
+pub fn compiler(device: &Device) -> String {
     let name = <Dispatch as Backend>::name(device.as_dispatch());
     name.find("wgpu<")
         .and_then(|start| {
@@ -132,5 +338,55 @@ pub fn memory_limits(device: &Device) -> Option<MemoryLimits> {
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_read_as_flags_and_as_toml() {
+        assert_eq!("all".parse(), Ok(DeviceList::All));
+        assert_eq!("0, 2,2".parse(), Ok(DeviceList::Indices(vec![0, 2, 2])));
+        let err = "0,x".parse::<DeviceList>().unwrap_err();
+        assert!(
+            err.contains("\"0,x\"") && err.contains("train devices"),
+            "{err}"
+        );
+        assert!("".parse::<DeviceList>().is_err());
+        assert_eq!(DeviceList::Indices(vec![0, 1]).to_string(), "0,1");
+
+        #[derive(Deserialize, Serialize)]
+        struct Config {
+            devices: DeviceList,
+        }
+        let read = |text: &str| toml::from_str::<Config>(text).map(|c| c.devices);
+        assert_eq!(
+            read("devices = [1, 0]").unwrap(),
+            DeviceList::Indices(vec![1, 0])
+        );
+        assert_eq!(read("devices = \"all\"").unwrap(), DeviceList::All);
+        assert!(read("devices = \"every\"").is_err());
+        assert!(read("devices = [-1]").is_err());
+        let written = toml::to_string(&Config {
+            devices: DeviceList::Indices(vec![0, 1]),
+        })
+        .unwrap();
+        assert_eq!(written.trim(), "devices = \"0,1\"");
+    }
+
+    #[test]
+    fn the_cpu_backends_have_one_device_that_can_be_repeated() {
+        for backend in [BackendName::Flex, BackendName::Ndarray] {
+            assert_eq!(adapters(backend).len(), 1);
+            let two = init_all(backend, &DeviceList::Indices(vec![0, 0])).unwrap();
+            assert_eq!(two.len(), 2);
+            let err = init_all(backend, &DeviceList::Indices(vec![0, 1])).unwrap_err();
+            assert!(
+                format!("{err:#}").contains(&format!("{backend} has no device 1")),
+                "{err:#}"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@ use burn::{
     },
     prelude::*,
     train::{
-        Interrupter, Learner, SupervisedTraining,
+        ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining,
         metric::{AccuracyMetric, LearningRateMetric, LossMetric},
     },
 };
@@ -28,6 +28,7 @@ use crate::{
     checkpoint::{
         AtomicCheckpointer, check_resumable, last_complete, newest_valid, remove_incomplete,
     },
+    config::split_between_devices,
     curves::{self, CurveWriter, EpochRecord},
     device,
     evaluate::{accuracy, averaged_note, percent_and_error},
@@ -63,8 +64,10 @@ pub struct RunSummary {
     pub config: RunConfig,
     /// Backend name.
     pub backend: String,
-    /// The device the run used.
+    /// The device the run used (the first, where it used several).
     pub device: String,
+    /// Every device the run trained on, one entry per model replica.
+    pub devices: Vec<String>,
     /// Micro-batches per batch (`accumulate` resolved on the device; 1: none).
     pub micro_batches: usize,
     /// Trainable parameters.
@@ -125,7 +128,8 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     // Data first: a missing file is reported before any device starts.
     let kind = config.dataset_kind();
     let (splits, folder) = config.load_splits()?;
-    let device = device::init(config.backend)?;
+    let devices = device::init_all(config.backend, &config.devices)?;
+    let device = devices[0].clone();
     device.seed(config.seed);
     // The newest checkpoint Burn can restore: its learner panics on one it cannot read.
     let resumed_from = match resume {
@@ -137,15 +141,29 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     };
     let model = config.network().init(&device.clone().autodiff());
     let parameters = model.num_params();
-    let device_name = device::describe(config.backend, &device);
+    let device_names: Vec<String> = devices
+        .iter()
+        .map(|d| device::describe(config.backend, d))
+        .collect();
+    let device_name = device_names[0].clone();
+    // Each device takes an equal share of every batch, in micro-batches if it must.
+    let per_device =
+        split_between_devices(config.batch_size, devices.len()).map_err(anyhow::Error::msg)?;
     let micro_batches = accumulate::micro_batches(
         config.accumulate,
-        config.batch_size,
+        per_device,
         &config.network(),
         &device,
         &device_name,
     )?;
-    let micro_batch = config.batch_size / micro_batches;
+    if !per_device.is_multiple_of(micro_batches) {
+        bail!(
+            "accumulate: the {per_device} images each of {} devices takes from a batch do not \
+             split into {micro_batches} micro-batches; pick a batch_size that does",
+            devices.len()
+        );
+    }
+    let micro_batch = per_device / micro_batches;
     if device_name.contains("llvmpipe") {
         eprintln!(
             "note: the wgpu adapter is Mesa's software renderer ({device_name}): no GPU was found, \
@@ -158,24 +176,30 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let (train_set, valid_set) = all_train.split_tail(held_out);
     let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
     let batcher = ImageBatcher::new(kind, train_set.image_shape(), model.input_size())?;
-    // Optimiser steps: the loader yields micro-batches, Burn steps after every `micro_batches`.
-    let steps_per_epoch = train_set
-        .len()
-        .div_ceil(micro_batch)
-        .div_ceil(micro_batches);
-    let batching = match micro_batches {
-        1 => format!("batch {}", config.batch_size),
-        n => format!(
-            "batch {} as {n} micro-batches of {micro_batch}",
-            config.batch_size
-        ),
+    // Optimiser steps: Burn gives each device a slice of the training set (the last one the
+    // remainder), steps all devices at once and steps the optimiser after `micro_batches`.
+    let largest_slice = train_set.len() - (devices.len() - 1) * (train_set.len() / devices.len());
+    let steps_per_epoch = largest_slice.div_ceil(micro_batch).div_ceil(micro_batches);
+    let mut batching = format!("batch {}", config.batch_size);
+    if devices.len() > 1 {
+        batching += &format!(" split between {} devices", devices.len());
+    }
+    if micro_batches > 1 {
+        batching += &format!(" as {micro_batches} micro-batches of {micro_batch}");
+        if devices.len() > 1 {
+            batching += " each";
+        }
+    }
+    let on = match devices.len() {
+        1 => device_name.clone(),
+        n => format!("{n} devices: {}", device_names.join("; ")),
     };
     println!(
-        "{}: {} on {} ({}), {} parameters, {batching}; {} train / {} valid / {} test images from {}",
+        "{}: {} on {} ({on}), {} parameters, {batching}; {} train / {} valid / {} test images \
+         from {}",
         run.display(),
         model.name(),
         config.backend,
-        device_name,
         parameters,
         train_set.len(),
         valid_set.len(),
@@ -183,26 +207,39 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         folder.display()
     );
 
-    let loader = |dataset, train| {
-        let batcher = MicroBatcher::new(batcher.clone(), config.batch_size, micro_batches);
-        loader(config, batcher, dataset, train, &device)
-    };
+    // Training batches are per device and micro-batch; validation runs whole micro-batches on
+    // the first device.
+    let train_batcher = MicroBatcher::new(
+        batcher.clone(),
+        config.batch_size,
+        devices.len() * micro_batches,
+    );
+    let valid_batcher = MicroBatcher::new(batcher.clone(), config.batch_size, micro_batches);
+    let eval_batch = valid_batcher.images();
     let epochs = Arc::new(Mutex::new(Vec::new()));
     let curves = CurveWriter::new(&run, resumed_from);
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
-    let mut training =
-        SupervisedTraining::new(&run, loader(train_set, true), loader(valid_set, false))
-            .metrics((AccuracyMetric::new(), LossMetric::new()))
-            .metric_train_numeric(LearningRateMetric::new())
-            .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
-            .renderer(Box::new(EpochRenderer::new(epochs.clone(), curves.clone())))
-            .num_epochs(config.epochs);
+    let mut training = SupervisedTraining::new(
+        &run,
+        loader(config, train_batcher, train_set, true, &device),
+        loader(config, valid_batcher, valid_set, false, &device),
+    )
+    .metrics((AccuracyMetric::new(), LossMetric::new()))
+    .metric_train_numeric(LearningRateMetric::new())
+    .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
+    .renderer(Box::new(EpochRenderer::new(epochs.clone(), curves.clone())))
+    .num_epochs(config.epochs);
     stop_on_signal(&training.interrupter());
     if let Some(epoch) = resumed_from {
         training = training.checkpoint(epoch);
     }
     if micro_batches > 1 {
         training = training.grads_accumulation(micro_batches);
+    }
+    if devices.len() > 1 {
+        // Gradients go to the first device, which steps the optimiser (see docs/gpu.md).
+        let strategy = ExecutionStrategy::multi(devices.clone(), MultiDeviceOptim::OptimMainDevice);
+        training = training.with_training_strategy(strategy.into());
     }
     let learner = Learner::new(
         model,
@@ -221,7 +258,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
                 &device,
                 &device_name,
                 &config.network(),
-                [config.batch_size, micro_batches],
+                [per_device, micro_batches],
                 &error,
             );
             return Err(error.context("training failed"));
@@ -241,7 +278,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         &result.model,
         &test_set,
         &batcher,
-        micro_batch,
+        eval_batch,
         &device,
         passes,
     );
@@ -251,6 +288,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         config: config.clone(),
         backend: config.backend.to_string(),
         device: device_name,
+        devices: device_names,
         micro_batches,
         parameters,
         seconds_per_epoch: epochs.iter().map(|e| e.train_seconds).sum::<f64>() / trained,

@@ -2,8 +2,8 @@
 //!
 //! One module per command, each with its flags (`clap::Args`) and a `run` function:
 //! [`fit`] (`train <config.toml>`), `evaluate` (`eval`), `predict`, `export`, `bench` (with
-//! its chart and `loader-bench`), `summary`, `show`, `serve` and `tiny_cnn`. What they share: `config` (the TOML
-//! run config and the flags that override it), [`device`] (backend name to Burn device),
+//! its chart and `loader-bench`), `summary`, `show`, `serve`, `tiny_cnn` and `list_devices` (`devices`). What they share: `config` (the TOML
+//! run config and the flags that override it), [`device`] (backend name and `--devices` to Burn devices),
 //! `trained` (a trained network found from a run directory, export folder or weights file),
 //! `weights` (its file formats), `checkpoint`, `curves` and `progress` (what a run writes and
 //! shows), `timing` and `files` (atomic writes).
@@ -22,6 +22,7 @@ mod evaluate;
 mod export;
 mod files;
 mod fit;
+mod list_devices;
 mod predict;
 mod progress;
 mod serve;
@@ -64,6 +65,7 @@ enum Command {
     Export(export::ExportArgs),
     Predict(predict::PredictArgs),
     Eval(evaluate::EvalArgs),
+    Devices(list_devices::DevicesArgs),
 }
 
 /// Runs the command `cli` names; without one, trains the config it gives.
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => evaluate::run(args),
+        Some(Command::Devices(args)) => list_devices::run(args),
         None => fit::run(cli.run),
     }
 }

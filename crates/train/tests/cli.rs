@@ -4,9 +4,8 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{repo, summary, text, train, train_sample};
+use common::{kill_and_resume, repo, summary, text, train, train_sample};
 
 #[test]
 fn short_training_on_the_sample_learns() {
@@ -37,54 +36,7 @@ fn short_training_on_the_sample_learns() {
 
 #[test]
 fn a_killed_run_resumes_from_its_last_checkpoint() {
-    let run = tempfile::tempdir().unwrap();
-    let out = run.path().to_str().unwrap();
-    let args = ["configs/quickstart.toml", "--epochs", "6", "--output", out];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
-        .current_dir(repo())
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while train::last_complete(run.path()).is_none() {
-        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
-    child.wait().unwrap();
-    let done = train::last_complete(run.path()).unwrap();
-    assert!(done < 6, "the run finished before the kill");
-    assert!(!run.path().join("summary.json").exists());
-
-    // Without --resume the run directory is protected.
-    let refused = train(&args);
-    assert!(!refused.status.success());
-    assert!(text(&refused).contains("--resume"), "{}", text(&refused));
-
-    let resumed = train(&[&args[..], &["--resume"]].concat());
-    assert!(resumed.status.success(), "{}", text(&resumed));
-    let summary = summary(run.path());
-    let resumed_from = summary["resumed_from"].as_u64().unwrap() as usize;
-    assert!(resumed_from >= done);
-    let epochs: Vec<u64> = summary["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["epoch"].as_u64().unwrap())
-        .collect();
-    // The summary and the curves keep the epochs of the killed process too.
-    assert_eq!(epochs, (1..=6).collect::<Vec<u64>>());
-    let rows = train::read_curves(&run.path().join(train::CURVES_CSV)).unwrap();
-    assert_eq!(
-        rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6]
-    );
-    assert!(run.path().join("checkpoint/model-6.bpk").is_file());
+    kill_and_resume(&[]);
 }
 
 #[test]

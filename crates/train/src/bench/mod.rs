@@ -6,13 +6,16 @@ mod loader;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Error, Result};
 use burn::{
-    data::{dataloader::batcher::Batcher, dataset::Dataset},
+    data::{
+        dataloader::{DataLoaderIterator, Progress, batcher::Batcher},
+        dataset::{Dataset, DatasetError},
+    },
     optim::GradientsAccumulator,
     prelude::*,
     tensor::Distribution,
-    train::TrainStep,
+    train::{TrainStep, train::MultiDevicesTrainStep},
 };
 use data::{ImageBatcher, ImageDataset};
 use models::{FmpNet, ImageBatch, Network};
@@ -21,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     BackendName, Overrides, RunConfig,
     accumulate::{self, MicroBatcher},
+    config::split_between_devices,
     device,
     files::{write_atomic, write_json},
     timing::{median_and_min, time_ms},
@@ -134,6 +138,9 @@ pub struct BackendTiming {
     /// Micro-batches a step ran as (gradient accumulation), when more than one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub micro_batches: Option<usize>,
+    /// The same training step split between several devices (`--devices`), where asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_device: Option<MultiDeviceTiming>,
     /// Median milliseconds of an evaluation pass (forward only, no autodiff) over one batch (one
     /// micro-batch when accumulating).
     pub eval_median_ms: f64,
@@ -146,6 +153,22 @@ pub struct BackendTiming {
     /// The pooling layers' share of the median step (all its micro-batches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling_share: Option<f64>,
+}
+
+/// Training steps split between several devices with Burn's multi-device step, each device
+/// taking an equal share of every batch and the first stepping the optimiser.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MultiDeviceTiming {
+    /// Every device, one entry per model replica.
+    pub devices: Vec<String>,
+    /// Milliseconds of each timed step.
+    pub step_ms: Vec<f64>,
+    /// Median of `step_ms`.
+    pub median_ms: f64,
+    /// Training images per second at the median.
+    pub images_per_second: f64,
+    /// `images_per_second` over the devices' count times one device's: 1 is perfect scaling.
+    pub scaling_efficiency: f64,
 }
 
 impl BackendTiming {
@@ -182,6 +205,18 @@ impl BackendTiming {
         }
         if let Some(n) = self.micro_batches {
             println!("{:>8}  each step ran as {n} micro-batches (accumulate)", "");
+        }
+        if let Some(multi) = &self.multi_device {
+            println!(
+                "{:>8}  on {} devices: median {:.1} ms, {:.1} img/s, scaling efficiency {:.0}% \
+                 ({})",
+                "",
+                multi.devices.len(),
+                multi.median_ms,
+                multi.images_per_second,
+                multi.scaling_efficiency * 100.0,
+                multi.devices.join("; ")
+            );
         }
         if let Some(mib) = self.device_memory_mib {
             println!("{:>8}  device memory held after a step: {mib:.0} MiB", "");
@@ -278,22 +313,39 @@ fn time_backends(
     let (train_set, batcher) = training_set(config)?;
     let mut results = Vec::new();
     for &backend in backends {
-        let device = match device::init(backend) {
-            Ok(device) => device,
+        let devices = match device::init_all(backend, &config.devices) {
+            Ok(devices) => devices,
             Err(reason) => {
                 println!("{backend:>8}: unavailable: {reason:#}");
                 continue;
             }
         };
-        let timing = time_backend(
+        let mut timing = time_backend(
             config,
             &train_set,
             &batcher,
             backend,
-            &device,
+            &devices[0],
             [warmup, steps],
         )
         .with_context(|| backend.to_string())?;
+        if devices.len() > 1 {
+            let times = time_multi_device(config, &train_set, &batcher, &devices, [warmup, steps])
+                .with_context(|| format!("{backend} on {} devices", devices.len()))?;
+            let median = median_and_min(&times).0;
+            let images_per_second = train_set.len().min(config.batch_size) as f64 / (median / 1e3);
+            timing.multi_device = Some(MultiDeviceTiming {
+                devices: devices
+                    .iter()
+                    .map(|d| device::describe(backend, d))
+                    .collect(),
+                step_ms: times,
+                median_ms: median,
+                images_per_second,
+                scaling_efficiency: images_per_second
+                    / (devices.len() as f64 * timing.images_per_second),
+            });
+        }
         let timing = BackendTiming {
             config: name.clone(),
             ..timing
@@ -302,6 +354,99 @@ fn time_backends(
         results.push(timing);
     }
     Ok(results)
+}
+
+/// One prepared batch, as the data-loader iterator Burn's multi-device step reads.
+struct OneBatch(Option<ImageBatch>);
+
+impl Iterator for OneBatch {
+    type Item = Result<ImageBatch, DatasetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.take().map(Ok)
+    }
+}
+
+impl DataLoaderIterator<ImageBatch> for OneBatch {
+    fn progress(&self) -> Progress {
+        Progress::new(usize::from(self.0.is_none()), 1, None)
+    }
+}
+
+/// Milliseconds of training steps split between `devices` as `train --devices` runs them:
+/// Burn's multi-device step (a model replica and an equal share of the batch on each device, in
+/// micro-batches where a share does not fit), gradients summed on the first device, which steps
+/// the optimiser.
+fn time_multi_device(
+    config: &RunConfig,
+    train_set: &ImageDataset,
+    batcher: &ImageBatcher,
+    devices: &[Device],
+    [warmup, steps]: [usize; 2],
+) -> Result<Vec<f64>> {
+    let network = config.network();
+    let main = devices[0].clone().autodiff();
+    let replicas: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let batch_size = config.batch_size.min(train_set.len());
+    let per_device = split_between_devices(batch_size, devices.len()).map_err(Error::msg)?;
+    let name = device::describe(config.backend, &devices[0]);
+    let micro_batches =
+        accumulate::micro_batches(config.accumulate, per_device, &network, &devices[0], &name)?;
+    let micro_batcher =
+        MicroBatcher::new(batcher.clone(), batch_size, devices.len() * micro_batches);
+    let size = micro_batcher.images();
+    let mut model = Some(network.init(&main));
+    let mut optimizer = config.optimizer();
+    let step = MultiDevicesTrainStep::<Network>::new(&replicas);
+    let mut failure = None;
+    let times = time_ms(
+        &devices[0],
+        warmup,
+        steps,
+        |step| {
+            let start = (step * batch_size) % (train_set.len() - batch_size + 1);
+            (0..micro_batches)
+                .map(|micro| {
+                    replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(d, device)| {
+                            let first = start + (micro * replicas.len() + d) * size;
+                            let items = train_set
+                                .get_many((first..first + size).collect())
+                                .expect("indices are in range");
+                            micro_batcher.batch(items, device)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        },
+        |micro_batches| {
+            let trained = model.take().expect("the model is put back after each step");
+            let mut accumulator = GradientsAccumulator::new();
+            for batches in micro_batches {
+                let mut iterators: Vec<Box<dyn DataLoaderIterator<ImageBatch>>> = batches
+                    .into_iter()
+                    .map(|batch| Box::new(OneBatch(Some(batch))) as _)
+                    .collect();
+                match step.step(&mut iterators, &trained) {
+                    Ok((outputs, _)) => {
+                        for output in outputs {
+                            let grads = output.output.grads.to_device(&main, &trained);
+                            accumulator.accumulate(&trained, grads);
+                        }
+                    }
+                    Err(e) => failure = Some(anyhow::anyhow!("{e}")),
+                }
+            }
+            let learning_rate = config.optimizer.learning_rate().into();
+            model = Some(trained.optimize(&mut optimizer, learning_rate, accumulator.grads()));
+        },
+    )?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(times),
+    }
 }
 
 /// The timings of one backend: training steps, evaluation, pooling layers, matrix products.
@@ -398,6 +543,7 @@ fn time_backend(
         config: None,
         device: device_name,
         micro_batches: (micro_batches > 1).then_some(micro_batches),
+        multi_device: None,
         median_ms: median,
         min_ms: min,
         pooling_median_ms: pooling,
@@ -435,6 +581,7 @@ pub(crate) mod tests {
             pooling_share: None,
             device_memory_mib: None,
             micro_batches: None,
+            multi_device: None,
         }
     }
 

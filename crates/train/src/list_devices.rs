@@ -1,0 +1,45 @@
+//! `train devices`: the devices each backend can train on, with the index `--devices` takes.
+
+use anyhow::Result;
+
+use crate::device::{self, BackendName};
+
+/// List the devices each backend sees, with the index `--devices` takes.
+#[derive(clap::Args)]
+pub struct DevicesArgs {
+    /// Backends to list, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "flex,ndarray,wgpu"
+    )]
+    backends: Vec<BackendName>,
+}
+
+/// Runs `train devices`: opens each device to name the compiler wgpu uses on it.
+pub fn run(args: DevicesArgs) -> Result<()> {
+    for backend in args.backends {
+        println!("{backend}:");
+        let adapters = device::adapters(backend);
+        if adapters.is_empty() {
+            let reason = match device::init(backend) {
+                Err(e) => format!("{e:#}"),
+                Ok(_) => "only a default device, which --devices cannot name by index".into(),
+            };
+            println!("  none: {reason}");
+        }
+        for (index, adapter) in adapters.iter().enumerate() {
+            let detail = match (backend, adapter.open(backend)) {
+                (BackendName::Wgpu, Ok(device)) => device::compiler(&device),
+                (_, Ok(_)) => "one device: repeat its index (0,0) for replicas sharing it".into(),
+                (_, Err(e)) => format!("cannot start: {e:#}"),
+            };
+            println!("  {index}  {}: {}, {detail}", adapter.name, adapter.kind);
+        }
+    }
+    println!(
+        "Train on several with --devices 0,1 (or devices = \"0,1\" in the config), or --devices all."
+    );
+    Ok(())
+}
