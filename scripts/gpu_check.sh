@@ -7,7 +7,9 @@
 # size (k = 160, batch 50) and at k = 64, the FMP net on MNIST and the modern LeNet, next to
 # scripts/torch_reference.py --device cuda where PyTorch has CUDA. Each line gives ms per step,
 # images/s, achieved GFLOP/s and its share of the device's own 2048^3 matrix-product ceiling.
-# Names the adapter and the compiler wgpu chose (SPIR-V or WGSL). Writes DIR/gpu_check.json
+# Names the adapter and the compiler wgpu chose (SPIR-V or WGSL). Where wgpu sees several
+# adapters, times the CIFAR-10 net split between all of them (--devices all) against one.
+# Writes DIR/gpu_check.json
 # (every timing) and DIR/gpu_check.svg (images per second).
 #
 # --quick: the FMP net on the MNIST sample, one step, for a software renderer (lavapipe) and CI.
@@ -114,6 +116,19 @@ for config in "${configs[@]}"; do
     echo "== adapter and compiler: ${adapter:-no wgpu adapter (see the wgpu line above)}"
   fi
 done
+
+# Several GPUs: the headline net split between every wgpu adapter (Burn's multi-device step),
+# at the smallest batch of at least 50 that splits evenly between them.
+adapters=$("$train" devices --backends wgpu | grep -cE '^  [0-9]+  ' || true)
+if ! $quick && [ "$adapters" -ge 2 ]; then
+  echo "== fmp_cifar on all $adapters wgpu adapters"
+  batch=$(( (50 + adapters - 1) / adapters * adapters ))
+  "$train" bench configs/fmp_cifar.toml --backends wgpu --devices all --batch-size "$batch" \
+    --steps "$steps" --warmup "$warmup" --accumulate auto --json "$out/devices.json"
+  include+=(--include "$out/devices.json")
+else
+  echo "(${adapters} wgpu adapter(s): the several-device bench needs two or more, and a full run)"
+fi
 
 echo "== all timings: $out/gpu_check.json, chart $out/gpu_check.svg"
 "$train" bench configs/quickstart.toml --steps 0 "${include[@]}" \

@@ -192,6 +192,9 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     }
     let on = match devices.len() {
         1 => device_name.clone(),
+        n if device_names.iter().all(|name| *name == device_name) => {
+            format!("{n} devices: {n} x {device_name}")
+        }
         n => format!("{n} devices: {}", device_names.join("; ")),
     };
     println!(

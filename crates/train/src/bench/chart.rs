@@ -12,9 +12,19 @@ fn plotting(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Training images per second by backend (and config, for timings of several), as an SVG bar
 /// chart with the values written on the bars; on a logarithmic axis when the fastest is more
-/// than 100 times the slowest (a GPU and a CPU, or LeNet and the FMP net, side by side).
+/// than 100 times the slowest (a GPU and a CPU, or LeNet and the FMP net, side by side). A
+/// timing split between several devices has a second bar, named with their count.
 pub fn chart(title: &str, timings: &[BackendTiming]) -> Result<String> {
-    let values: Vec<f64> = timings.iter().map(|t| t.images_per_second).collect();
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for timing in timings {
+        names.push(timing.label());
+        values.push(timing.images_per_second);
+        if let Some(multi) = &timing.multi_device {
+            names.push(format!("{} x{}", timing.label(), multi.devices.len()));
+            values.push(multi.images_per_second);
+        }
+    }
     let largest = values.iter().copied().fold(1.0, f64::max);
     let smallest = values.iter().copied().fold(largest, f64::min).max(1e-3);
     let log = largest / smallest > 100.0;
@@ -23,7 +33,6 @@ pub fn chart(title: &str, timings: &[BackendTiming]) -> Result<String> {
         true => (height(smallest).floor() - 0.5, height(largest) + 0.4),
         false => (0.0, largest * 1.15),
     };
-    let names: Vec<String> = timings.iter().map(BackendTiming::label).collect();
     let width = (names.len() as u32 * 110).max(720);
     let mut svg = String::new();
     {
@@ -102,6 +111,19 @@ mod tests {
         gpu.config = Some("fmp_mnist".into());
         let svg = chart("title", &[gpu, timing("ndarray", 3.25)]).unwrap();
         for text in ["fmp_mnist wgpu", "ndarray", "20000.0", "3.2", "log scale"] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        // Two devices: a second bar.
+        let mut split = timing("flex", 100.0);
+        split.multi_device = Some(crate::bench::MultiDeviceTiming {
+            devices: vec!["cpu".into(), "cpu".into()],
+            step_ms: vec![1.0],
+            median_ms: 1.0,
+            images_per_second: 150.25,
+            scaling_efficiency: 0.75,
+        });
+        let svg = chart("title", &[split]).unwrap();
+        for text in ["flex x2", "150.2", "100.0"] {
             assert!(svg.contains(text), "{text} missing");
         }
     }
