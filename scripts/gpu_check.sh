@@ -119,15 +119,18 @@ done
 
 # Several GPUs: the headline net split between every wgpu adapter (Burn's multi-device step),
 # at the smallest batch of at least 50 that splits evenly between them.
-adapters=$("$train" devices --backends wgpu | grep -cE '^  [0-9]+  ' || true)
-if ! $quick && [ "$adapters" -ge 2 ]; then
+adapters=0
+if ! $quick; then
+  adapters=$("$train" devices --backends wgpu | grep -cE '^  [0-9]+  ' || true)
+fi
+if [ "$adapters" -ge 2 ]; then
   echo "== fmp_cifar on all $adapters wgpu adapters"
   batch=$(( (50 + adapters - 1) / adapters * adapters ))
   "$train" bench configs/fmp_cifar.toml --backends wgpu --devices all --batch-size "$batch" \
     --steps "$steps" --warmup "$warmup" --accumulate auto --json "$out/devices.json"
   include+=(--include "$out/devices.json")
 else
-  echo "(${adapters} wgpu adapter(s): the several-device bench needs two or more, and a full run)"
+  echo "(the several-device bench needs a full run and two or more wgpu adapters; found ${adapters})"
 fi
 
 echo "== all timings: $out/gpu_check.json, chart $out/gpu_check.svg"
