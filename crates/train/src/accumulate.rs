@@ -173,6 +173,33 @@ pub fn micro_batches(
     }
 }
 
+/// A warning, before training, that micro-batches of `batch_size / micro_batches` images will
+/// likely not fit `device` by the footprint estimate, naming the `--accumulate` that would; a
+/// failed allocation would otherwise show only after the first step's kernels are compiled.
+pub fn warn_if_too_big(
+    device: &Device,
+    device_name: &str,
+    network: &NetworkConfig,
+    [batch_size, micro_batches]: [usize; 2],
+) -> Option<String> {
+    let limits = device::memory_limits(device)?;
+    let footprint = ImageFootprint::of(network);
+    if footprint.fits(batch_size / micro_batches, limits) {
+        return None;
+    }
+    let advice = match fewest_fitting(batch_size, micro_batches + 1, footprint, limits) {
+        Some(n) => format!("--accumulate {n} (or auto) would fit"),
+        None => "no divisor of the batch fits: pass a smaller --batch-size".into(),
+    };
+    Some(format!(
+        "warning: {} images at a time likely exceed {device_name} ({}): the largest activation \
+         of one image takes {:.1} MiB; {advice}",
+        batch_size / micro_batches,
+        describe_limits(limits),
+        footprint.largest_tensor as f64 / (1024.0 * 1024.0)
+    ))
+}
+
 /// The error for a batch that did not fit `device`: its limits and the fewest micro-batches that
 /// would fit by the footprint estimate (more than `micro_batches`, which did not).
 pub fn does_not_fit(

@@ -164,6 +164,12 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         );
     }
     let micro_batch = per_device / micro_batches;
+    let sizes = [per_device, micro_batches];
+    if let Some(warning) =
+        accumulate::warn_if_too_big(&device, &device_name, &config.network(), sizes)
+    {
+        eprintln!("{warning}");
+    }
     if device_name.contains("llvmpipe") {
         eprintln!(
             "note: the wgpu adapter is Mesa's software renderer ({device_name}): no GPU was found, \

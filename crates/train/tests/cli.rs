@@ -265,6 +265,81 @@ fn generate_cifar(data_dir: &Path, per_batch: usize) {
     }
 }
 
+/// Starts the headline config on wgpu with `accumulate` and returns what it printed before its
+/// first training step (up to the start-up line), then stops it: a full-size step takes an hour
+/// on lavapipe. `None` without a Vulkan adapter.
+fn full_size_cifar_start(accumulate: &str) -> Option<String> {
+    let root = tempfile::tempdir().unwrap();
+    generate_cifar(root.path(), 20);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(["configs/fmp_cifar.toml", "--accumulate", accumulate])
+        .args(["--data-dir", root.path().to_str().unwrap()])
+        .args(["--output", root.path().join("run").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let read = |stream: Box<dyn std::io::Read + Send>, lines: std::sync::mpsc::Sender<String>| {
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stream)) {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    read(Box::new(stdout), lines.clone());
+    read(Box::new(stderr), lines);
+    let mut printed = String::new();
+    // The start-up line names the run's folder; an error ends the process.
+    while let Ok(line) = received.recv_timeout(std::time::Duration::from_secs(300)) {
+        printed += &line;
+        printed.push('\n');
+        if line.contains("parameters, batch") || line.starts_with("error") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    if printed.contains("no usable GPU adapter") {
+        common::not_run("wgpu", "full-size CIFAR-10 net on wgpu", &printed);
+        return None;
+    }
+    Some(printed)
+}
+
+#[test]
+fn the_full_size_cifar_net_on_wgpu_is_sized_to_the_device() {
+    // `auto` picks micro-batches that fit the adapter (lavapipe: 128 MiB buffers, 5 x 10).
+    let Some(printed) = full_size_cifar_start("auto") else {
+        return;
+    };
+    assert!(
+        printed.contains("74642730 parameters") && printed.contains("wgpu<"),
+        "{printed}"
+    );
+    assert!(!printed.contains("warning"), "{printed}");
+    if printed.contains("llvmpipe") {
+        assert!(
+            printed.contains("batch 50 as 5 micro-batches of 10"),
+            "{printed}"
+        );
+        // The whole batch does not fit: said before any kernel runs, with what would.
+        let printed = full_size_cifar_start("1").unwrap();
+        assert!(
+            printed.contains("warning: 50 images at a time likely exceed llvmpipe")
+                && printed.contains("largest buffer 128 MiB")
+                && printed.contains("--accumulate 5 (or auto) would fit"),
+            "{printed}"
+        );
+    }
+}
+
 #[test]
 fn the_cifar_config_trains_an_epoch_on_generated_data() {
     let root = tempfile::tempdir().unwrap();
