@@ -5,13 +5,12 @@ use burn::{
     nn::{
         Initializer, Linear, LinearConfig, PaddingConfig2d, Relu,
         conv::{Conv2d, Conv2dConfig},
-        pool::{AvgPool2d, AvgPool2dConfig},
     },
     prelude::*,
     tensor::TensorData,
 };
 
-use ops::{conv2d, conv2d_stride1, linear, max_pool2x2};
+use ops::{conv2d, conv2d_stride1, linear, max_pool2x2, scaled_tanh, subsample2x2};
 
 use crate::observe::{Observer, show, show_dense};
 
@@ -102,7 +101,7 @@ pub const C3_TABLE: [&[usize]; 16] = [
 
 /// LeCun's squashing function 1.7159 tanh(2a/3).
 fn squash<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.mul_scalar(2.0 / 3.0).tanh().mul_scalar(1.7159)
+    scaled_tanh(x, 1.7159, 2.0 / 3.0)
 }
 
 /// Trainable subsampling (S2, S4): the sum of each 2x2 block times a per-map coefficient, plus a
@@ -111,7 +110,6 @@ fn squash<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub struct Subsampling {
     coefficient: Param<Tensor<1>>,
     bias: Param<Tensor<1>>,
-    pool: AvgPool2d,
 }
 
 impl Subsampling {
@@ -124,15 +122,11 @@ impl Subsampling {
         Self {
             coefficient: init.init([maps], device),
             bias: init.init([maps], device),
-            pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let maps = self.coefficient.dims()[0];
-        let sum = self.pool.forward(x).mul_scalar(4.0);
-        sum * self.coefficient.val().reshape([1, maps, 1, 1])
-            + self.bias.val().reshape([1, maps, 1, 1])
+        subsample2x2(x, self.coefficient.val(), self.bias.val())
     }
 }
 

@@ -1,22 +1,21 @@
-//! Batch normalisation in training, as one backend operation with a loop implementation on flex.
+//! Batch normalisation in training, as one backend operation with loops on the CPU backends.
 //!
 //! Burn's default `batch_norm_train` gathers each channel's values through transposed copies of
 //! the activation and its backward runs a dozen whole-tensor operations; on flex that cost as
-//! much as the FMP net's convolutions. Flex here reads each channel's planes in place, once for
-//! the statistics and once for the output (twice and once backward). The other backends keep
+//! much as the FMP net's convolutions. The CPU backends here read each channel's planes in
+//! place, once for the statistics and once for the output (twice and once backward). wgpu keeps
 //! Burn's own operation, which is also the reference the loops are tested against.
 
 use burn::backend::TensorMetadata;
 use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
-    tensor::FloatTensor,
+    Autodiff, AutodiffBackend, Backend, Dispatch,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
 };
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::flex::{all_f32, tensor, values};
+use crate::cpu::{CpuBackend, all_f32};
 use crate::graph::record;
 
 /// The backend operations behind [`batch_norm_train`].
@@ -73,7 +72,7 @@ fn burns_backward<B: Backend>(
 }
 
 /// `[n, c, values per channel and image]` of a tensor.
-fn channel_layout(x: &FlexTensor) -> [usize; 3] {
+fn channel_layout(x: &impl TensorMetadata) -> [usize; 3] {
     let shape = x.shape();
     let [n, c] = [shape[0], shape[1]];
     [n, c, shape.num_elements() / (n * c).max(1)]
@@ -139,21 +138,21 @@ fn map_planes<F: Fn(f32, f32) -> f32>(
     out
 }
 
-impl BatchNormTrainBackend for Flex {
+impl<B: CpuBackend> BatchNormTrainBackend for B {
     fn bn_train_forward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        beta: FloatTensor<B>,
         epsilon: f64,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
         if !all_f32(&[&x]) {
-            return burns_forward::<Self>(x, gamma, beta, epsilon);
+            return burns_forward::<B>(x, gamma, beta, epsilon);
         }
         let layout @ [n, _, plane] = channel_layout(&x);
         let count = (n * plane) as f64;
         let shape = x.shape();
-        let x = x.to_contiguous();
-        let xs = values(&x);
+        let xs = B::f32s(&x);
+        let xs = &*xs;
         let mean: Vec<f64> = channel_sums(xs, xs, layout, |_| |v, _| v)
             .into_iter()
             .map(|s| s / count)
@@ -166,8 +165,7 @@ impl BatchNormTrainBackend for Flex {
         .into_iter()
         .map(|s| s / count)
         .collect();
-        let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
-        let (gamma, beta) = (values(&gamma), values(&beta));
+        let (gamma, beta) = (B::f32s(&gamma), B::f32s(&beta));
         let scale: Vec<f32> = (0..gamma.len())
             .map(|ch| (gamma[ch] as f64 / (variance[ch] + epsilon).sqrt()) as f32)
             .collect();
@@ -181,31 +179,29 @@ impl BatchNormTrainBackend for Flex {
         let channels = [gamma.len()];
         let as_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
         (
-            tensor(output, shape),
-            tensor(as_f32(mean), channels),
-            tensor(as_f32(variance), channels),
+            B::float(output, shape),
+            B::float(as_f32(mean), channels),
+            B::float(as_f32(variance), channels),
         )
     }
 
     fn bn_train_backward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        mean: FlexTensor,
-        variance: FlexTensor,
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        mean: FloatTensor<B>,
+        variance: FloatTensor<B>,
         epsilon: f64,
-        grad: FlexTensor,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        grad: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
         if !all_f32(&[&x, &grad]) {
-            return burns_backward::<Self>(x, gamma, mean, variance, epsilon, grad);
+            return burns_backward::<B>(x, gamma, mean, variance, epsilon, grad);
         }
         let layout @ [n, c, plane] = channel_layout(&x);
         let count = (n * plane) as f64;
         let shape = x.shape();
-        let [x, grad, gamma, mean, variance] =
-            [x, grad, gamma, mean, variance].map(|t| t.to_contiguous());
-        let (xs, gs) = (values(&x), values(&grad));
-        let (gamma, mean) = (values(&gamma), values(&mean));
-        let inv_std: Vec<f64> = values(&variance)
+        let [xs, gs, gamma, mean, variance] = [&x, &grad, &gamma, &mean, &variance].map(B::f32s);
+        let (xs, gs) = (&*xs, &*gs);
+        let inv_std: Vec<f64> = variance
             .iter()
             .map(|&v| 1.0 / (v as f64 + epsilon).sqrt())
             .collect();
@@ -232,14 +228,12 @@ impl BatchNormTrainBackend for Flex {
             .collect();
         let beta_grad = grad_sum.into_iter().map(|s| s as f32).collect();
         (
-            tensor(x_grad, shape),
-            tensor(gamma_grad, [c]),
-            tensor(beta_grad, [c]),
+            B::float(x_grad, shape),
+            B::float(gamma_grad, [c]),
+            B::float(beta_grad, [c]),
         )
     }
 }
-
-impl BatchNormTrainBackend for NdArray {}
 
 impl BatchNormTrainBackend for burn_cubecl::CubeBackend {}
 

@@ -1,5 +1,5 @@
 //! 2-D convolution with stride 1, as one backend operation with an unfold + matrix-product
-//! implementation on flex.
+//! implementation on the CPU backends (flex, ndarray).
 //!
 //! Flex's own convolution runs one small matrix product per 512-pixel tile of each image, after a
 //! single-threaded NCHW -> NHWC copy, and Burn computes the weight gradient as a convolution whose
@@ -8,24 +8,22 @@
 //! images: it unfolds a few of them at a time (channels first, so each copy is a run of input
 //! pixels and the weight is used as stored), runs a single-threaded matrix product into a buffer
 //! it reuses, and for the backward pass adds its share of the weight gradient into its own sum.
-//! Everything a thread touches stays small enough for its caches. The other backends keep
-//! Burn's convolution, which is also the reference the flex version is tested against.
+//! Everything a thread touches stays small enough for its caches. wgpu keeps Burn's
+//! convolution, which is also the reference the loops are tested against.
 
 use std::ops::Range;
 
 use burn::backend::TensorMetadata;
-use burn::backend::ops::ModuleOps;
 use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
-    tensor::FloatTensor,
+    Autodiff, AutodiffBackend, Backend, Dispatch,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
 };
 use burn::nn::{PaddingConfig2d, conv::Conv2d};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
-use crate::flex::{all_f32, tensor, values};
+use crate::cpu::{CpuBackend, all_f32};
 use crate::graph::record;
 use crate::matmul::{View, multiply};
 
@@ -97,7 +95,11 @@ struct Geometry {
 impl Geometry {
     /// The geometry of convolving `x` with `weight`, if nothing in it is empty (those cases are
     /// left to Burn's convolution, which reports impossible shapes).
-    fn new(x: &FlexTensor, weight: &FlexTensor, padding: [usize; 2]) -> Option<Self> {
+    fn new(
+        x: &impl TensorMetadata,
+        weight: &impl TensorMetadata,
+        padding: [usize; 2],
+    ) -> Option<Self> {
         let input: [usize; 4] = x.shape().dims();
         let [out, _, kh, kw] = weight.shape().dims();
         let output = [
@@ -338,47 +340,44 @@ fn backward(
     )
 }
 
-impl Conv2dBackend for Flex {
+impl<B: CpuBackend> Conv2dBackend for B {
     fn conv2d_stride1(
-        x: FlexTensor,
-        weight: FlexTensor,
-        bias: FlexTensor,
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: FloatTensor<B>,
         padding: [usize; 2],
-    ) -> FlexTensor {
+    ) -> FloatTensor<B> {
         match Geometry::new(&x, &weight, padding) {
             Some(g) if all_f32(&[&x, &weight, &bias]) => {
-                let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
-                let output = forward(values(&x), values(&weight), values(&bias), &g);
-                tensor(output, [g.input[0], g.out, g.output[0], g.output[1]])
+                let [x, weight, bias] = [&x, &weight, &bias].map(B::f32s);
+                let output = forward(&x, &weight, &bias, &g);
+                B::float(output, [g.input[0], g.out, g.output[0], g.output[1]])
             }
             _ => Self::conv2d(x, weight, Some(bias), options(padding)),
         }
     }
 
     fn conv2d_stride1_backward(
-        x: FlexTensor,
-        weight: FlexTensor,
-        bias: FlexTensor,
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: FloatTensor<B>,
         padding: [usize; 2],
-        grad: FlexTensor,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        grad: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
         match Geometry::new(&x, &weight, padding) {
             Some(g) if all_f32(&[&x, &weight, &bias, &grad]) => {
-                let [x, weight, grad] = [x, weight, grad].map(|t| t.to_contiguous());
                 let (x_grad, weight_grad, bias_grad) =
-                    backward(values(&x), values(&weight), values(&grad), &g);
+                    backward(&B::f32s(&x), &B::f32s(&weight), &B::f32s(&grad), &g);
                 (
-                    tensor(x_grad, x.shape()),
-                    tensor(weight_grad, weight.shape()),
-                    tensor(bias_grad, [g.out]),
+                    B::float(x_grad, x.shape()),
+                    B::float(weight_grad, weight.shape()),
+                    B::float(bias_grad, [g.out]),
                 )
             }
-            _ => burns_backward::<Self>(x, weight, bias, padding, grad),
+            _ => burns_backward::<B>(x, weight, bias, padding, grad),
         }
     }
 }
-
-impl Conv2dBackend for NdArray {}
 
 impl Conv2dBackend for burn_cubecl::CubeBackend {}
 
@@ -473,6 +472,7 @@ fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::Flex;
 
     /// The batch is split into groups of images and runs of groups by the number of threads:
     /// the results must not depend on it beyond float rounding.
@@ -487,8 +487,8 @@ mod tests {
         let (x, weight) = (values(5 * 3 * 6 * 7, 1), values(4 * 3 * 3 * 2, 2));
         let (bias, grad) = (vec![0.5f32, -1.0, 0.0, 2.0], values(5 * 4 * 6 * 8, 3));
         let g = Geometry::new(
-            &tensor(x.clone(), [5, 3, 6, 7]),
-            &tensor(weight.clone(), [4, 3, 3, 2]),
+            &Flex::float(x.clone(), [5, 3, 6, 7]),
+            &Flex::float(weight.clone(), [4, 3, 3, 2]),
             [1, 1],
         )
         .expect("a non-empty convolution");

@@ -1,20 +1,18 @@
-//! Leaky ReLU as one backend operation: a single pass forward and backward on flex.
+//! Leaky ReLU as one backend operation: a single pass forward and backward on the CPU.
 //!
 //! Burn's `leaky_relu` builds a mask and selects through it (on flex nine times relu's time at the
 //! FMP net's shapes); the composite `slope * x + (1 - slope) * relu(x)` runs four whole-tensor
-//! operations forward and as many backward. Flex here maps each value once each way. The other
-//! backends run that composite, which is also the reference the flex loops are tested against.
+//! operations forward and as many backward. The CPU backends here map each value once each way;
+//! wgpu runs that composite, which is also the reference the loops are tested against.
 
 use burn::backend::TensorMetadata;
 use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
-    tensor::FloatTensor,
+    Autodiff, AutodiffBackend, Backend, Dispatch,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
-use rayon::prelude::*;
 
-use crate::flex::{all_f32, tensor, values};
+use crate::cpu::{CpuBackend, all_f32, map};
 use crate::graph::record;
 
 /// The backend operations behind [`leaky_relu`].
@@ -56,47 +54,29 @@ fn composite_backward<B: Backend>(
     B::float_add(linear, B::float_mul_scalar(positive, (1.0 - slope).into()))
 }
 
-/// `f(a[i], b[i])` for every value, in parallel blocks.
-fn map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    const BLOCK: usize = 1 << 14;
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(BLOCK)
-        .zip(a.par_chunks(BLOCK).zip(b.par_chunks(BLOCK)))
-        .for_each(|(out, (a, b))| {
-            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
-        });
-    out
-}
-
-impl LeakyReluBackend for Flex {
-    fn leaky_relu_forward(x: FlexTensor, slope: f64) -> FlexTensor {
+impl<B: CpuBackend> LeakyReluBackend for B {
+    fn leaky_relu_forward(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
         if !all_f32(&[&x]) {
-            return composite_forward::<Self>(x, slope);
+            return composite_forward::<B>(x, slope);
         }
-        let (shape, x) = (x.shape(), x.to_contiguous());
-        let xs = values(&x);
+        let xs = B::f32s(&x);
         let slope = slope as f32;
         // Branch-free, so that it vectorises: the signs of activations are unpredictable.
-        let out = map(xs, xs, move |v, _| v.max(0.0) + slope * v.min(0.0));
-        tensor(out, shape)
+        let out = map(&xs, &xs, move |v, _| v.max(0.0) + slope * v.min(0.0));
+        B::float(out, x.shape())
     }
 
-    fn leaky_relu_backward(x: FlexTensor, slope: f64, grad: FlexTensor) -> FlexTensor {
+    fn leaky_relu_backward(x: FloatTensor<B>, slope: f64, grad: FloatTensor<B>) -> FloatTensor<B> {
         if !all_f32(&[&x, &grad]) {
-            return composite_backward::<Self>(x, slope, grad);
+            return composite_backward::<B>(x, slope, grad);
         }
-        let (shape, x, grad) = (x.shape(), x.to_contiguous(), grad.to_contiguous());
         let slope = slope as f32;
-        let out = map(values(&x), values(&grad), move |v, g| {
+        let out = map(&B::f32s(&x), &B::f32s(&grad), move |v, g| {
             g * if v > 0.0 { 1.0 } else { slope }
         });
-        tensor(out, shape)
+        B::float(out, x.shape())
     }
 }
-
-impl LeakyReluBackend for NdArray {}
 
 impl LeakyReluBackend for burn_cubecl::CubeBackend {}
 
@@ -135,7 +115,7 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    /// Output and input gradient on flex (the loops) and ndarray (the composite) against values
+    /// Output and input gradient on flex and ndarray (the loops) against values
     /// worked out by hand, zero and both signs included.
     #[test]
     fn leaky_relu_and_its_gradient_match_hand_values() {

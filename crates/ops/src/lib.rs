@@ -2,24 +2,28 @@
 //!
 //! Each operation is one module in the shape of Burn's custom-kernel example: a backend trait
 //! (kept inside this crate), the differentiable public function, a reference formulation from
-//! Burn's own tensor operations (which the other backends run and the tests compare against),
-//! the flex (CPU) implementation as loops over contiguous f32 buffers, and the backward pass
-//! recorded on Burn's autodiff graph. On ndarray and wgpu they fall back to the reference.
+//! Burn's own tensor operations (which wgpu runs unless the operation has a kernel, and the tests
+//! compare against), one CPU implementation as loops over contiguous f32 buffers that serves both
+//! CPU backends, flex and ndarray (`cpu::CpuBackend` is how they read and build tensors), and
+//! the backward pass recorded on Burn's autodiff graph.
 //!
-//! - [`conv2d`], [`conv2d_stride1`]: stride-1 convolution (unfold + matrix products on flex).
-//! - [`linear`]: a dense layer (matrix products split by columns across threads on flex).
-//! - [`batch_norm`]: training-mode batch normalisation (channel loops on flex).
-//! - [`leaky_relu`]: one pass each way on flex.
+//! - [`conv2d`], [`conv2d_stride1`]: stride-1 convolution (unfold + matrix products on the CPU).
+//! - [`linear`]: a dense layer (matrix products split by columns across threads on the CPU).
+//! - [`batch_norm`]: training-mode batch normalisation (channel loops on the CPU).
+//! - [`leaky_relu`]: one pass each way on the CPU.
+//! - [`scaled_tanh`]: LeNet-5's squashing `a tanh(s x)`, one vectorised pass each way on the CPU.
+//! - [`subsample2x2`]: LeNet-5's trainable 2x2 subsampling, one pass each way on the CPU.
 //! - [`fractional_max_pool2d`] over [`PoolRegions`] (of [`Span`]s), and [`max_pool2x2`],
-//!   LeNet's max-pool as the same operation over fixed windows.
-//! - [`Sgd`]: Burn's SGD update as one pass per parameter on flex, recorded as Burn records it.
+//!   LeNet's max-pool as the same operation over fixed windows; CubeCL kernels on wgpu.
+//! - [`Sgd`]: Burn's SGD update as one pass per parameter on the CPU, recorded as Burn records it.
 
 // Burn marks NdArray deprecated; the course asks for it, so every operation serves it too.
 #[allow(deprecated)]
 mod batch_norm;
 #[allow(deprecated)]
 mod conv;
-mod flex;
+#[allow(deprecated)]
+mod cpu;
 #[allow(deprecated)]
 mod fractional_max_pool;
 mod graph;
@@ -30,6 +34,10 @@ mod linear;
 mod matmul;
 #[allow(deprecated)]
 mod sgd;
+#[allow(deprecated)]
+mod subsample;
+#[allow(deprecated)]
+mod tanh;
 
 pub use batch_norm::batch_norm;
 pub use conv::{conv2d, conv2d_stride1};
@@ -37,3 +45,5 @@ pub use fractional_max_pool::{PoolRegions, Span, fractional_max_pool2d, max_pool
 pub use leaky_relu::leaky_relu;
 pub use linear::linear;
 pub use sgd::Sgd;
+pub use subsample::subsample2x2;
+pub use tanh::scaled_tanh;

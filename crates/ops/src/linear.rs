@@ -1,20 +1,19 @@
-//! Dense layers as one backend operation, with threaded matrix products on flex.
+//! Dense layers as one backend operation, with threaded matrix products on the CPU.
 //!
 //! Flex's matrix product leaves the threading to gemm, which at LeNet's dense layer (64 x 2450
-//! by 2450 x 500) ran slower on two threads than on one. Here flex splits each product by
-//! columns across threads (`matmul::multiply`). The other backends run Burn's matrix products,
-//! which are also the reference the flex version is tested against.
+//! by 2450 x 500) ran slower on two threads than on one. Here the CPU backends split each
+//! product by columns across threads (`matmul::multiply`). wgpu runs Burn's matrix products,
+//! which are also the reference the loops are tested against.
 
 use burn::backend::TensorMetadata;
 use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
-    tensor::FloatTensor,
+    Autodiff, AutodiffBackend, Backend, Dispatch,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
 };
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::flex::{all_f32, tensor, values};
+use crate::cpu::{CpuBackend, all_f32};
 use crate::graph::record;
 use crate::matmul::{View, multiply, product};
 
@@ -65,36 +64,35 @@ fn burns_backward<B: Backend>(
     (x_grad, weight_grad, bias_grad)
 }
 
-impl LinearBackend for Flex {
-    fn linear_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+impl<B: CpuBackend> LinearBackend for B {
+    fn linear_forward(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: FloatTensor<B>,
+    ) -> FloatTensor<B> {
         if !all_f32(&[&x, &weight, &bias]) {
             return burns_forward::<Self>(x, weight, bias);
         }
         let ([m, k], [_, n]) = (x.shape().dims(), weight.shape().dims());
-        let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
+        let [x, weight, bias] = [&x, &weight, &bias].map(B::f32s);
         // The bias in every row, then the product added to it.
-        let mut output: Vec<f32> = values(&bias).repeat(m);
-        let (x, weight) = (
-            View::rows(values(&x), [m, k]),
-            View::rows(values(&weight), [k, n]),
-        );
+        let mut output: Vec<f32> = bias.repeat(m);
+        let (x, weight) = (View::rows(&x, [m, k]), View::rows(&weight, [k, n]));
         multiply(&mut output, x, weight, true, true);
-        tensor(output, [m, n])
+        B::float(output, [m, n])
     }
 
     fn linear_backward(
-        x: FlexTensor,
-        weight: FlexTensor,
-        grad: FlexTensor,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
         if !all_f32(&[&x, &weight, &grad]) {
             return burns_backward::<Self>(x, weight, grad);
         }
         let ([m, k], [_, n]) = (x.shape().dims(), weight.shape().dims());
-        let [x, weight, grad] = [x, weight, grad].map(|t| t.to_contiguous());
-        let x = View::rows(values(&x), [m, k]);
-        let weight = View::rows(values(&weight), [k, n]);
-        let grad = values(&grad);
+        let [x, weight, grad] = [&x, &weight, &grad].map(B::f32s);
+        let (x, weight, grad) = (View::rows(&x, [m, k]), View::rows(&weight, [k, n]), &*grad);
         let x_grad = product(View::rows(grad, [m, n]), weight.transposed(), true);
         let weight_grad = product(x.transposed(), View::rows(grad, [m, n]), true);
         let mut bias_grad = vec![0f64; n];
@@ -104,17 +102,15 @@ impl LinearBackend for Flex {
             }
         }
         (
-            tensor(x_grad, [m, k]),
-            tensor(weight_grad, [k, n]),
-            tensor(
+            B::float(x_grad, [m, k]),
+            B::float(weight_grad, [k, n]),
+            B::float(
                 bias_grad.into_iter().map(|v| v as f32).collect::<Vec<_>>(),
                 [n],
             ),
         )
     }
 }
-
-impl LinearBackend for NdArray {}
 
 impl LinearBackend for burn_cubecl::CubeBackend {}
 

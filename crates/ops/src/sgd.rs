@@ -1,23 +1,22 @@
-//! SGD with momentum as one pass over each parameter on flex.
+//! SGD with momentum as one pass over each parameter on the CPU backends.
 //!
 //! Burn's `Sgd` updates a parameter with seven whole-tensor operations (weight decay, momentum,
 //! Nesterov, the learning rate), each reading and writing a tensor of the parameter's size: 1-2 ms
 //! of a modern-LeNet step on flex. [`Sgd`] computes the same update, in the same order of f32
-//! operations; on flex one loop reads the parameter, its gradient and velocity once and writes the
-//! new parameter and velocity. The other backends run Burn's tensor operations. Its state has the
+//! operations; on flex and ndarray one loop reads the parameter, its gradient and velocity once and writes the
+//! new parameter and velocity. wgpu runs Burn's tensor operations. Its state has the
 //! names of Burn's (`momentum.velocity`), so a checkpoint of either resumes with the other.
 
 use burn::backend::TensorMetadata;
 use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
-    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, flex::FlexTensor,
-    tensor::FloatTensor,
+    Autodiff, AutodiffBackend, Backend, Dispatch,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
 };
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, join_path};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::flex::{all_f32, tensor, values};
+use crate::cpu::{CpuBackend, all_f32};
 
 /// The constants of one step.
 #[derive(Clone, Copy, Debug)]
@@ -96,18 +95,18 @@ fn burns_step<B: Backend>(
     (B::float_sub(param, delta), velocity)
 }
 
-impl SgdBackend for Flex {
+impl<B: CpuBackend> SgdBackend for B {
     fn sgd_step(
-        param: FlexTensor,
-        grad: FlexTensor,
-        velocity: FlexTensor,
+        param: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        velocity: FloatTensor<B>,
         step: SgdStep,
-    ) -> (FlexTensor, FlexTensor) {
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
         if !all_f32(&[&param, &grad, &velocity]) {
-            return burns_step::<Self>(param, grad, velocity, step);
+            return burns_step::<B>(param, grad, velocity, step);
         }
         let shape = param.shape();
-        let [param, grad, velocity] = [param, grad, velocity].map(|t| t.to_contiguous());
+        let [param, grad, velocity] = [&param, &grad, &velocity].map(B::f32s);
         let (a, b) = step.velocity_factors();
         let (a, b, momentum) = (a as f32, b as f32, step.momentum as f32);
         let (decay, rate, nesterov) = (
@@ -115,13 +114,13 @@ impl SgdBackend for Flex {
             step.learning_rate as f32,
             step.nesterov,
         );
-        let mut new_param = values(&param).to_vec();
-        let mut new_velocity = values(&velocity).to_vec();
+        let mut new_param = param.into_owned();
+        let mut new_velocity = velocity.into_owned();
         const CHUNK: usize = 1 << 14;
         new_param
             .par_chunks_mut(CHUNK)
             .zip(new_velocity.par_chunks_mut(CHUNK))
-            .zip(values(&grad).par_chunks(CHUNK))
+            .zip(grad.par_chunks(CHUNK))
             .for_each(|((param, velocity), grad)| {
                 for ((p, v), &g) in param.iter_mut().zip(velocity.iter_mut()).zip(grad) {
                     // Burn's operations in Burn's order, so the results are the same floats.
@@ -132,13 +131,11 @@ impl SgdBackend for Flex {
                 }
             });
         (
-            tensor(new_param, shape.clone()),
-            tensor(new_velocity, shape),
+            B::float(new_param, shape.clone()),
+            B::float(new_velocity, shape),
         )
     }
 }
-
-impl SgdBackend for NdArray {}
 
 impl SgdBackend for burn_cubecl::CubeBackend {}
 
@@ -286,7 +283,7 @@ mod tests {
     use burn::tensor::{Distribution, Tolerance};
 
     /// Three steps of this optimiser and of Burn's `Sgd` from the same parameter with the same
-    /// gradients, on flex (the loop) and ndarray (Burn's operations): the same parameters, and
+    /// gradients, on flex and ndarray (both the loop): the same parameters, and
     /// states recorded under the same names with the same values.
     #[test]
     fn steps_and_records_equal_burns_sgd() {

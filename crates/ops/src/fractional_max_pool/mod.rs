@@ -2,11 +2,11 @@
 //!
 //! The regions ([`PoolRegions`]) are an argument: how they are drawn is the network's business.
 //! The forward pass keeps, for every output, the flat index of the input cell that held the
-//! maximum; the backward pass adds each output gradient at that index and nowhere else. Flex (the
-//! default CPU backend) runs both as parallel loops over image planes, the Cube backend (wgpu) as
-//! the GPU kernels of [`cube`]. ndarray runs [`fmp_forward_tensor_ops`] /
-//! [`fmp_backward_tensor_ops`], the same computation written with Burn's tensor operations, which
-//! also serves as the reference the loops and kernels are tested against.
+//! maximum; the backward pass adds each output gradient at that index and nowhere else. The CPU
+//! backends (flex, ndarray) run both as parallel loops over image planes, the Cube backend (wgpu)
+//! as the GPU kernels of [`cube`]. [`fmp_forward_tensor_ops`] / [`fmp_backward_tensor_ops`] are
+//! the same computation written with Burn's tensor operations: the reference the loops and
+//! kernels are tested against.
 
 mod cube;
 
@@ -15,17 +15,16 @@ use std::sync::Arc;
 use burn::backend::TensorMetadata;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray,
+    Autodiff, AutodiffBackend, Backend, Dispatch,
     autodiff::checkpoint::strategy::CheckpointStrategy,
     backend_extension,
-    flex::FlexTensor,
     tensor::{FloatTensor, IntTensor},
 };
 use burn::prelude::*;
 use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
 use rayon::prelude::*;
 
-use crate::flex::{tensor, values};
+use crate::cpu::CpuBackend;
 use crate::graph::record;
 
 /// One pooling interval along an axis: `len` cells from `start` (`len` is 1 or 2).
@@ -246,15 +245,14 @@ fn fmp_backward_tensor_ops<B: Backend>(
     B::float_reshape(summed, [n, c, h, w].into())
 }
 
-impl FractionalMaxPoolBackend for Flex {
-    fn fmp_forward(x: FlexTensor, regions: PoolRegions) -> (FlexTensor, FlexTensor) {
+impl<B: CpuBackend> FractionalMaxPoolBackend for B {
+    fn fmp_forward(x: FloatTensor<B>, regions: PoolRegions) -> (FloatTensor<B>, IntTensor<B>) {
         if x.dtype() != DType::F32 {
-            return fmp_forward_tensor_ops::<Self>(x, &regions);
+            return fmp_forward_tensor_ops::<B>(x, &regions);
         }
         let [n, c, h, w] = x.shape().dims();
         let [oh, ow] = regions.out;
-        let x = x.to_contiguous();
-        let input = values(&x);
+        let input = B::f32s(&x);
         let mut maxima = vec![0f32; n * c * oh * ow];
         let mut argmax = vec![0i32; n * c * oh * ow];
         maxima
@@ -288,41 +286,37 @@ impl FractionalMaxPoolBackend for Flex {
                 }
             });
         (
-            tensor(maxima, [n, c, oh, ow]),
-            tensor(argmax, [n, c, oh, ow]),
+            B::float(maxima, [n, c, oh, ow]),
+            B::int(argmax, [n, c, oh, ow]),
         )
     }
 
     fn fmp_backward(
-        grad: FlexTensor,
-        argmax: FlexTensor,
+        grad: FloatTensor<B>,
+        argmax: IntTensor<B>,
         _regions: PoolRegions,
         input: [usize; 2],
-    ) -> FlexTensor {
-        if grad.dtype() != DType::F32 || argmax.dtype() != DType::I32 {
-            return fmp_backward_tensor_ops::<Self>(grad, argmax, input);
-        }
+    ) -> FloatTensor<B> {
+        let indices = match B::i32s(&argmax) {
+            Some(indices) if grad.dtype() == DType::F32 => indices,
+            _ => return fmp_backward_tensor_ops::<B>(grad, argmax, input),
+        };
         let [n, c, oh, ow] = grad.shape().dims();
         let [h, w] = input;
-        let grad = grad.to_contiguous();
-        let argmax = argmax.to_contiguous();
-        let grad = values(&grad);
-        let argmax: &[i32] = argmax.as_slice().expect("contiguous");
+        let grad = B::f32s(&grad);
         let p = oh * ow;
         let mut out = vec![0f32; n * c * h * w];
         out.par_chunks_mut(h * w)
             .enumerate()
             .for_each(|(plane, out)| {
                 let grad = &grad[plane * p..(plane + 1) * p];
-                for (g, &i) in grad.iter().zip(&argmax[plane * p..(plane + 1) * p]) {
+                for (g, &i) in grad.iter().zip(&indices[plane * p..(plane + 1) * p]) {
                     out[i as usize] += g;
                 }
             });
-        tensor(out, [n, c, h, w])
+        B::float(out, [n, c, h, w])
     }
 }
-
-impl FractionalMaxPoolBackend for NdArray {}
 
 impl<B: FractionalMaxPoolBackend, C: CheckpointStrategy> FractionalMaxPoolBackend
     for Autodiff<B, C>
@@ -359,5 +353,72 @@ impl<B: FractionalMaxPoolBackend, C: CheckpointStrategy> FractionalMaxPoolBacken
             regions,
             input,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The CPU backends' loops (flex, ndarray) against the tensor-op formulation (the reference)
+    /// on the same values: maxima, indices and the input gradient, for regions shared by an
+    /// image's channels and per channel, with 1- and 2-wide intervals.
+    #[test]
+    fn cpu_loops_match_the_tensor_op_formulation() {
+        let ([n, c], side, out) = ([3, 4], 8, 4);
+        for groups in [1, c] {
+            // Different intervals per image and group, all inside the 8-cell side.
+            let spans = |shift: usize| -> Arc<[Span]> {
+                (0..n * groups * out)
+                    .map(|k| {
+                        let (g, i) = (k / out, k % out);
+                        let wide = (g * 3 + i + shift) % 2 == 0;
+                        let start = 2 * i + usize::from(!wide && (g + shift) % 2 == 1);
+                        Span {
+                            start: start as u32,
+                            len: if wide { 2 } else { 1 },
+                        }
+                    })
+                    .collect()
+            };
+            let regions = PoolRegions {
+                groups,
+                out: [out; 2],
+                rows: spans(0),
+                cols: spans(1),
+            };
+            #[allow(deprecated)]
+            let devices = [Device::flex(), Device::ndarray()];
+            for device in devices {
+                let what = format!("{device:?}, {groups} groups");
+                let x = Tensor::<4>::random([n, c, side, side], Distribution::Default, &device);
+                let grad = Tensor::<4>::random([n, c, out, out], Distribution::Default, &device);
+                let (maxima, argmax) =
+                    Dispatch::fmp_forward(x.clone().into_dispatch(), regions.clone());
+                let (ref_maxima, ref_argmax) =
+                    fmp_forward_tensor_ops::<Dispatch>(x.into_dispatch(), &regions);
+                let floats = |t| Tensor::<4>::from_dispatch(t).into_data();
+                let ints = |t| {
+                    Tensor::<4, Int>::from_dispatch(t)
+                        .into_data()
+                        .convert::<i64>()
+                };
+                assert_eq!(ints(argmax.clone()), ints(ref_argmax.clone()), "{what}");
+                assert_eq!(floats(maxima), floats(ref_maxima), "{what}");
+                let x_grad = Dispatch::fmp_backward(
+                    grad.clone().into_dispatch(),
+                    argmax,
+                    regions.clone(),
+                    [side, side],
+                );
+                let ref_x_grad = fmp_backward_tensor_ops::<Dispatch>(
+                    grad.into_dispatch(),
+                    ref_argmax,
+                    [side, side],
+                );
+                assert_eq!(floats(x_grad), floats(ref_x_grad), "{what}");
+            }
+        }
     }
 }
