@@ -2,13 +2,16 @@
 """PyTorch reference timings for the project's networks, measured the way `train bench` measures.
 
     python3 scripts/torch_reference.py configs/fmp_mnist.toml [--steps 10 --warmup 2
-        --device cpu|cuda --threads N --json FILE]
+        --device cpu|cuda --threads N --mode eager|channels_last|compile --json FILE]
     train bench configs/fmp_mnist.toml --backends flex --include FILE --chart both.svg
 
 Reads the same TOML config, builds the same architecture in PyTorch (scripts/cnn_models.py:
 LeNet modern, LeNet-5 classic, Graham's FMP net), and times training steps (forward, cross-entropy, backward, SGD step,
 device synchronised) at the config's batch size. Prints one line like `train bench` and writes
-the same JSON fields, so the two can be put side by side. Inputs are random tensors of the
+the same JSON fields, so the two can be put side by side. `--mode` picks how PyTorch runs:
+eager (as most users run it), channels_last (model and images in NHWC memory format) or compile
+(`torch.compile`, compiled during the warm-up steps); the backend is then named
+`torch-cpu-channels_last` or `torch-cpu-compile`. Inputs are random tensors of the
 model's input shape (the step's cost does not depend on the pixel values). The FLOP count comes
 from forward hooks on the convolution and linear layers, independently of the Rust count.
 """
@@ -62,6 +65,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--mode", choices=["eager", "channels_last", "compile"], default="eager")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -77,11 +81,16 @@ def main():
     shape = (channels, model.input_size, model.input_size)
     gflop_per_image = 3 * forward_flops(model, shape) / 1e9
     model = model.to(device).train()
+    images = torch.randn(batch, *shape, device=device)
+    if args.mode == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config["optimizer"]["learning_rate"], momentum=0.9, nesterov=True
     )
     loss_fn = nn.CrossEntropyLoss()
-    images = torch.randn(batch, *shape, device=device)
+    if args.mode == "compile":
+        model = torch.compile(model)
     targets = torch.randint(0, 10, (batch,), device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
@@ -125,7 +134,7 @@ def main():
         else f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads"
     )
     timing = {
-        "backend": f"torch-{device.type}",
+        "backend": f"torch-{device.type}" + ("" if args.mode == "eager" else f"-{args.mode}"),
         "config": pathlib.Path(args.config).stem,
         "device": name,
         "step_ms": times,

@@ -1,10 +1,14 @@
-//! Batch normalisation in training, as one backend operation with loops on the CPU backends.
+//! Batch normalisation in training followed by a leaky ReLU, as one backend operation with loops
+//! on the CPU backends.
 //!
 //! Burn's default `batch_norm_train` gathers each channel's values through transposed copies of
 //! the activation and its backward runs a dozen whole-tensor operations; on flex that cost as
 //! much as the FMP net's convolutions. The CPU backends here read each channel's planes in
 //! place, once for the statistics and once for the output (twice and once backward). wgpu keeps
-//! Burn's own operation, which is also the reference the loops are tested against.
+//! Burn's own operation, which is also the reference the loops are tested against. The leaky
+//! ReLU that follows every batch norm of the FMP net is applied in the same pass (its slope is an
+//! argument; 1 leaves the output as it is): one full read and write of the activation fewer each
+//! way, and one tensor fewer kept for the backward pass.
 
 use burn::backend::TensorMetadata;
 use burn::backend::{
@@ -15,22 +19,24 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, all_f32};
+use crate::cpu::{CpuBackend, all_f32, par_collect};
 use crate::graph::record;
+use crate::leaky_relu;
 
 /// The backend operations behind [`batch_norm_train`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
 pub trait BatchNormTrainBackend: Backend {
     /// Normalises `x` `[n, c, ...]` per channel with the batch's mean and biased variance, then
-    /// scales by `gamma` and shifts by `beta` (`[c]`): the output, the mean and the variance.
+    /// scales by `gamma` and shifts by `beta` (`[c]`) and applies the leaky ReLU of
+    /// `settings.slope`: the output, the mean and the variance.
     #[fusion(default)]
     fn bn_train_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
-        epsilon: f64,
+        settings: NormSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        burns_forward::<Self>(x, gamma, beta, epsilon)
+        reference_forward::<Self>(x, gamma, beta, settings)
     }
 
     /// The gradients of `x`, `gamma` and `beta` given the output's, `grad`.
@@ -38,13 +44,94 @@ pub trait BatchNormTrainBackend: Backend {
     fn bn_train_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         variance: FloatTensor<Self>,
-        epsilon: f64,
+        settings: NormSettings,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        burns_backward::<Self>(x, gamma, mean, variance, epsilon, grad)
+        reference_backward::<Self>(x, gamma, beta, mean, variance, settings, grad)
     }
+}
+
+/// The constants of [`BatchNormTrainBackend`]'s operation.
+#[derive(Clone, Copy, Debug)]
+pub struct NormSettings {
+    /// Added to the variance before its square root.
+    pub epsilon: f64,
+    /// The slope of the leaky ReLU applied to the output for negative values; 1 for none.
+    pub slope: f64,
+}
+
+/// Burn's training batch norm followed by the leaky ReLU of Burn's operations: output, mean,
+/// variance.
+fn reference_forward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    settings: NormSettings,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (output, mean, variance) = burns_forward::<B>(x, gamma, beta, settings.epsilon);
+    (activate::<B>(output, settings.slope), mean, variance)
+}
+
+/// The gradients of [`reference_forward`]: input, gamma, beta.
+fn reference_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    variance: FloatTensor<B>,
+    settings: NormSettings,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let grad = if settings.slope == 1.0 {
+        grad
+    } else {
+        // The normalised values before the activation, recomputed from the statistics.
+        let shape = x.shape();
+        let per_channel = |v| {
+            let dims = (0..shape.num_dims()).map(|d| if d == 1 { shape[1] } else { 1 });
+            B::float_expand(
+                B::float_reshape(v, Shape::from(dims.collect::<Vec<_>>())),
+                shape.clone(),
+            )
+        };
+        let std = B::float_sqrt(B::float_add_scalar(
+            variance.clone(),
+            settings.epsilon.into(),
+        ));
+        let scale = B::float_div(gamma.clone(), std);
+        let shift = B::float_sub(beta, B::float_mul(mean.clone(), scale.clone()));
+        let normalised = B::float_add(
+            B::float_mul(x.clone(), per_channel(scale)),
+            per_channel(shift),
+        );
+        leaky_relu::composite_backward::<B>(normalised, settings.slope, grad)
+    };
+    burns_backward::<B>(x, gamma, mean, variance, settings.epsilon, grad)
+}
+
+/// The leaky ReLU of `slope` from Burn's operations, or `x` itself for slope 1.
+fn activate<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
+    if slope == 1.0 {
+        x
+    } else {
+        leaky_relu::composite_forward::<B>(x, slope)
+    }
+}
+
+/// `gamma / sqrt(variance + epsilon)` and `beta - mean * that`, per channel: the output is
+/// `x * scale + shift` before the activation. Forward and backward compute it alike from the
+/// f32 statistics, so that the backward pass sees the signs the forward pass saw.
+fn affine([gamma, beta, mean, variance]: [&[f32]; 4], epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = (gamma.iter().zip(variance))
+        .map(|(&g, &v)| (f64::from(g) / (f64::from(v) + epsilon).sqrt()) as f32)
+        .collect();
+    let shift = (beta.iter().zip(mean).zip(&scale))
+        .map(|((&b, &m), &s)| b - m * s)
+        .collect();
+    (scale, shift)
 }
 
 /// Burn's own training batch norm: output, mean, variance.
@@ -125,17 +212,11 @@ fn map_planes<F: Fn(f32, f32) -> f32>(
     [_, c, plane]: [usize; 3],
     f: impl Fn(usize) -> F + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; first.len()];
-    out.par_chunks_mut(plane.max(1))
-        .enumerate()
-        .for_each(|(index, out)| {
-            let f = f(index % c);
-            let at = index * plane..(index + 1) * plane;
-            for ((o, &a), &b) in out.iter_mut().zip(&first[at.clone()]).zip(&second[at]) {
-                *o = f(a, b);
-            }
-        });
-    out
+    par_collect(first.len(), plane, |index| {
+        let f = f(index % c);
+        let at = index * plane..(index + 1) * plane;
+        (first[at.clone()].iter().zip(&second[at])).map(move |(&a, &b)| f(a, b))
+    })
 }
 
 impl<B: CpuBackend> BatchNormTrainBackend for B {
@@ -143,10 +224,10 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
         x: FloatTensor<B>,
         gamma: FloatTensor<B>,
         beta: FloatTensor<B>,
-        epsilon: f64,
+        settings: NormSettings,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-        if !all_f32(&[&x]) {
-            return burns_forward::<B>(x, gamma, beta, epsilon);
+        if !all_f32(&[&x, &gamma, &beta]) {
+            return reference_forward::<B>(x, gamma, beta, settings);
         }
         let layout @ [n, _, plane] = channel_layout(&x);
         let count = (n * plane) as f64;
@@ -165,51 +246,62 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
         .into_iter()
         .map(|s| s / count)
         .collect();
+        let as_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+        let (mean, variance) = (as_f32(mean), as_f32(variance));
         let (gamma, beta) = (B::f32s(&gamma), B::f32s(&beta));
-        let scale: Vec<f32> = (0..gamma.len())
-            .map(|ch| (gamma[ch] as f64 / (variance[ch] + epsilon).sqrt()) as f32)
-            .collect();
-        let shift: Vec<f32> = (0..gamma.len())
-            .map(|ch| beta[ch] - mean[ch] as f32 * scale[ch])
-            .collect();
+        let (scale, shift) = affine([&gamma, &beta, &mean, &variance], settings.epsilon);
+        let slope = settings.slope as f32;
+        // Branch-free, so that it vectorises: the signs are unpredictable.
         let output = map_planes(xs, xs, layout, |ch| {
             let (scale, shift) = (scale[ch], shift[ch]);
-            move |v, _| v * scale + shift
+            move |v, _| {
+                let z = v * scale + shift;
+                z.max(0.0) + slope * z.min(0.0)
+            }
         });
         let channels = [gamma.len()];
-        let as_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
         (
             B::float(output, shape),
-            B::float(as_f32(mean), channels),
-            B::float(as_f32(variance), channels),
+            B::float(mean, channels),
+            B::float(variance, channels),
         )
     }
 
     fn bn_train_backward(
         x: FloatTensor<B>,
         gamma: FloatTensor<B>,
+        beta: FloatTensor<B>,
         mean: FloatTensor<B>,
         variance: FloatTensor<B>,
-        epsilon: f64,
+        settings: NormSettings,
         grad: FloatTensor<B>,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-        if !all_f32(&[&x, &grad]) {
-            return burns_backward::<B>(x, gamma, mean, variance, epsilon, grad);
+        if !all_f32(&[&x, &grad, &gamma, &beta, &mean, &variance]) {
+            return reference_backward::<B>(x, gamma, beta, mean, variance, settings, grad);
         }
         let layout @ [n, c, plane] = channel_layout(&x);
         let count = (n * plane) as f64;
         let shape = x.shape();
-        let [xs, gs, gamma, mean, variance] = [&x, &grad, &gamma, &mean, &variance].map(B::f32s);
+        let [gamma, beta, mean, variance] = [&gamma, &beta, &mean, &variance].map(B::f32s);
+        let [xs, gs] = [&x, &grad].map(B::f32s);
         let (xs, gs) = (&*xs, &*gs);
+        let epsilon = settings.epsilon;
         let inv_std: Vec<f64> = variance
             .iter()
             .map(|&v| 1.0 / (v as f64 + epsilon).sqrt())
             .collect();
-        let grad_sum = channel_sums(gs, gs, layout, |_| |g, _| g);
+        // The output's gradient before the activation, from the sign the forward pass saw.
+        let (forward_scale, forward_shift) = affine([&gamma, &beta, &mean, &variance], epsilon);
+        let leaky = settings.slope as f32;
+        let through = |ch: usize| {
+            let (scale, shift) = (forward_scale[ch], forward_shift[ch]);
+            move |g: f32, v: f32| g * if v * scale + shift > 0.0 { 1.0 } else { leaky }
+        };
+        let grad_sum = channel_sums(gs, xs, layout, |ch| through(ch));
         // sum of grad * (x - mean); times inv_std it is the gradient of gamma.
         let grad_centred = channel_sums(gs, xs, layout, |ch| {
-            let mean = mean[ch];
-            move |g, v| g * (v - mean)
+            let (mean, through) = (mean[ch], through(ch));
+            move |g, v| through(g, v) * (v - mean)
         });
         // dx = gamma * inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), x_hat = (x - mean) * inv_std
         let scale: Vec<f32> = (0..c)
@@ -221,7 +313,8 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
             .collect();
         let x_grad = map_planes(gs, xs, layout, |ch| {
             let (scale, grad_mean, mean, slope) = (scale[ch], grad_mean[ch], mean[ch], slope[ch]);
-            move |g, v| scale * (g - grad_mean - (v - mean) * slope)
+            let through = through(ch);
+            move |g, v| scale * (through(g, v) - grad_mean - (v - mean) * slope)
         });
         let gamma_grad = (0..c)
             .map(|ch| (grad_centred[ch] * inv_std[ch]) as f32)
@@ -242,21 +335,22 @@ impl<B: BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBackend for 
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
-        epsilon: f64,
+        settings: NormSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let mut statistics = None;
         let output = record::<B, C, _, 3>(
             [x, gamma, beta],
             |[x, gamma, beta]| {
                 let (output, mean, variance) =
-                    B::bn_train_forward(x.clone(), gamma.clone(), beta, epsilon);
+                    B::bn_train_forward(x.clone(), gamma.clone(), beta.clone(), settings);
                 statistics = Some((mean.clone(), variance.clone()));
-                // The input, gamma and the batch statistics, as the forward pass had them.
-                (output, ([x, gamma, mean, variance], epsilon))
+                // The input, the parameters and the batch statistics, as the forward pass had
+                // them.
+                (output, (x, [gamma, beta, mean, variance], settings))
             },
-            |([x, gamma, mean, variance], epsilon), grad| {
+            |(x, [gamma, beta, mean, variance], settings), grad| {
                 let (x, gamma, beta) =
-                    B::bn_train_backward(x, gamma, mean, variance, epsilon, grad);
+                    B::bn_train_backward(x, gamma, beta, mean, variance, settings, grad);
                 [x, gamma, beta]
             },
         );
@@ -267,9 +361,10 @@ impl<B: BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBackend for 
     fn bn_train_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         variance: FloatTensor<Self>,
-        epsilon: f64,
+        settings: NormSettings,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Only reached when differentiating a gradient: not needed for training, so the results
@@ -277,9 +372,10 @@ impl<B: BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBackend for 
         let (x_grad, gamma_grad, beta_grad) = B::bn_train_backward(
             x.into_primitive(),
             gamma.into_primitive(),
+            beta.into_primitive(),
             mean.into_primitive(),
             variance.into_primitive(),
-            epsilon,
+            settings,
             grad.into_primitive(),
         );
         (
@@ -293,14 +389,29 @@ impl<B: BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBackend for 
 /// `norm` applied to `x` `[n, c, h, w]` as Burn's `BatchNorm::forward` does, with the training
 /// pass (batch statistics, running statistics updated) through [`BatchNormTrainBackend`].
 pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    batch_norm_leaky_relu(norm, x, 1.0)
+}
+
+/// [`batch_norm`] followed by the leaky ReLU of `slope` ([`crate::leaky_relu`]), in one
+/// operation.
+pub fn batch_norm_leaky_relu(norm: &BatchNorm, x: Tensor<4>, slope: f64) -> Tensor<4> {
     if !(x.device().is_autodiff() && norm.training.is_enabled()) {
-        return norm.forward(x);
+        let output = norm.forward(x);
+        return if slope == 1.0 {
+            output
+        } else {
+            crate::leaky_relu(output, slope)
+        };
     }
+    let settings = NormSettings {
+        epsilon: norm.epsilon,
+        slope,
+    };
     let (output, mean, variance) = Dispatch::bn_train_forward(
         x.into_dispatch(),
         norm.gamma.val().into_dispatch(),
         norm.beta.val().into_dispatch(),
-        norm.epsilon,
+        settings,
     );
     let (mean, variance) = (
         Tensor::<1>::from_dispatch(mean),

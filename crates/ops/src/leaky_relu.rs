@@ -37,14 +37,14 @@ pub trait LeakyReluBackend: Backend {
 }
 
 /// `slope * x + (1 - slope) * relu(x)`: the same function from operations every backend has.
-fn composite_forward<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
+pub(crate) fn composite_forward<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
     let linear = B::float_mul_scalar(x.clone(), slope.into());
     let positive = B::float_mul_scalar(B::relu(x), (1.0 - slope).into());
     B::float_add(linear, positive)
 }
 
 /// The gradient of [`composite_forward`]: `slope * grad + (1 - slope) * relu'(x) * grad`.
-fn composite_backward<B: Backend>(
+pub(crate) fn composite_backward<B: Backend>(
     x: FloatTensor<B>,
     slope: f64,
     grad: FloatTensor<B>,

@@ -9,7 +9,8 @@
 //!
 //! - [`conv2d`], [`conv2d_stride1`]: stride-1 convolution (unfold + matrix products on the CPU).
 //! - [`linear`]: a dense layer (matrix products split by columns across threads on the CPU).
-//! - [`batch_norm`]: training-mode batch normalisation (channel loops on the CPU).
+//! - [`batch_norm`], [`batch_norm_leaky_relu`]: training-mode batch normalisation, optionally
+//!   with the leaky ReLU that follows it in the same pass (channel loops on the CPU).
 //! - [`leaky_relu`]: one pass each way on the CPU.
 //! - [`scaled_tanh`]: LeNet-5's squashing `a tanh(s x)`, one vectorised pass each way on the CPU.
 //! - [`subsample2x2`]: LeNet-5's trainable 2x2 subsampling, one pass each way on the CPU.
@@ -39,7 +40,7 @@ mod subsample;
 #[allow(deprecated)]
 mod tanh;
 
-pub use batch_norm::batch_norm;
+pub use batch_norm::{batch_norm, batch_norm_leaky_relu};
 pub use conv::{conv2d, conv2d_stride1};
 pub use fractional_max_pool::{PoolRegions, Span, fractional_max_pool2d, max_pool2x2};
 pub use leaky_relu::leaky_relu;

@@ -1,4 +1,4 @@
-//! Matrix products on flex's f32 buffers, called from the operations' loops.
+//! Matrix products on the CPU backends' f32 buffers, called from the operations' loops.
 //!
 //! The products go to the gemm crate (flex's own matrix kernels) with the strides of the
 //! operands as they lie, so that transposed operands are never copied and results land in the

@@ -1,6 +1,7 @@
 //! The training batch norm operation against Burn's own `BatchNorm` (its default composite
 //! operation) and against plain f64 loops, on every backend: output, running statistics and the
-//! gradients of the input, gamma and beta.
+//! gradients of the input, gamma and beta; and with the leaky ReLU in the same operation, against
+//! Burn's batch norm followed by a leaky ReLU from Burn's operations.
 
 mod common;
 
@@ -117,6 +118,48 @@ fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
             1e-3,
             &format!("{backend} gamma grad vs loops"),
         );
+    }
+}
+
+#[test]
+fn batch_norm_with_leaky_relu_matches_the_two_operations_on_every_backend() {
+    let slope = 0.3;
+    for backend in BACKENDS {
+        let device = device(backend).autodiff();
+        // Half the values below zero after normalisation: both sides of the activation.
+        let x = Tensor::<4>::random(SHAPE, Distribution::Normal(1.0, 2.0), &device).detach();
+        let upstream = Tensor::<4>::random(SHAPE, Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let mut norm = BatchNormConfig::new(4).init(&device);
+            norm.gamma = burn::module::Param::from_tensor(Tensor::<1>::from_floats(
+                [0.5, 1.5, -1.0, 2.0],
+                &device,
+            ));
+            let input = x.clone().require_grad();
+            let output = if fused {
+                ops::batch_norm_leaky_relu(&norm, input.clone(), slope)
+            } else {
+                let normalised = norm.forward(input.clone());
+                normalised.clone().mul_scalar(slope)
+                    + burn::tensor::activation::relu(normalised).mul_scalar(1.0 - slope)
+            };
+            let grads = (output.clone() * upstream.clone()).sum().backward();
+            [
+                values(output),
+                values(input.grad(&grads).unwrap()),
+                values(norm.gamma.grad(&grads).unwrap()),
+                values(norm.beta.grad(&grads).unwrap()),
+            ]
+        };
+        let (fused, separate) = (run(true), run(false));
+        for ((a, b), name) in
+            fused
+                .iter()
+                .zip(&separate)
+                .zip(["output", "x grad", "gamma grad", "beta grad"])
+        {
+            close(a, b, 1e-4, &format!("{backend} {name}"));
+        }
     }
 }
 

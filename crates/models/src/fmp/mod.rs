@@ -12,7 +12,7 @@ use burn::{
     },
     prelude::*,
 };
-use ops::{PoolRegions, batch_norm, conv2d, leaky_relu};
+use ops::{PoolRegions, batch_norm_leaky_relu, conv2d, leaky_relu};
 
 use crate::observe::{Observer, show};
 use serde::{Deserialize, Serialize};
@@ -264,7 +264,7 @@ impl FmpNet {
         let x = match norm {
             Some(norm) => {
                 show(o, at_conv, &x);
-                leaky_relu(batch_norm(norm, x), self.leaky_slope)
+                batch_norm_leaky_relu(norm, x, self.leaky_slope)
             }
             None => leaky_relu(x, self.leaky_slope),
         };
