@@ -297,7 +297,7 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
             let (scale, shift) = (forward_scale[ch], forward_shift[ch]);
             move |g: f32, v: f32| g * if v * scale + shift > 0.0 { 1.0 } else { leaky }
         };
-        let grad_sum = channel_sums(gs, xs, layout, |ch| through(ch));
+        let grad_sum = channel_sums(gs, xs, layout, through);
         // sum of grad * (x - mean); times inv_std it is the gradient of gamma.
         let grad_centred = channel_sums(gs, xs, layout, |ch| {
             let (mean, through) = (mean[ch], through(ch));

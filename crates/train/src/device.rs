@@ -21,7 +21,7 @@ pub enum BackendName {
     /// Burn's maintained CPU backend (multi-threaded, SIMD): the fast CPU choice.
     #[default]
     Flex,
-    /// The ndarray CPU backend the course asks for (much slower than flex).
+    /// The ndarray CPU backend the course asks for (it runs the project's own CPU operations, as flex does).
     Ndarray,
     /// The GPU through wgpu on Vulkan (Mesa's lavapipe counts, slowly, when there is no GPU).
     Wgpu,

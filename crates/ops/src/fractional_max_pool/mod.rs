@@ -373,7 +373,7 @@ mod tests {
                 (0..n * groups * out)
                     .map(|k| {
                         let (g, i) = (k / out, k % out);
-                        let wide = (g * 3 + i + shift) % 2 == 0;
+                        let wide = (g * 3 + i + shift).is_multiple_of(2);
                         let start = 2 * i + usize::from(!wide && (g + shift) % 2 == 1);
                         Span {
                             start: start as u32,
