@@ -140,3 +140,35 @@ impl CpuBackend for burn::backend::NdArray {
         NdArrayTensor::from_data(TensorData::new(values, shape.into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    /// A transposed view is read in its logical row-major order on both backends (copied, as it
+    /// is not contiguous), a contiguous one in place; index tensors likewise; other types are
+    /// `None`.
+    fn reads_logical_order<B: CpuBackend>() {
+        let x = B::float((0..6).map(|v| v as f32).collect(), [2, 3]);
+        assert!(matches!(B::f32s(&x), Cow::Borrowed([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])));
+        let transposed = B::float_swap_dims(x, 0, 1);
+        assert_eq!(*B::f32s(&transposed), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        let indices = B::int_swap_dims(B::int(vec![0, 1, 2, 3, 4, 5], [3, 2]), 0, 1);
+        assert_eq!(B::i32s(&indices).as_deref(), Some(&[0, 2, 4, 1, 3, 5][..]));
+        let wide = B::int_cast(indices, burn::tensor::IntDType::I64);
+        assert!(B::i32s(&wide).is_none());
+        assert!(all_f32(&[&transposed]));
+    }
+
+    #[test]
+    fn flex_tensors_read_in_logical_order() {
+        reads_logical_order::<Flex>();
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn ndarray_tensors_read_in_logical_order() {
+        reads_logical_order::<NdArray>();
+    }
+}
