@@ -19,7 +19,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, all_f32, par_collect};
+use crate::cpu::{CpuBackend, all_f32};
 use crate::graph::record;
 use crate::leaky_relu;
 
@@ -212,11 +212,17 @@ fn map_planes<F: Fn(f32, f32) -> f32>(
     [_, c, plane]: [usize; 3],
     f: impl Fn(usize) -> F + Sync,
 ) -> Vec<f32> {
-    par_collect(first.len(), plane, |index| {
-        let f = f(index % c);
-        let at = index * plane..(index + 1) * plane;
-        (first[at.clone()].iter().zip(&second[at])).map(move |(&a, &b)| f(a, b))
-    })
+    let mut out = vec![0f32; first.len()];
+    out.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(index, out)| {
+            let f = f(index % c);
+            let at = index * plane..(index + 1) * plane;
+            for ((o, &a), &b) in out.iter_mut().zip(&first[at.clone()]).zip(&second[at]) {
+                *o = f(a, b);
+            }
+        });
+    out
 }
 
 impl<B: CpuBackend> BatchNormTrainBackend for B {
