@@ -293,8 +293,10 @@ fn full_size_cifar_start(accumulate: &str) -> Option<String> {
             }
         })
     };
-    read(Box::new(stdout), lines.clone());
-    read(Box::new(stderr), lines);
+    let readers = [
+        read(Box::new(stdout), lines.clone()),
+        read(Box::new(stderr), lines),
+    ];
     let mut printed = String::new();
     // The start-up line names the run's folder; an error ends the process.
     while let Ok(line) = received.recv_timeout(std::time::Duration::from_secs(300)) {
@@ -306,6 +308,15 @@ fn full_size_cifar_start(accumulate: &str) -> Option<String> {
     }
     let _ = child.kill();
     child.wait().unwrap();
+    // What the other stream printed before the start-up line may still be on its way: the two
+    // streams are read by two threads.
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    for line in received.try_iter() {
+        printed += &line;
+        printed.push('\n');
+    }
     if printed.contains("no usable GPU adapter") {
         common::not_run("wgpu", "full-size CIFAR-10 net on wgpu", &printed);
         return None;
