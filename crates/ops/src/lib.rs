@@ -7,7 +7,8 @@
 //! CPU backends, flex and ndarray (`cpu::CpuBackend` is how they read and build tensors), and
 //! the backward pass recorded on Burn's autodiff graph.
 //!
-//! - [`conv2d`], [`conv2d_stride1`]: stride-1 convolution (unfold + matrix products on the CPU).
+//! - [`conv2d`], [`conv2d_stride1`]: stride-1 convolution (unfold + matrix products; on wgpu as
+//!   tensor operations, a group of images per product).
 //! - [`linear`]: a dense layer (matrix products split by columns across threads on the CPU).
 //! - [`batch_norm`], [`batch_norm_leaky_relu`]: training-mode batch normalisation, optionally
 //!   with the leaky ReLU that follows it in the same pass (channel loops on the CPU).

@@ -283,14 +283,15 @@ fn time_pooling(
 const MATMUL_SIDE: usize = 2048;
 
 /// GFLOP/s of `MATMUL_SIDE`^3 f32 matrix products on `device`: the median of `steps` timed
-/// products after `warmup` untimed ones.
+/// products after `warmup` untimed ones, at least one (the first product compiles and autotunes
+/// its kernels, which is no part of a ceiling).
 fn matmul_gflops(device: &Device, warmup: usize, steps: usize) -> Result<f64> {
     let shape = [MATMUL_SIDE, MATMUL_SIDE];
     let a = Tensor::<2>::random(shape, Distribution::Default, device);
     let b = Tensor::<2>::random(shape, Distribution::Default, device);
     let times = time_ms(
         device,
-        warmup,
+        warmup.max(1),
         steps,
         |_| (),
         |()| {
