@@ -11,9 +11,10 @@
 //! Everything a thread touches stays small enough for its caches.
 //!
 //! On wgpu the same unfold + matrix products run as Burn tensor operations, a group of images at
-//! a time: Burn's own convolution there has only a direct kernel for a dense convolution on WGSL,
-//! and its weight gradient is a convolution whose kernel is the whole output map, both far slower
-//! than Burn's matrix kernels. Burn's convolution remains the fallback for empty shapes.
+//! a time, for kernels of up to four cells: Burn's own convolution there has only a direct kernel
+//! for a dense convolution on WGSL, and its weight gradient is a convolution whose kernel is the
+//! whole output map, both far slower than Burn's matrix kernels at the CIFAR net's widths. Larger
+//! kernels and empty shapes keep Burn's convolution.
 
 use std::ops::Range;
 
@@ -44,7 +45,10 @@ pub trait Conv2dBackend: Backend {
         bias: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        forward_tensor_ops::<Self>(x, weight, bias, padding, UNFOLDED_VALUES)
+        match unfolding_pays(&weight) {
+            true => forward_tensor_ops::<Self>(x, weight, bias, padding, UNFOLDED_VALUES),
+            false => Self::conv2d(x, weight, Some(bias), options(padding)),
+        }
     }
 
     /// The gradients of `x`, `weight` and `bias` given the output's, `grad`.
@@ -56,7 +60,10 @@ pub trait Conv2dBackend: Backend {
         padding: [usize; 2],
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        backward_tensor_ops::<Self>(x, weight, bias, padding, grad, UNFOLDED_VALUES)
+        match unfolding_pays(&weight) {
+            true => backward_tensor_ops::<Self>(x, weight, bias, padding, grad, UNFOLDED_VALUES),
+            false => burns_backward::<Self>(x, weight, bias, padding, grad),
+        }
     }
 }
 
@@ -75,6 +82,17 @@ fn burns_backward<B: Backend>(
     let x_grad = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(padding));
     let weight_grad = B::conv2d_weight_backward(x.clone(), weight, grad.clone(), options(padding));
     (x_grad, weight_grad, B::conv2d_bias_backward(x, bias, grad))
+}
+
+/// Largest kernel (in cells) the tensor-op formulation takes: the unfolded matrix is this many
+/// times the input, and with LeNet's 5x5 kernels (25 times) Burn's direct kernel was faster on
+/// wgpu. The FMP nets' 2x2 and 1x1 kernels unfold.
+const MAX_UNFOLDED_CELLS: usize = 4;
+
+/// Whether the tensor-op formulation pays for a convolution by `weight` `[out, c, kh, kw]`.
+fn unfolding_pays(weight: &impl TensorMetadata) -> bool {
+    let [_, _, kh, kw] = weight.shape().dims();
+    kh * kw <= MAX_UNFOLDED_CELLS
 }
 
 /// Most values of the unfolded matrix in one matrix product of the tensor-op formulation (64 MiB
