@@ -218,7 +218,10 @@ mod tests {
 
     #[test]
     fn locate_uses_the_configured_folder_and_lists_the_searched_ones() {
-        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples");
+        let samples = Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../../samples");
         let found = locate(DatasetKind::MnistSample, Some(&samples), false).unwrap();
         assert_eq!(found, samples.join("mnist_sample"));
         let empty = tempfile::tempdir().unwrap();

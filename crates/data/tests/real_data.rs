@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use data::{DATA_DIR_ENV, DatasetKind, Images};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../..")
 }
 
 /// Fails when `CNN_TEST_REQUIRE` lists `what`; otherwise writes past the test harness's capture

@@ -298,9 +298,11 @@ mod tests {
     use crate::RunConfig;
 
     fn trained(config: &str) -> Trained {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../configs")
-            .join(config);
+        let path = Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../../configs")
+        .join(config);
         let config = RunConfig::load(&path, &Overrides::default()).unwrap();
         let device = Device::flex();
         Trained {

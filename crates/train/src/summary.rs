@@ -123,9 +123,11 @@ mod tests {
     use super::*;
 
     fn shipped(name: &str) -> RunConfig {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../configs")
-            .join(name);
+        let path = Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../../configs")
+        .join(name);
         RunConfig::load(&path, &Overrides::default()).unwrap()
     }
 
