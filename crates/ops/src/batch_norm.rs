@@ -19,7 +19,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, all_f32};
+use crate::cpu::{CpuBackend, all_f32, par_blocks, sums};
 use crate::graph::record;
 use crate::leaky_relu;
 
@@ -165,42 +165,57 @@ fn channel_layout(x: &impl TensorMetadata) -> [usize; 3] {
     [n, c, shape.num_elements() / (n * c).max(1)]
 }
 
-/// The sum of `f(a[i], b[i])` over two equal-length slices: in eight f32 lanes (which the
-/// compiler vectorises; a plane holds at most a few thousand values), returned as f64.
-fn plane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = (chunks_a.remainder().iter())
-        .zip(chunks_b.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    let mut lanes = [0f32; 8];
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for ((lane, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
-            *lane += f(x, y);
-        }
-    }
-    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-}
-
-/// For each channel, the sum over the batch and the planes of `f(channel)(value, other)`, where
+/// For each channel, the sums over the batch and the planes of `f(channel)(value, other)`, where
 /// `other` is the matching value of `second` (planes in f32 lanes, channels in f64: a channel
-/// sums up to millions of values).
-fn channel_sums<F: Fn(f32, f32) -> f32>(
+/// sums up to millions of values). One read of both tensors for all `K` sums.
+fn channel_sums<const K: usize, F: Fn(f32, f32) -> [f32; K]>(
     first: &[f32],
     second: &[f32],
     [n, c, plane]: [usize; 3],
     f: impl Fn(usize) -> F + Sync,
-) -> Vec<f64> {
+) -> Vec<[f64; K]> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let f = f(ch);
-            (0..n)
+            let mut totals = [0f64; K];
+            for i in 0..n {
+                let at = (i * c + ch) * plane..(i * c + ch + 1) * plane;
+                let part = sums(&first[at.clone()], &second[at], &f);
+                for (total, v) in totals.iter_mut().zip(part) {
+                    *total += v;
+                }
+            }
+            totals
+        })
+        .collect()
+}
+
+/// Each channel's mean and biased variance over the batch and the planes, reading `x` from
+/// memory once: each plane's sum and then its squared deviations from its own mean (while it is
+/// in cache), the planes combined by Chan, Golub and LeVeque's pairwise formula. Unlike
+/// E[x^2] - mean^2 this does not cancel when the mean is large against the spread.
+fn channel_statistics(x: &[f32], [n, c, plane]: [usize; 3]) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes: Vec<(f64, f64)> = (0..n)
                 .map(|i| {
-                    let at = (i * c + ch) * plane..(i * c + ch + 1) * plane;
-                    plane_sum(&first[at.clone()], &second[at], &f)
+                    let values = &x[(i * c + ch) * plane..][..plane];
+                    let [sum] = sums(values, values, |v, _| [v]);
+                    let mean = sum / plane as f64;
+                    let centre = mean as f32;
+                    let [squares] = sums(values, values, |v, _| [(v - centre) * (v - centre)]);
+                    // Around the f32 centre; shifted to the plane's f64 mean.
+                    let offset = mean - f64::from(centre);
+                    (mean, squares - plane as f64 * offset * offset)
                 })
-                .sum()
+                .collect();
+            let mean = planes.iter().map(|(m, _)| m).sum::<f64>() / n as f64;
+            let squares: f64 = (planes.iter())
+                .map(|(m, q)| q + plane as f64 * (m - mean) * (m - mean))
+                .sum();
+            (mean, squares / (n * plane) as f64)
         })
         .collect()
 }
@@ -212,17 +227,13 @@ fn map_planes<F: Fn(f32, f32) -> f32>(
     [_, c, plane]: [usize; 3],
     f: impl Fn(usize) -> F + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; first.len()];
-    out.par_chunks_mut(plane.max(1))
-        .enumerate()
-        .for_each(|(index, out)| {
-            let f = f(index % c);
-            let at = index * plane..(index + 1) * plane;
-            for ((o, &a), &b) in out.iter_mut().zip(&first[at.clone()]).zip(&second[at]) {
-                *o = f(a, b);
-            }
-        });
-    out
+    par_blocks(first.len(), plane, |index, out| {
+        let f = f(index % c);
+        let at = index * plane..(index + 1) * plane;
+        for ((o, &a), &b) in out.iter_mut().zip(&first[at.clone()]).zip(&second[at]) {
+            *o = f(a, b);
+        }
+    })
 }
 
 impl<B: CpuBackend> BatchNormTrainBackend for B {
@@ -235,25 +246,14 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
         if !all_f32(&[&x, &gamma, &beta]) {
             return reference_forward::<B>(x, gamma, beta, settings);
         }
-        let layout @ [n, _, plane] = channel_layout(&x);
-        let count = (n * plane) as f64;
+        let layout = channel_layout(&x);
         let shape = x.shape();
         let xs = B::f32s(&x);
         let xs = &*xs;
-        let mean: Vec<f64> = channel_sums(xs, xs, layout, |_| |v, _| v)
+        let (mean, variance): (Vec<f32>, Vec<f32>) = channel_statistics(xs, layout)
             .into_iter()
-            .map(|s| s / count)
-            .collect();
-        // Two passes: the centred sum of squares does not cancel as E[x^2] - mean^2 can.
-        let variance: Vec<f64> = channel_sums(xs, xs, layout, |ch| {
-            let mean = mean[ch] as f32;
-            move |v, _| (v - mean) * (v - mean)
-        })
-        .into_iter()
-        .map(|s| s / count)
-        .collect();
-        let as_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
-        let (mean, variance) = (as_f32(mean), as_f32(variance));
+            .map(|(mean, variance)| (mean as f32, variance as f32))
+            .unzip();
         let (gamma, beta) = (B::f32s(&gamma), B::f32s(&beta));
         let (scale, shift) = affine([&gamma, &beta, &mean, &variance], settings.epsilon);
         let slope = settings.slope as f32;
@@ -301,14 +301,25 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
         let leaky = settings.slope as f32;
         let through = |ch: usize| {
             let (scale, shift) = (forward_scale[ch], forward_shift[ch]);
-            move |g: f32, v: f32| g * if v * scale + shift > 0.0 { 1.0 } else { leaky }
+            // The factor from the comparison as a number, not a choice: the compiler made the
+            // choice a branch per value, and the signs are unpredictable.
+            move |g: f32, v: f32| {
+                let positive = f32::from(u8::from(v * scale + shift > 0.0));
+                g * (leaky + (1.0 - leaky) * positive)
+            }
         };
-        let grad_sum = channel_sums(gs, xs, layout, through);
-        // sum of grad * (x - mean); times inv_std it is the gradient of gamma.
-        let grad_centred = channel_sums(gs, xs, layout, |ch| {
+        // Per channel: the sum of the gradient before the activation, and of it times
+        // (x - mean) (times inv_std, the gradient of gamma).
+        let (grad_sum, grad_centred): (Vec<f64>, Vec<f64>) = channel_sums(gs, xs, layout, |ch| {
             let (mean, through) = (mean[ch], through(ch));
-            move |g, v| through(g, v) * (v - mean)
-        });
+            move |g, v| {
+                let g = through(g, v);
+                [g, g * (v - mean)]
+            }
+        })
+        .into_iter()
+        .map(|[sum, centred]| (sum, centred))
+        .unzip();
         // dx = gamma * inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), x_hat = (x - mean) * inv_std
         let scale: Vec<f32> = (0..c)
             .map(|ch| (gamma[ch] as f64 * inv_std[ch]) as f32)

@@ -29,7 +29,7 @@ use burn::tensor::Slice;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, all_f32};
+use crate::cpu::{CpuBackend, all_f32, sums, zeroed};
 use crate::graph::record;
 use crate::matmul::{View, multiply};
 
@@ -440,8 +440,18 @@ fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
             |(unfolded, product), (output, images)| {
                 unfold(images, g, unfolded);
                 let columns = images.len() / g.image() * plane;
-                product.resize(out * columns, 0.0);
                 let unfolded = View::rows(unfolded, [g.rows(), columns]);
+                if columns == plane {
+                    // One image: its output `[out, cell]` is the product's layout, so the
+                    // product adds straight onto the bias there.
+                    let output = zeroed(output);
+                    for (row, &b) in output.chunks_mut(plane).zip(bias) {
+                        row.fill(b);
+                    }
+                    multiply(output, weight, unfolded, true, parallel);
+                    return;
+                }
+                product.resize(out * columns, 0.0);
                 multiply(product, weight, unfolded, false, parallel);
                 // [out, (image, cell)] -> [image, out, cell], plus the bias.
                 for (o, (row, &b)) in product.chunks(columns).zip(bias).enumerate() {
@@ -476,8 +486,9 @@ fn backward(
     let threads = rayon::current_num_threads();
     let part = groups.div_ceil(groups.min(threads).max(1)) * group;
     let parallel = groups < threads;
-    let mut x_grad = vec![0f32; x.len()];
-    let partial: Vec<(Vec<f32>, Vec<f64>)> = x_grad
+    // Zeroed group by group below, just before each is folded into.
+    let mut x_grad = Vec::with_capacity(x.len());
+    let partial: Vec<(Vec<f32>, Vec<f64>)> = x_grad.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(part * g.image())
         .zip(x.par_chunks(part * g.image()))
         .zip(grad.par_chunks(part * out * plane))
@@ -493,15 +504,24 @@ fn backward(
             for ((x_grad, images), grad) in groups {
                 let columns = images.len() / g.image() * plane;
                 unfold(images, g, &mut unfolded);
-                // The output gradient as [out, (image, cell)].
-                grad_rows.resize(out * columns, 0.0);
-                for (o, row) in grad_rows.chunks_mut(columns).enumerate() {
-                    for (image, target) in row.chunks_mut(plane).enumerate() {
-                        target.copy_from_slice(&grad[(image * out + o) * plane..][..plane]);
+                // The output gradient as [out, (image, cell)]: as it lies for one image, copied
+                // into that order for several.
+                let grad_rows = if columns == plane {
+                    grad
+                } else {
+                    grad_rows.resize(out * columns, 0.0);
+                    for (o, row) in grad_rows.chunks_mut(columns).enumerate() {
+                        for (image, target) in row.chunks_mut(plane).enumerate() {
+                            target.copy_from_slice(&grad[(image * out + o) * plane..][..plane]);
+                        }
                     }
-                    bias_grad[o] += f64::from(row.iter().sum::<f32>());
+                    &grad_rows
+                };
+                for (total, row) in bias_grad.iter_mut().zip(grad_rows.chunks(columns)) {
+                    let [sum] = sums(row, row, |v, _| [v]);
+                    *total += sum;
                 }
-                let grad_rows = View::rows(&grad_rows, [out, columns]);
+                let grad_rows = View::rows(grad_rows, [out, columns]);
                 let unfolded = View::rows(&unfolded, [rows, columns]);
                 multiply(
                     &mut weight_grad,
@@ -518,11 +538,13 @@ fn backward(
                     false,
                     parallel,
                 );
-                fold(&unfolded_grad, g, x_grad);
+                fold(&unfolded_grad, g, zeroed(x_grad));
             }
             (weight_grad, bias_grad)
         })
         .collect();
+    // SAFETY: the groups cover the batch, and each group's gradient was zeroed before folding.
+    unsafe { x_grad.set_len(x.len()) };
     let mut weight_grad = vec![0f32; out * rows];
     let mut bias_grad = vec![0f64; out];
     for (weights, biases) in partial {

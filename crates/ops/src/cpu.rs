@@ -2,6 +2,7 @@
 //! contiguous f32 (and i32 index) buffers. One loop implementation serves both backends.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -39,22 +40,82 @@ pub(crate) fn all_f32<T: TensorMetadata>(tensors: &[&T]) -> bool {
     tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
-/// `f(a[i], b[i])` for every value, in parallel blocks.
+/// `block` zeroed, as initialised values.
 ///
-/// The output is zeroed first and then assigned in a plain slice loop, which the compiler
-/// vectorises; writing uninitialised memory from an iterator instead left the loop scalar (LeNet-5's
-/// evaluation took 1.6 times as long).
+/// The loops write their outputs into zeroed blocks as plain slices, which the compiler
+/// vectorises (writing uninitialised memory from an iterator left them scalar: LeNet-5's
+/// evaluation took 1.6 times as long). Zeroing each block just before its pass writes it, while
+/// it is in cache, costs little; zeroing a whole output first (`vec![0.0; len]`) cost about as
+/// much as the pass itself.
+pub(crate) fn zeroed(block: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for value in block.iter_mut() {
+        value.write(0.0);
+    }
+    // SAFETY: every value was just written, and MaybeUninit<f32> has the layout of f32.
+    unsafe { &mut *(block as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `len` values computed in parallel blocks of `block` values: `fill(index, values)` writes
+/// block `index` (the last may be shorter), each [`zeroed`] first.
+pub(crate) fn par_blocks(
+    len: usize,
+    block: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(block.max(1))
+        .enumerate()
+        .for_each(|(index, values)| fill(index, zeroed(values)));
+    // SAFETY: the blocks cover the `len` values, and `zeroed` initialised each.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `f(a[i], b[i])` for every value, in parallel blocks.
 pub(crate) fn map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     const BLOCK: usize = 1 << 14;
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(BLOCK)
-        .zip(a.par_chunks(BLOCK).zip(b.par_chunks(BLOCK)))
-        .for_each(|(out, (a, b))| {
-            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
+    par_blocks(a.len(), BLOCK, |index, out| {
+        let at = index * BLOCK..;
+        for ((o, &a), &b) in out.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
+            *o = f(a, b);
+        }
+    })
+}
+
+/// The sums of `f(a[i], b[i])` (`K` values each) over two equal-length slices, returned as f64.
+/// Blocks of values are first mapped into a buffer and then summed in sixteen f32 lanes: two plain
+/// loops that the compiler vectorises (the operations sum planes and rows of at most a few thousand values).
+pub(crate) fn sums<const K: usize>(
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32) -> [f32; K],
+) -> [f64; K] {
+    const BLOCK: usize = 64;
+    const LANES: usize = 16;
+    let mut sums = [0f64; K];
+    let mut mapped = [[0f32; BLOCK]; K];
+    for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let len = a.len();
+        for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+            let values = f(x, y);
+            for k in 0..K {
+                mapped[k][i] = values[k];
             }
-        });
-    out
+        }
+        for (sum, mapped) in sums.iter_mut().zip(&mapped) {
+            let mut lanes = [0f32; LANES];
+            let chunks = mapped[..len].chunks_exact(LANES);
+            let tail: f32 = chunks.remainder().iter().sum();
+            for chunk in chunks {
+                for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                    *lane += v;
+                }
+            }
+            *sum += f64::from(lanes.iter().sum::<f32>() + tail);
+        }
+    }
+    sums
 }
 
 /// `x`'s values as `E`, borrowed when laid out contiguously; `None` if `x` holds another type.

@@ -16,7 +16,7 @@ use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, 
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, all_f32};
+use crate::cpu::{CpuBackend, all_f32, zeroed};
 
 /// The constants of one step.
 #[derive(Clone, Copy, Debug)]
@@ -114,22 +114,38 @@ impl<B: CpuBackend> SgdBackend for B {
             step.learning_rate as f32,
             step.nesterov,
         );
-        let mut new_param = param.into_owned();
-        let mut new_velocity = velocity.into_owned();
+        // New buffers written in one pass (copying the old ones first cost as much as the
+        // update itself).
+        let len = param.len();
+        let (mut new_param, mut new_velocity) = (Vec::with_capacity(len), Vec::with_capacity(len));
         const CHUNK: usize = 1 << 14;
-        new_param
+        new_param.spare_capacity_mut()[..len]
             .par_chunks_mut(CHUNK)
-            .zip(new_velocity.par_chunks_mut(CHUNK))
-            .zip(grad.par_chunks(CHUNK))
-            .for_each(|((param, velocity), grad)| {
-                for ((p, v), &g) in param.iter_mut().zip(velocity.iter_mut()).zip(grad) {
+            .zip(new_velocity.spare_capacity_mut()[..len].par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(index, (new_param, new_velocity))| {
+                let at = index * CHUNK..;
+                let (new_param, new_velocity) = (zeroed(new_param), zeroed(new_velocity));
+                let old = param[at.clone()]
+                    .iter()
+                    .zip(&velocity[at.clone()])
+                    .zip(&grad[at]);
+                for ((new_p, new_v), ((&p, &v), &g)) in
+                    new_param.iter_mut().zip(new_velocity).zip(old)
+                {
                     // Burn's operations in Burn's order, so the results are the same floats.
-                    let g = if decay > 0.0 { *p * decay + g } else { g };
-                    *v = g * a + *v * b;
-                    let update = if nesterov { *v * momentum + g } else { *v };
-                    *p -= update * rate;
+                    let g = if decay > 0.0 { p * decay + g } else { g };
+                    let v = g * a + v * b;
+                    let update = if nesterov { v * momentum + g } else { v };
+                    *new_v = v;
+                    *new_p = p - update * rate;
                 }
             });
+        // SAFETY: the chunks cover both buffers, and `zeroed` initialised each.
+        unsafe {
+            new_param.set_len(len);
+            new_velocity.set_len(len);
+        }
         (
             B::float(new_param, shape.clone()),
             B::float(new_velocity, shape),

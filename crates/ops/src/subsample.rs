@@ -15,7 +15,7 @@ use burn::backend::{
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, all_f32};
+use crate::cpu::{CpuBackend, all_f32, par_blocks, zeroed};
 use crate::graph::record;
 
 /// The backend operations behind [`subsample2x2`].
@@ -102,20 +102,17 @@ impl<B: CpuBackend> SubsampleBackend for B {
         }
         let ([n, c, h, w], [oh, ow]) = geometry(&x);
         let [xs, coefficient, bias] = [&x, &coefficient, &bias].map(B::f32s);
-        let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_mut((oh * ow).max(1))
-            .zip(xs.par_chunks((h * w).max(1)))
-            .enumerate()
-            .for_each(|(plane, (out, x))| {
-                let (k, b) = (coefficient[plane % c], bias[plane % c]);
-                for (i, row) in out.chunks_mut(ow.max(1)).enumerate() {
-                    let (top, bottom) = (&x[2 * i * w..][..w], &x[(2 * i + 1) * w..][..w]);
-                    for (j, o) in row.iter_mut().enumerate() {
-                        let sum = top[2 * j] + top[2 * j + 1] + bottom[2 * j] + bottom[2 * j + 1];
-                        *o = k * sum + b;
-                    }
+        let out = par_blocks(n * c * oh * ow, oh * ow, |plane, out| {
+            let x = &xs[plane * h * w..][..h * w];
+            let (k, b) = (coefficient[plane % c], bias[plane % c]);
+            for (i, row) in out.chunks_mut(ow.max(1)).enumerate() {
+                let (top, bottom) = (&x[2 * i * w..][..w], &x[(2 * i + 1) * w..][..w]);
+                for (j, o) in row.iter_mut().enumerate() {
+                    let sum = top[2 * j] + top[2 * j + 1] + bottom[2 * j] + bottom[2 * j + 1];
+                    *o = k * sum + b;
                 }
-            });
+            }
+        });
         B::float(out, [n, c, oh, ow])
     }
 
@@ -129,14 +126,16 @@ impl<B: CpuBackend> SubsampleBackend for B {
         }
         let ([n, c, h, w], [oh, ow]) = geometry(&x);
         let [xs, coefficient, gs] = [&x, &coefficient, &grad].map(B::f32s);
-        let mut x_grad = vec![0f32; n * c * h * w];
+        let len = n * c * h * w;
+        let mut x_grad = Vec::with_capacity(len);
         // Per plane: the sums of grad * block sum and of grad, for the map's two parameters.
-        let plane_sums: Vec<(f64, f64)> = x_grad
+        let plane_sums: Vec<(f64, f64)> = x_grad.spare_capacity_mut()[..len]
             .par_chunks_mut((h * w).max(1))
             .zip(xs.par_chunks((h * w).max(1)))
             .zip(gs.par_chunks((oh * ow).max(1)))
             .enumerate()
             .map(|(plane, ((x_grad, x), grad))| {
+                let x_grad = zeroed(x_grad);
                 let k = coefficient[plane % c];
                 let (mut weighted, mut total) = (0f64, 0f64);
                 for (i, grad) in grad.chunks(ow.max(1)).enumerate() {
@@ -158,6 +157,8 @@ impl<B: CpuBackend> SubsampleBackend for B {
                 (weighted, total)
             })
             .collect();
+        // SAFETY: the planes cover the gradient, and each was zeroed before it was written.
+        unsafe { x_grad.set_len(len) };
         let (mut coefficient_grad, mut bias_grad) = (vec![0f64; c], vec![0f64; c]);
         for (plane, (weighted, total)) in plane_sums.into_iter().enumerate() {
             coefficient_grad[plane % c] += weighted;

@@ -176,3 +176,45 @@ fn evaluation_uses_the_running_statistics() {
         "inference",
     );
 }
+
+/// A channel whose mean is large against its spread (1000 and 0.05): the batch variance must not
+/// cancel, as E[x^2] - mean^2 in f32 would (its rounding alone is larger than the variance).
+/// The normalised output then has mean 0 and variance var / (var + epsilon), checked in f64 to
+/// within the rounding of the f32 output (`x * scale + shift` near 20000 in magnitude).
+#[test]
+fn batch_statistics_hold_for_a_large_mean_and_a_small_spread() {
+    let shape = [8, 2, 9, 10];
+    for backend in BACKENDS {
+        let device = device(backend).autodiff();
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 0.05), &device) + 1000.0;
+        let norm = BatchNormConfig::new(2).init(&device);
+        let output = values(ops::batch_norm(&norm, x.clone()));
+        let inputs = values(x);
+        let [n, c, h, w] = shape;
+        for ch in 0..c {
+            let cells: Vec<usize> = (0..n)
+                .flat_map(|i| (i * c + ch) * h * w..(i * c + ch + 1) * h * w)
+                .collect();
+            let stats = |v: &[f32]| {
+                let mean = cells.iter().map(|&j| f64::from(v[j])).sum::<f64>() / cells.len() as f64;
+                let var = cells
+                    .iter()
+                    .map(|&j| (f64::from(v[j]) - mean).powi(2))
+                    .sum::<f64>()
+                    / cells.len() as f64;
+                (mean, var)
+            };
+            let (_, var) = stats(&inputs);
+            let (out_mean, out_var) = stats(&output);
+            let expected = var / (var + 1e-5);
+            assert!(
+                out_mean.abs() < 5e-3,
+                "{backend} channel {ch}: mean {out_mean}"
+            );
+            assert!(
+                (out_var - expected).abs() < 1e-2 * expected,
+                "{backend} channel {ch}: variance {out_var}, expected {expected}"
+            );
+        }
+    }
+}

@@ -111,6 +111,8 @@ fn convolution_matches_plain_loops_on_every_backend() {
             PaddingConfig2d::Explicit(0, 1, 0, 1),
         ),
         (4, 6, 3, [1, 1], [1, 1], PaddingConfig2d::Valid),
+        // Maps of over 256 cells: one image per matrix product on the CPU backends.
+        (3, 2, 3, [18, 17], [2, 2], PaddingConfig2d::Valid),
         (2, 2, 4, [9, 9], [5, 5], PaddingConfig2d::Same),
     ];
     for backend in BACKENDS {

@@ -24,7 +24,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
 use rayon::prelude::*;
 
-use crate::cpu::CpuBackend;
+use crate::cpu::{CpuBackend, par_blocks};
 use crate::graph::record;
 
 /// One pooling interval along an axis: `len` cells from `start` (`len` is 1 or 2).
@@ -245,6 +245,11 @@ fn fmp_backward_tensor_ops<B: Backend>(
     B::float_reshape(summed, [n, c, h, w].into())
 }
 
+/// First and last cell of an interval (equal when it is 1 wide).
+fn ends(span: &Span) -> (usize, usize) {
+    (span.start as usize, (span.start + span.len - 1) as usize)
+}
+
 impl<B: CpuBackend> FractionalMaxPoolBackend for B {
     fn fmp_forward(x: FloatTensor<B>, regions: PoolRegions) -> (FloatTensor<B>, IntTensor<B>) {
         if x.dtype() != DType::F32 {
@@ -253,38 +258,43 @@ impl<B: CpuBackend> FractionalMaxPoolBackend for B {
         let [n, c, h, w] = x.shape().dims();
         let [oh, ow] = regions.out;
         let input = B::f32s(&x);
-        let mut maxima = vec![0f32; n * c * oh * ow];
-        let mut argmax = vec![0i32; n * c * oh * ow];
-        maxima
+        // Every value is written below: no zero fill first.
+        let len = n * c * oh * ow;
+        let (mut maxima, mut argmax) = (Vec::with_capacity(len), Vec::with_capacity(len));
+        maxima.spare_capacity_mut()[..len]
             .par_chunks_mut(oh * ow)
-            .zip(argmax.par_chunks_mut(oh * ow))
+            .zip(argmax.spare_capacity_mut()[..len].par_chunks_mut(oh * ow))
             .enumerate()
             .for_each(|(plane, (maxima, argmax))| {
                 let (rows, cols) = regions.of(plane / c, plane % c);
                 let input = &input[plane * h * w..(plane + 1) * h * w];
-                // First and last cell of each interval (equal when it is 1 wide), as in
-                // `corner_indices`: four candidates per region, compared without branches
-                // because on real data the winner is unpredictable.
-                let ends = |s: &Span| (s.start as usize, (s.start + s.len - 1) as usize);
-                let cols: Vec<(usize, usize)> = cols.iter().map(ends).collect();
-                let out = maxima.iter_mut().zip(argmax.iter_mut());
-                let regions = rows
-                    .iter()
-                    .flat_map(|r| cols.iter().map(move |c| (ends(r), *c)));
-                for (((r0, r1), (c0, c1)), (max, arg)) in regions.zip(out) {
-                    let mut best = r0 * w + c0;
-                    let mut value = input[best];
-                    for i in [r0 * w + c1, r1 * w + c0, r1 * w + c1] {
-                        // `>` keeps the first of equal maxima, in row-major order.
-                        let candidate = input[i];
-                        let better = candidate > value;
-                        best = if better { i } else { best };
-                        value = if better { candidate } else { value };
+                let outputs = maxima.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
+                for (row, (maxima, argmax)) in rows.iter().zip(outputs) {
+                    // First and last cell of each interval (equal when it is 1 wide), as in
+                    // `corner_indices`: four candidates per region, compared without branches
+                    // because on real data the winner is unpredictable.
+                    let (r0, r1) = ends(row);
+                    for ((col, max), arg) in cols.iter().zip(maxima).zip(argmax) {
+                        let (c0, c1) = ends(col);
+                        let mut best = r0 * w + c0;
+                        let mut value = input[best];
+                        for i in [r0 * w + c1, r1 * w + c0, r1 * w + c1] {
+                            // `>` keeps the first of equal maxima, in row-major order.
+                            let candidate = input[i];
+                            let better = candidate > value;
+                            best = if better { i } else { best };
+                            value = if better { candidate } else { value };
+                        }
+                        max.write(value);
+                        arg.write(best as i32);
                     }
-                    *max = value;
-                    *arg = best as i32;
                 }
             });
+        // SAFETY: the planes cover both buffers, and each wrote every region of its plane.
+        unsafe {
+            maxima.set_len(len);
+            argmax.set_len(len);
+        }
         (
             B::float(maxima, [n, c, oh, ow]),
             B::int(argmax, [n, c, oh, ow]),
@@ -305,15 +315,12 @@ impl<B: CpuBackend> FractionalMaxPoolBackend for B {
         let [h, w] = input;
         let grad = B::f32s(&grad);
         let p = oh * ow;
-        let mut out = vec![0f32; n * c * h * w];
-        out.par_chunks_mut(h * w)
-            .enumerate()
-            .for_each(|(plane, out)| {
-                let grad = &grad[plane * p..(plane + 1) * p];
-                for (g, &i) in grad.iter().zip(&indices[plane * p..(plane + 1) * p]) {
-                    out[i as usize] += g;
-                }
-            });
+        let out = par_blocks(n * c * h * w, h * w, |plane, out| {
+            let grad = &grad[plane * p..(plane + 1) * p];
+            for (g, &i) in grad.iter().zip(&indices[plane * p..(plane + 1) * p]) {
+                out[i as usize] += g;
+            }
+        });
         B::float(out, [n, c, h, w])
     }
 }
