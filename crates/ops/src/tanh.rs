@@ -73,10 +73,18 @@ pub(crate) fn tanh(x: f32) -> f32 {
     // Nearest integer to t / ln 2 (t <= 0): truncation of t / ln 2 - 0.5 toward zero.
     let k = (t * std::f32::consts::LOG2_E - 0.5) as i32;
     let r = t - k as f32 * LN_2;
-    // r (1 + r/2 (1 + r/3 (1 + ... (1 + r/8)))): expm1(r) without cancellation.
-    let mut series = 1.0 + r / 8.0;
-    for n in [7.0, 6.0, 5.0, 4.0, 3.0, 2.0] {
-        series = 1.0 + r / n * series;
+    // r (1 + r/2 (1 + r/3 (1 + ... (1 + r/8)))): expm1(r) without cancellation. Multiplied by
+    // the reciprocals: a division per term made the pass several times slower.
+    let mut series = 1.0 + r * (1.0 / 8.0);
+    for reciprocal in [
+        1.0 / 7.0,
+        1.0 / 6.0,
+        1.0 / 5.0,
+        1.0 / 4.0,
+        1.0 / 3.0,
+        1.0 / 2.0,
+    ] {
+        series = 1.0 + r * reciprocal * series;
     }
     let expm1_r = r * series;
     let power = f32::from_bits(((k + 127) as u32) << 23);
