@@ -4,7 +4,7 @@
 //! Burn's default `batch_norm_train` gathers each channel's values through transposed copies of
 //! the activation and its backward runs a dozen whole-tensor operations; on flex that cost as
 //! much as the FMP net's convolutions. The CPU backends here read each channel's planes in
-//! place, once for the statistics and once for the output (twice and once backward). wgpu keeps
+//! place, once for the statistics and once for the output (the same backward). wgpu keeps
 //! Burn's own operation, which is also the reference the loops are tested against. The leaky
 //! ReLU that follows every batch norm of the FMP net is applied in the same pass (its slope is an
 //! argument; 1 leaves the output as it is): one full read and write of the activation fewer each

@@ -98,8 +98,9 @@ pub(crate) fn map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> V
 }
 
 /// The sums of `f(a[i], b[i])` (`K` values each) over two equal-length slices, returned as f64.
-/// Blocks of values are first mapped into a buffer and then summed in sixteen f32 lanes: two plain
-/// loops that the compiler vectorises (the operations sum planes and rows of at most a few thousand values).
+/// Blocks of values are first mapped into a buffer and then summed in sixteen f32 lanes: two
+/// plain loops that the compiler vectorises. The operations sum planes and rows of at most a few
+/// thousand values this way, and add those sums in f64.
 pub(crate) fn sums<const K: usize>(
     a: &[f32],
     b: &[f32],
