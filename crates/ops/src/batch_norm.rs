@@ -302,10 +302,10 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
         let through = |ch: usize| {
             let (scale, shift) = (forward_scale[ch], forward_shift[ch]);
             // The factor from the comparison as a number, not a choice: the compiler made the
-            // choice a branch per value, and the signs are unpredictable.
+            // choice a branch per value, and the signs are unpredictable. Exactly 1 or `leaky`.
             move |g: f32, v: f32| {
                 let positive = f32::from(u8::from(v * scale + shift > 0.0));
-                g * (leaky + (1.0 - leaky) * positive)
+                g * (positive + leaky * (1.0 - positive))
             }
         };
         // Per channel: the sum of the gradient before the activation, and of it times
