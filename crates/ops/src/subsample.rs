@@ -131,11 +131,12 @@ impl<B: CpuBackend> SubsampleBackend for B {
         // Per plane: the sums of grad * block sum and of grad, for the map's two parameters.
         let plane_sums: Vec<(f64, f64)> = x_grad.spare_capacity_mut()[..len]
             .par_chunks_mut((h * w).max(1))
-            .zip(xs.par_chunks((h * w).max(1)))
-            .zip(gs.par_chunks((oh * ow).max(1)))
             .enumerate()
-            .map(|(plane, ((x_grad, x), grad))| {
+            .map(|(plane, x_grad)| {
+                // Every plane zeroed, even one too small to pool (no output cells).
                 let x_grad = zeroed(x_grad);
+                let x = &xs[plane * h * w..][..h * w];
+                let grad = &gs[plane * oh * ow..][..oh * ow];
                 let k = coefficient[plane % c];
                 let (mut weighted, mut total) = (0f64, 0f64);
                 for (i, grad) in grad.chunks(ow.max(1)).enumerate() {
@@ -307,5 +308,22 @@ mod tests {
             close(values(k.grad(&grads).unwrap()), &k_grad, "coefficient");
             close(values(b.grad(&grads).unwrap()), &b_grad, "bias");
         }
+    }
+
+    /// A map one row high has no 2x2 block: no output, and every input gradient is zero (the
+    /// loops write each plane of the gradient even when there is nothing to pool).
+    #[test]
+    fn a_map_too_small_to_pool_gets_a_zero_gradient() {
+        use burn::backend::Flex;
+        let [n, c, h, w] = [2, 3, 1, 5];
+        let x = Flex::float(vec![1.0; n * c * h * w], [n, c, h, w]);
+        let coefficient = Flex::float(vec![0.5; c], [c]);
+        let grad = Flex::float(Vec::new(), [n, c, 0, 2]);
+        let (x_grad, coefficient_grad, bias_grad) =
+            <Flex as SubsampleBackend>::subsample_backward(x, coefficient, grad);
+        assert_eq!(x_grad.shape().dims::<4>(), [n, c, h, w]);
+        assert!(Flex::f32s(&x_grad).iter().all(|&v| v == 0.0));
+        assert!(Flex::f32s(&coefficient_grad).iter().all(|&v| v == 0.0));
+        assert!(Flex::f32s(&bias_grad).iter().all(|&v| v == 0.0));
     }
 }
