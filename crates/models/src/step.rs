@@ -1,8 +1,10 @@
 //! Training and inference steps for Burn's Learner: one implementation for every network.
 
 use burn::{
+    module::{ModuleVisitor, Param},
     nn::loss::CrossEntropyLossConfig,
     prelude::*,
+    tensor::Gradients,
     train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep},
 };
 
@@ -49,15 +51,41 @@ impl TrainStep for Network {
 
     fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
         let share = batch.share;
-        let item = self.forward_classification(batch);
+        let mut item = self.forward_classification(batch);
         // The metrics see the batch's own mean loss; the gradient is scaled by its share.
         let loss = if share == 1.0 {
             item.loss.clone()
         } else {
             item.loss.clone() * share
         };
-        TrainOutput::new(self, loss.backward(), item)
+        let grads = loss.backward();
+        // The loss the metrics read also carries the gradients' health: plus zero times the sum
+        // of every gradient, it is unchanged when they are finite and NaN when one is NaN or
+        // infinite. The run's guard reads that one value, which the loss metric syncs anyway.
+        item.loss = item.loss.inner() + gradient_sum(self, &grads).mul_scalar(0.0);
+        TrainOutput::new(self, grads, item)
     }
+}
+
+/// The sum of every value of every parameter's gradient in `grads`, as a one-value tensor on
+/// the gradients' device: finite exactly when no gradient holds a NaN or an infinity (or sums
+/// past the largest f32).
+fn gradient_sum(model: &Network, grads: &Gradients) -> Tensor<1> {
+    struct Sum<'a>(&'a Gradients, Option<Tensor<1>>);
+    impl ModuleVisitor for Sum<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = param.val().grad(self.0) {
+                let sum = grad.sum();
+                self.1 = Some(match self.1.take() {
+                    Some(total) => total + sum,
+                    None => sum,
+                });
+            }
+        }
+    }
+    let mut sum = Sum(grads, None);
+    model.visit(&mut sum);
+    sum.1.expect("a network has parameters")
 }
 
 impl InferenceStep for Network {

@@ -14,11 +14,15 @@
 //! a time, for kernels of up to four cells: Burn's own convolution there has only a direct kernel
 //! for a dense convolution on WGSL, and its weight gradient is a convolution whose kernel is the
 //! whole output map, both far slower than Burn's matrix kernels at the CIFAR net's widths. Larger
-//! kernels and empty shapes keep Burn's convolution.
+//! kernels and empty shapes keep Burn's convolution. Fusion records the convolution as one
+//! operation and runs it on the Cube backend's kernels, its results contiguous: left to fusion,
+//! the formulation's slices, transposes and reshapes were fused with the operations around the
+//! convolution, and in a network the weight gradients came out wrong (docs/gpu.md).
 
 use std::ops::Range;
 
 use burn::backend::TensorMetadata;
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch,
     autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
@@ -27,6 +31,7 @@ use burn::nn::{PaddingConfig2d, conv::Conv2d};
 use burn::prelude::*;
 use burn::tensor::Slice;
 use burn::tensor::ops::{ConvOptions, PadMode};
+use burn_cubecl::{CubeBackend, kernel::into_contiguous};
 use rayon::prelude::*;
 
 use crate::cpu::{CpuBackend, all_f32, sums, zeroed};
@@ -38,21 +43,22 @@ use crate::matmul::{View, multiply};
 pub trait Conv2dBackend: Backend {
     /// Convolves `x` `[n, c, h, w]` with `weight` `[out, c, kh, kw]` at stride 1, zero-padded by
     /// `padding` (rows, columns) on both sides, and adds `bias` `[out]`.
-    #[fusion(default)]
+    ///
+    /// Fusion records the operation whole (its output shape is known) and runs the Cube
+    /// backend's when the stream executes: fused into the surrounding elementwise kernels, the
+    /// tensor-op formulation's views gave wrong values on wgpu (Burn 0.22.1).
+    #[fusion(meta = forward_spec)]
     fn conv2d_stride1(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        match unfolding_pays(&weight) {
-            true => forward_tensor_ops::<Self>(x, weight, bias, padding, UNFOLDED_VALUES),
-            false => Self::conv2d(x, weight, Some(bias), options(padding)),
-        }
+        tensor_ops_forward::<Self>(x, weight, bias, padding)
     }
 
     /// The gradients of `x`, `weight` and `bias` given the output's, `grad`.
-    #[fusion(default)]
+    #[fusion(meta = backward_specs)]
     fn conv2d_stride1_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -60,10 +66,62 @@ pub trait Conv2dBackend: Backend {
         padding: [usize; 2],
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        match unfolding_pays(&weight) {
-            true => backward_tensor_ops::<Self>(x, weight, bias, padding, grad, UNFOLDED_VALUES),
-            false => burns_backward::<Self>(x, weight, bias, padding, grad),
-        }
+        tensor_ops_backward::<Self>(x, weight, bias, padding, grad)
+    }
+}
+
+/// The output of [`Conv2dBackend::conv2d_stride1`] as fusion records it: `[n, out, oh, ow]`.
+fn forward_spec(
+    x: &TensorSpec,
+    weight: &TensorSpec,
+    _bias: &TensorSpec,
+    padding: &[usize; 2],
+) -> TensorSpec {
+    let [n, _, h, w] = x.shape.dims::<4>();
+    let [out, _, kh, kw] = weight.shape.dims::<4>();
+    // Impossible shapes are left to the backend, which reports them; any shape will do here.
+    let side = |size: usize, pad: usize, kernel: usize| (size + 2 * pad + 1).saturating_sub(kernel);
+    let shape = Shape::new([n, out, side(h, padding[0], kh), side(w, padding[1], kw)]);
+    TensorSpec::new(shape, x.dtype)
+}
+
+/// The outputs of [`Conv2dBackend::conv2d_stride1_backward`] as fusion records them: shaped as
+/// the input, the weight and the bias.
+fn backward_specs(
+    x: &TensorSpec,
+    weight: &TensorSpec,
+    bias: &TensorSpec,
+    _padding: &[usize; 2],
+    _grad: &TensorSpec,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (x.clone(), weight.clone(), bias.clone())
+}
+
+/// The convolution from Burn's operations: unfold + matrix products where that pays, Burn's
+/// convolution elsewhere.
+fn tensor_ops_forward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    padding: [usize; 2],
+) -> FloatTensor<B> {
+    match unfolding_pays(&weight) {
+        true => forward_tensor_ops::<B>(x, weight, bias, padding, UNFOLDED_VALUES),
+        false => B::conv2d(x, weight, Some(bias), options(padding)),
+    }
+}
+
+/// The gradients of [`tensor_ops_forward`]: input, weight, bias.
+fn tensor_ops_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    padding: [usize; 2],
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    match unfolding_pays(&weight) {
+        true => backward_tensor_ops::<B>(x, weight, bias, padding, grad, UNFOLDED_VALUES),
+        false => burns_backward::<B>(x, weight, bias, padding, grad),
     }
 }
 
@@ -601,7 +659,33 @@ impl<B: CpuBackend> Conv2dBackend for B {
     }
 }
 
-impl Conv2dBackend for burn_cubecl::CubeBackend {}
+/// The trait's tensor-op formulation on the Cube backend's own kernels, each result made
+/// contiguous: fusion takes a custom operation's outputs as plain buffers.
+impl Conv2dBackend for CubeBackend {
+    fn conv2d_stride1(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        into_contiguous(tensor_ops_forward::<Self>(x, weight, bias, padding))
+    }
+
+    fn conv2d_stride1_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, weight, bias) = tensor_ops_backward::<Self>(x, weight, bias, padding, grad);
+        (
+            into_contiguous(x),
+            into_contiguous(weight),
+            into_contiguous(bias),
+        )
+    }
+}
 
 impl<B: Conv2dBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
     fn conv2d_stride1(

@@ -18,6 +18,10 @@
 //! - [`fractional_max_pool2d`] over [`PoolRegions`] (of [`Span`]s), and [`max_pool2x2`],
 //!   LeNet's max-pool as the same operation over fixed windows; CubeCL kernels on wgpu.
 //! - [`Sgd`]: Burn's SGD update as one pass per parameter on the CPU, recorded as Burn records it.
+//!
+//! On wgpu, the convolution, the pooling and the SGD step are recorded by fusion as whole
+//! operations (`#[fusion(meta = ..)]`) that run on the Cube backend: the convolution's and the
+//! SGD step's tensor operations, fused with their neighbours, gave wrong results in training.
 
 // Burn marks NdArray deprecated; the course asks for it, so every operation serves it too.
 #[allow(deprecated)]

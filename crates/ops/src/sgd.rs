@@ -4,16 +4,19 @@
 //! Nesterov, the learning rate), each reading and writing a tensor of the parameter's size: 1-2 ms
 //! of a modern-LeNet step on flex. [`Sgd`] computes the same update, in the same order of f32
 //! operations; on flex and ndarray one loop reads the parameter, its gradient and velocity once and writes the
-//! new parameter and velocity. wgpu runs Burn's tensor operations. Its state has the
+//! new parameter and velocity. wgpu runs Burn's tensor operations, recorded by fusion as one
+//! operation. Its state has the
 //! names of Burn's (`momentum.velocity`), so a checkpoint of either resumes with the other.
 
 use burn::backend::TensorMetadata;
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch,
     autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
 };
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, join_path};
 use burn::prelude::*;
+use burn_cubecl::{CubeBackend, kernel::into_contiguous};
 use rayon::prelude::*;
 
 use crate::cpu::{CpuBackend, all_f32, zeroed};
@@ -52,7 +55,11 @@ impl SgdStep {
 pub trait SgdBackend: Backend {
     /// The parameter and velocity after one step, given the gradient and the velocity before it
     /// (ignored on the first step).
-    #[fusion(default)]
+    ///
+    /// Fusion records the step whole and runs the Cube backend's when the stream executes:
+    /// fused with the operations around it, Burn's tensor operations gave wrong parameters on
+    /// wgpu (Burn 0.22.1).
+    #[fusion(meta = step_specs)]
     fn sgd_step(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -61,6 +68,16 @@ pub trait SgdBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         burns_step::<Self>(param, grad, velocity, step)
     }
+}
+
+/// The outputs of [`SgdBackend::sgd_step`] as fusion records them: shaped as the parameter.
+fn step_specs(
+    param: &TensorSpec,
+    _grad: &TensorSpec,
+    _velocity: &TensorSpec,
+    _step: &SgdStep,
+) -> (TensorSpec, TensorSpec) {
+    (param.clone(), param.clone())
 }
 
 /// Burn's `Sgd` with momentum, operation for operation.
@@ -153,7 +170,19 @@ impl<B: CpuBackend> SgdBackend for B {
     }
 }
 
-impl SgdBackend for burn_cubecl::CubeBackend {}
+/// Burn's operations on the Cube backend's own kernels, the results made contiguous: fusion
+/// takes a custom operation's outputs as plain buffers.
+impl SgdBackend for CubeBackend {
+    fn sgd_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        step: SgdStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (param, velocity) = burns_step::<Self>(param, grad, velocity, step);
+        (into_contiguous(param), into_contiguous(velocity))
+    }
+}
 
 impl<B: SgdBackend, C: CheckpointStrategy> SgdBackend for Autodiff<B, C> {
     fn sgd_step(

@@ -6,9 +6,9 @@
 
 mod common;
 
-use burn::nn::LinearConfig;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
+use burn::nn::{BatchNormConfig, LinearConfig};
 use burn::{prelude::*, tensor::Distribution};
 use common::{BACKENDS, device};
 
@@ -227,5 +227,52 @@ fn dense_layer_matches_plain_loops_on_every_backend() {
             );
             close_all(&ours, &expected, &what);
         }
+    }
+}
+
+/// The FMP net's head (2x2 convolution to 1x1, batch norm + leaky ReLU, 1x1 convolution to
+/// the classes) on wgpu, with fusion as a training run uses it, against flex. Each operation
+/// alone agreed; fused with the operations around it (Burn 0.22.1), the convolution's
+/// tensor-op formulation gave a weight gradient that differed from flex's by more than its
+/// norm.
+#[test]
+fn the_fmp_head_has_the_same_gradients_on_wgpu_as_on_flex() {
+    let flex = Device::flex().autodiff();
+    flex.seed(5);
+    let head = Conv2dConfig::new([24, 28], [2, 2]).init(&flex);
+    let norm = BatchNormConfig::new(28).init(&flex);
+    let classifier = Conv2dConfig::new([28, 10], [1, 1]).init(&flex);
+    let x = Tensor::<4>::random([4, 24, 2, 2], Distribution::Normal(0.0, 1.0), &flex);
+    let upstream = Tensor::<4>::random([4, 10, 1, 1], Distribution::Normal(0.0, 1.0), &flex);
+    let gradients = |backend: &str| {
+        let device = device(backend).autodiff();
+        let (head, norm) = (head.clone().fork(&device), norm.clone().fork(&device));
+        let classifier = classifier.clone().fork(&device);
+        let x = x.clone().inner().to_device(&device).autodiff();
+        let h = ops::batch_norm_leaky_relu(&norm, ops::conv2d(&head, x), 1.0 / 3.0);
+        let logits = ops::conv2d(&classifier, h);
+        let upstream = upstream.clone().inner().to_device(&device);
+        let grads = (logits * upstream).sum().backward();
+        [
+            values(head.weight.grad(&grads).unwrap()),
+            values(norm.gamma.grad(&grads).unwrap()),
+            values(norm.beta.grad(&grads).unwrap()),
+            values(classifier.weight.grad(&grads).unwrap()),
+        ]
+    };
+    let expected = gradients("flex");
+    let names = ["head weight", "gamma", "beta", "classifier weight"];
+    for ((ours, theirs), name) in gradients("wgpu").iter().zip(&expected).zip(names) {
+        let diff = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>();
+        let norm = theirs.iter().map(|b| b * b).sum::<f64>();
+        let relative = (diff / norm).sqrt();
+        assert!(
+            relative <= 1e-4,
+            "{name}: differs from flex's by {relative:.2e} of its norm"
+        );
     }
 }

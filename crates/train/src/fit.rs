@@ -33,7 +33,7 @@ use crate::{
     device,
     evaluate::{accuracy, averaged_note, percent_and_error},
     files::write_atomic,
-    progress::EpochRenderer,
+    progress::{EpochRenderer, NonFinite},
 };
 
 /// Train the network of a run config (the command without a subcommand).
@@ -228,17 +228,25 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let epochs = Arc::new(Mutex::new(Vec::new()));
     let curves = CurveWriter::new(&run, resumed_from);
     let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
-    let mut training = SupervisedTraining::new(
+    let training = SupervisedTraining::new(
         &run,
         loader(config, train_batcher, train_set, true, &device),
         loader(config, valid_batcher, valid_set, false, &device),
-    )
-    .metrics((AccuracyMetric::new(), LossMetric::new()))
-    .metric_train_numeric(LearningRateMetric::new())
-    .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
-    .renderer(Box::new(EpochRenderer::new(epochs.clone(), curves.clone())))
-    .num_epochs(config.epochs);
-    stop_on_signal(&training.interrupter());
+    );
+    let interrupter = training.interrupter();
+    let non_finite = Arc::new(Mutex::new(None));
+    let renderer = EpochRenderer::new(epochs.clone(), curves.clone()).stop_on_non_finite(
+        interrupter.clone(),
+        devices.len() * micro_batches,
+        non_finite.clone(),
+    );
+    let mut training = training
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
+        .renderer(Box::new(renderer))
+        .num_epochs(config.epochs);
+    stop_on_signal(&interrupter);
     if let Some(epoch) = resumed_from {
         training = training.checkpoint(epoch);
     }
@@ -273,6 +281,29 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
             return Err(error.context("training failed"));
         }
         bail!("training failed: {error}; {}", kept_checkpoint(&run));
+    }
+    let non_finite = *non_finite.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(NonFinite {
+        epoch,
+        step,
+        learning_rate,
+    }) = non_finite
+    {
+        let kept = match last_complete(&run) {
+            Some(good) => format!(
+                "the checkpoint of epoch {good} is kept in {}; after changing the config, \
+                 continue from it with --resume",
+                run.join("checkpoint").display()
+            ),
+            None => "no epoch had finished, so there is no checkpoint to resume from".into(),
+        };
+        bail!(
+            "training stopped at epoch {epoch}, step {step}: the training loss or a gradient \
+             became NaN or infinite on {} ({device_name}), at learning rate {learning_rate:.3e}. \
+             Try a lower learning_rate, batch_norm = true for an FMP net, or another --backend; \
+             {kept}",
+            config.backend,
+        );
     }
     if result.interrupted.is_some() {
         bail!(

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::curves::{CurveWriter, EpochRecord};
 use burn::train::{
+    Interrupter,
     logger::{EvaluationProgressLogger, TrainingProgressLogger},
     metric::{MetricDefinition, MetricId, NumericEntry},
     renderer::{
@@ -53,6 +54,29 @@ impl Mean {
     }
 }
 
+/// The training step at which the loss (which also turns NaN when a gradient is not finite: see
+/// the networks' `TrainStep`) first was NaN or infinite.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NonFinite {
+    /// The epoch, from 1.
+    pub epoch: usize,
+    /// The optimiser step within the epoch, from 1.
+    pub step: usize,
+    /// The learning rate of the step (NaN where the run does not report it).
+    pub learning_rate: f64,
+}
+
+/// Stops a run at the first non-finite training loss: the learner finishes the step it is in
+/// and returns without checkpointing the epoch.
+struct Guard {
+    interrupter: Interrupter,
+    /// Training items (micro-batches, one per device) per optimiser step.
+    items_per_step: usize,
+    /// Training items seen this epoch.
+    items: usize,
+    found: Arc<Mutex<Option<NonFinite>>>,
+}
+
 /// Burn renderer that records epochs into a shared list and shows progress.
 pub struct EpochRenderer {
     names: HashMap<MetricId, String>,
@@ -68,6 +92,7 @@ pub struct EpochRenderer {
     bar: Option<indicatif::ProgressBar>,
     interactive: bool,
     curves: CurveWriter,
+    guard: Option<Guard>,
 }
 
 impl EpochRenderer {
@@ -87,6 +112,55 @@ impl EpochRenderer {
             bar: None,
             interactive: std::io::stdout().is_terminal(),
             curves,
+            guard: None,
+        }
+    }
+
+    /// Stops the run through `interrupter` at the first training loss that is NaN or infinite,
+    /// and puts where in `found`. A step is `items_per_step` training items (micro-batches on
+    /// each device).
+    pub fn stop_on_non_finite(
+        mut self,
+        interrupter: Interrupter,
+        items_per_step: usize,
+        found: Arc<Mutex<Option<NonFinite>>>,
+    ) -> Self {
+        self.guard = Some(Guard {
+            interrupter,
+            items_per_step: items_per_step.max(1),
+            items: 0,
+            found,
+        });
+        self
+    }
+
+    /// Counts a training item's loss and stops the run at the first non-finite one.
+    fn check_loss(&mut self, state: &MetricState) {
+        let (Some(guard), MetricState::Numeric(entry, Some(value))) = (&mut self.guard, state)
+        else {
+            return;
+        };
+        let loss = match *value {
+            NumericEntry::Value(v) => v,
+            NumericEntry::Aggregated {
+                aggregated_value, ..
+            } => aggregated_value,
+            NumericEntry::Final(_) => return,
+        };
+        if self.names.get(&entry.metric_id).map(String::as_str) != Some("Loss") {
+            return;
+        }
+        guard.items += 1;
+        let mut found = guard.found.lock().unwrap_or_else(|p| p.into_inner());
+        if !loss.is_finite() && found.is_none() {
+            *found = Some(NonFinite {
+                epoch: self.epoch,
+                step: guard.items.div_ceil(guard.items_per_step),
+                learning_rate: self.train.get("Learning Rate").map_or(f64::NAN, |m| m.last),
+            });
+            guard
+                .interrupter
+                .stop(Some("the training loss or a gradient is not finite"));
         }
     }
 
@@ -141,11 +215,15 @@ impl EpochRenderer {
         drop(epochs);
         self.train.clear();
         self.valid.clear();
+        if let Some(guard) = &mut self.guard {
+            guard.items = 0;
+        }
     }
 }
 
 impl MetricsRendererTraining for EpochRenderer {
     fn update_train(&mut self, state: MetricState) {
+        self.check_loss(&state);
         Self::record(&mut self.train, &self.names, state);
     }
 

@@ -257,3 +257,45 @@ fn damaged_config_files_are_named() {
     let output = train(&[dir.path().join("none.toml").to_str().unwrap()]);
     assert!(text(&output).contains("none.toml") && text(&output).contains("cannot read"));
 }
+
+#[test]
+fn a_run_whose_loss_turns_nan_stops_at_once_and_keeps_the_last_good_checkpoint() {
+    // The quick start, with a learning rate multiplied by 1e30 after its first epoch: the
+    // weights blow up in the second epoch's first steps.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let quickstart = std::fs::read_to_string(repo().join("configs/quickstart.toml")).unwrap();
+    assert!(
+        !quickstart.contains("[schedule]"),
+        "the quick start's rate is constant"
+    );
+    let config = dir.path().join("diverges.toml");
+    let schedule = "[schedule]\nkind = \"step\"\nevery_epochs = 1\ngamma = 1e30\n";
+    std::fs::write(&config, format!("{quickstart}\n{schedule}")).unwrap();
+    let data = repo().join("samples");
+    let output = train(&[
+        config.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--output",
+        run.to_str().unwrap(),
+    ]);
+    let message = text(&output);
+    assert!(!output.status.success(), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    for part in [
+        "epoch 2, step",
+        "NaN or infinite",
+        "learning_rate",
+        "epoch 1 is kept",
+    ] {
+        assert!(message.contains(part), "no {part:?} in: {message}");
+    }
+    // One line for the good epoch, none for an epoch of NaN.
+    assert!(message.contains("epoch 1/4"), "{message}");
+    assert!(!message.contains("epoch 2/4"), "{message}");
+    assert_eq!(train::last_complete(&run), Some(1));
+    assert!(!run.join("summary.json").exists());
+}
