@@ -75,7 +75,12 @@ fn gradient_sum(model: &Network, grads: &Gradients) -> Tensor<1> {
     impl ModuleVisitor for Sum<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(grad) = param.val().grad(self.0) {
-                let sum = grad.sum();
+                // One dimension at a time: on wgpu a reduction over a whole large tensor at
+                // once came out wrong (docs/gpu.md), and could miss a NaN.
+                let sum = (0..D)
+                    .rev()
+                    .fold(grad, |total, dim| total.sum_dim(dim))
+                    .reshape([1]);
                 self.1 = Some(match self.1.take() {
                     Some(total) => total + sum,
                     None => sum,

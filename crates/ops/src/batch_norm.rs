@@ -4,8 +4,9 @@
 //! Burn's default `batch_norm_train` gathers each channel's values through transposed copies of
 //! the activation and its backward runs a dozen whole-tensor operations; on flex that cost as
 //! much as the FMP net's convolutions. The CPU backends here read each channel's planes in
-//! place, once for the statistics and once for the output (the same backward). wgpu keeps
-//! Burn's own operation, which is also the reference the loops are tested against. The leaky
+//! place, once for the statistics and once for the output (the same backward). wgpu runs Burn's
+//! formulation from tensor operations, each channel's sums taken one dimension at a time (see
+//! `channel_total`); it is also the reference the loops are tested against. The leaky
 //! ReLU that follows every batch norm of the FMP net is applied in the same pass (its slope is an
 //! argument; 1 leaves the output as it is): one full read and write of the activation fewer each
 //! way, and one tensor fewer kept for the backward pass.
@@ -19,6 +20,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use crate::channel::{channel_total, per_channel};
 use crate::cpu::{CpuBackend, all_f32, par_blocks, sums};
 use crate::graph::record;
 use crate::leaky_relu;
@@ -90,13 +92,7 @@ fn reference_backward<B: Backend>(
     } else {
         // The normalised values before the activation, recomputed from the statistics.
         let shape = x.shape();
-        let per_channel = |v| {
-            let dims = (0..shape.num_dims()).map(|d| if d == 1 { shape[1] } else { 1 });
-            B::float_expand(
-                B::float_reshape(v, Shape::from(dims.collect::<Vec<_>>())),
-                shape.clone(),
-            )
-        };
+        let per_channel = |v| per_channel::<B>(v, &shape);
         let std = B::float_sqrt(B::float_add_scalar(
             variance.clone(),
             settings.epsilon.into(),
@@ -134,18 +130,32 @@ fn affine([gamma, beta, mean, variance]: [&[f32]; 4], epsilon: f64) -> (Vec<f32>
     (scale, shift)
 }
 
-/// Burn's own training batch norm: output, mean, variance.
+/// Training batch norm from Burn's tensor operations: output, mean, biased variance. As Burn's
+/// `batch_norm_train`, but each channel's sums are taken one dimension at a time
+/// ([`channel_total`]).
 fn burns_forward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     epsilon: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let result = B::batch_norm_train(x, gamma, beta, epsilon);
-    (result.output, result.mean, result.variance)
+    let shape = x.shape();
+    let [c, count] = [shape[1], shape.num_elements() / shape[1].max(1)];
+    let mean = B::float_mul_scalar(channel_total::<B>(x.clone()), (1.0 / count as f64).into());
+    let centred = B::float_sub(x, mean.clone());
+    let squares = B::float_mul(centred.clone(), centred.clone());
+    let variance = B::float_mul_scalar(channel_total::<B>(squares), (1.0 / count as f64).into());
+    let scale = B::float_mul(
+        inverse_std::<B>(variance.clone(), epsilon),
+        per_channel::<B>(gamma, &shape),
+    );
+    let output = B::float_add(B::float_mul(centred, scale), per_channel::<B>(beta, &shape));
+    let statistic = |v| B::float_reshape(v, [c].into());
+    (output, statistic(mean), statistic(variance))
 }
 
-/// Burn's own gradients of it: input, gamma, beta.
+/// The gradients of [`burns_forward`] (Burn's `batch_norm_train_backward`, with the channel
+/// sums of [`channel_total`]): input, gamma, beta.
 fn burns_backward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
@@ -154,8 +164,27 @@ fn burns_backward<B: Backend>(
     epsilon: f64,
     grad: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let result = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
-    (result.x_grad, result.gamma_grad, result.beta_grad)
+    let shape = x.shape();
+    let [c, count] = [shape[1], shape.num_elements() / shape[1].max(1)];
+    let inverse_std = inverse_std::<B>(per_channel::<B>(variance, &shape), epsilon);
+    let normalised = B::float_mul(
+        B::float_sub(x, per_channel::<B>(mean, &shape)),
+        inverse_std.clone(),
+    );
+    let beta_grad = channel_total::<B>(grad.clone());
+    let gamma_grad = channel_total::<B>(B::float_mul(grad.clone(), normalised.clone()));
+    let per_value = |total: FloatTensor<B>| B::float_mul_scalar(total, (1.0 / count as f64).into());
+    let centred_grad = B::float_sub(grad, per_value(beta_grad.clone()));
+    let projected = B::float_mul(normalised, per_value(gamma_grad.clone()));
+    let scale = B::float_mul(per_channel::<B>(gamma, &shape), inverse_std);
+    let x_grad = B::float_mul(scale, B::float_sub(centred_grad, projected));
+    let parameter = |v| B::float_reshape(v, [c].into());
+    (x_grad, parameter(gamma_grad), parameter(beta_grad))
+}
+
+/// `1 / sqrt(variance + epsilon)`.
+fn inverse_std<B: Backend>(variance: FloatTensor<B>, epsilon: f64) -> FloatTensor<B> {
+    B::float_recip(B::float_sqrt(B::float_add_scalar(variance, epsilon.into())))
 }
 
 /// `[n, c, values per channel and image]` of a tensor.

@@ -34,6 +34,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn_cubecl::{CubeBackend, kernel::into_contiguous};
 use rayon::prelude::*;
 
+use crate::channel::channel_total;
 use crate::cpu::{CpuBackend, all_f32, sums, zeroed};
 use crate::graph::record;
 use crate::matmul::{View, multiply};
@@ -205,12 +206,13 @@ fn backward_tensor_ops<B: Backend>(
     };
     let (x, weight) = (channels_first::<B>(x, &g), weight_rows::<B>(weight, &g));
     // [image, out, oy, ox] -> [out, image, oy, ox], sliced by images below.
+    let bias_grad = channel_total::<B>(grad.clone());
     let grad = B::float_swap_dims(grad, 0, 1);
     let add = |sum: Option<FloatTensor<B>>, part| match sum {
         Some(sum) => B::float_add(sum, part),
         None => part,
     };
-    let (mut weight_grad, mut bias_grad, mut x_grads) = (None, None, Vec::new());
+    let (mut weight_grad, mut x_grads) = (None, Vec::new());
     for images in image_groups(&g, limit) {
         let count = images.len();
         let grad_rows = B::float_slice(grad.clone(), &[Slice::full(), images.clone().into()]);
@@ -218,7 +220,6 @@ fn backward_tensor_ops<B: Backend>(
         let unfolded = unfold_tensor_ops::<B>(x.clone(), &g, images);
         let part = B::float_matmul(grad_rows.clone(), B::float_transpose(unfolded));
         weight_grad = Some(add(weight_grad, part));
-        bias_grad = Some(add(bias_grad, B::float_sum_dim(grad_rows.clone(), 1)));
         let unfolded_grad = B::float_matmul(B::float_transpose(weight.clone()), grad_rows);
         x_grads.push(fold_tensor_ops::<B>(unfolded_grad, &g, count));
     }
@@ -229,7 +230,6 @@ fn backward_tensor_ops<B: Backend>(
         B::float_reshape(weight_grad, [out, kh, kw, c].into()),
         &[0, 3, 1, 2],
     );
-    let bias_grad = bias_grad.expect("a batch of at least one image");
     (
         B::float_cat(x_grads, 0),
         weight_grad,

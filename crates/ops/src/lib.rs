@@ -26,6 +26,7 @@
 // Burn marks NdArray deprecated; the course asks for it, so every operation serves it too.
 #[allow(deprecated)]
 mod batch_norm;
+mod channel;
 #[allow(deprecated)]
 mod conv;
 #[allow(deprecated)]

@@ -218,3 +218,46 @@ fn batch_statistics_hold_for_a_large_mean_and_a_small_spread() {
         }
     }
 }
+
+/// Batch norm with the leaky ReLU at the FMP nets' widest layers (FMP-MNIST's first at batch 64,
+/// FMP-CIFAR's first at batch 8), on wgpu against flex: output, running statistics and
+/// gradients. Burn's own formulation sums each channel's `n * h * w` values as one row, and
+/// CubeCL's reductions over rows that long were wrong on wgpu (by 5 to 30% here).
+#[test]
+fn batch_norm_of_large_maps_matches_flex_on_wgpu() {
+    for shape in [[64, 32, 35, 35], [8, 4, 93, 93]] {
+        let flex = Device::flex().autodiff();
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &flex).inner();
+        let upstream = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &flex).inner();
+        let run = |backend: &str| {
+            let device = device(backend).autodiff();
+            // Fresh on each backend (gamma 1, beta 0): copies would share running statistics.
+            let norm = BatchNormConfig::new(shape[1]).init(&device);
+            let x = x.clone().to_device(&device).autodiff().require_grad();
+            let output = ops::batch_norm_leaky_relu(&norm, x.clone(), 1.0 / 3.0);
+            let grads = (output.clone() * upstream.clone().to_device(&device))
+                .sum()
+                .backward();
+            [
+                values(output),
+                values(norm.running_mean.value_sync()),
+                values(norm.running_var.value_sync()),
+                values(x.grad(&grads).unwrap()),
+                values(norm.gamma.grad(&grads).unwrap()),
+                values(norm.beta.grad(&grads).unwrap()),
+            ]
+        };
+        let expected = run("flex");
+        let names = [
+            "output",
+            "running mean",
+            "running var",
+            "x grad",
+            "gamma grad",
+            "beta grad",
+        ];
+        for ((ours, theirs), name) in run("wgpu").iter().zip(&expected).zip(names) {
+            close(ours, theirs, 1e-3, &format!("{shape:?} {name}"));
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! One model code, three backends, the same training: for every network config in configs/, the
 //! loss and every parameter's gradient agree between flex, ndarray and wgpu (with fusion, as a
-//! run uses it), and the first training steps of the quick starts give the same losses on wgpu
-//! as on flex.
+//! run uses it), and the first training steps of the quick starts give the same losses on
+//! ndarray and wgpu as on flex.
 //!
 //! Each backend starts from the same weights (made on flex and moved), the same batch and the
 //! same pooling regions: the FMP nets draw their regions on the host from a seeded generator,
@@ -28,11 +28,10 @@ const BACKENDS: [BackendName; 3] = [BackendName::Flex, BackendName::Ndarray, Bac
 
 /// Largest gradient difference allowed, relative to the gradient's norm: `|a - b| / |b|` per
 /// parameter tensor, in the Euclidean norm. The backends sum in different orders in f32, and
-/// batch norm over a batch of 8 divides by small spreads (the CIFAR net's last maps are 2x2 and
-/// 1x1), which amplifies those differences with depth: measured up to 2.5e-2 (fmp_cifar on
-/// wgpu, docs/gpu.md). The faults this guards against gave differences of 1.1 to 2 times the
-/// norm.
-const GRADIENT_TOLERANCE: f64 = 5e-2;
+/// batch norm over a small batch divides by small spreads, which amplifies those differences
+/// layer by layer (the measured differences are in docs/gpu.md); the faults this guards against
+/// gave differences of the order of the norm itself.
+const GRADIENT_TOLERANCE: f64 = 2e-3;
 
 /// Gradients whose norm is below this share of the largest gradient norm of the network are
 /// compared at that scale instead of their own: a convolution's bias in front of batch norm has
@@ -42,13 +41,15 @@ const ZERO_SCALE: f64 = 1e-3;
 /// Training steps compared.
 const STEPS: usize = 20;
 
-/// How far a step's loss on wgpu may be from flex's, relative to flex's: the first step (same
-/// weights, batch and regions) to rounding; the next three to 2%, as the weights, updated from
-/// gradients that differ by rounding, move apart; and the mean over all [`STEPS`] to 5%. Measured
-/// on lavapipe: 1e-6, at most 1.1%, and 2% (docs/gpu.md). Before the fault was fixed the third
-/// step was 60% apart.
+/// How far a step's loss on ndarray or wgpu may be from flex's, relative to flex's. The first
+/// step (same weights, batch and regions) agrees to rounding, and so do the modern LeNet's 20.
+/// The FMP net's do not stay that close on any two backends, ndarray included: its training
+/// amplifies rounding differences step by step (docs/gpu.md), so its later steps are compared
+/// through their mean.
 const FIRST_STEP_TOLERANCE: f64 = 1e-4;
+/// Steps 2 and 3.
 const EARLY_STEPS_TOLERANCE: f64 = 2e-2;
+/// The mean over all [`STEPS`].
 const MEAN_TOLERANCE: f64 = 5e-2;
 
 fn config(name: &str) -> RunConfig {
@@ -140,9 +141,17 @@ fn batch(network: &NetworkConfig, channels: usize, n: usize, seed: u64) -> (Tens
 
 #[test]
 fn every_config_has_the_same_gradients_on_every_backend() {
+    let mut checked: Vec<(String, String)> = Vec::new();
     for name in shipped_configs() {
         let config = config(&name);
         let network = reduced(config.network());
+        // Configs that differ only in training settings share their reduced network.
+        let key = format!("{network:?} {}", config.dataset_kind().channels());
+        if let Some((_, same)) = checked.iter().find(|(k, _)| *k == key) {
+            println!("{name}: the network of {same}");
+            continue;
+        }
+        checked.push((key, name.clone()));
         let channels = config.dataset_kind().channels();
         let flex = Device::flex();
         flex.seed(config.seed);
@@ -231,41 +240,44 @@ fn training_losses(name: &str, model: &Network, backend: BackendName) -> Vec<f64
 }
 
 #[test]
-fn the_first_training_steps_give_the_same_losses_on_wgpu_as_on_flex() {
+fn the_first_training_steps_give_the_same_losses_on_every_backend() {
     for name in ["fmp_quickstart.toml", "quickstart.toml"] {
         let config = config(name);
         let flex = Device::flex();
         flex.seed(config.seed);
         let model = config.network().init(&flex.autodiff());
         let on_flex = training_losses(name, &model, BackendName::Flex);
-        let on_wgpu = training_losses(name, &model, BackendName::Wgpu);
-        println!("{name}: flex {on_flex:.5?}");
-        println!("{name}: wgpu {on_wgpu:.5?}");
-        let apart = |a: f64, b: f64| (a - b).abs() / b.abs();
-        for (step, (wgpu, flex)) in on_wgpu.iter().zip(&on_flex).enumerate().take(4) {
-            let tolerance = match step {
-                0 => FIRST_STEP_TOLERANCE,
-                _ => EARLY_STEPS_TOLERANCE,
-            };
-            let diff = apart(*wgpu, *flex);
-            assert!(
-                diff <= tolerance,
-                "{name}, step {}: loss {wgpu} on wgpu vs {flex} on flex ({diff:.2e} apart)",
-                step + 1
-            );
-        }
-        let mean = |losses: &[f64]| losses.iter().sum::<f64>() / losses.len() as f64;
-        let diff = apart(mean(&on_wgpu), mean(&on_flex));
-        assert!(
-            diff <= MEAN_TOLERANCE,
-            "{name}: mean loss over {STEPS} steps {} on wgpu vs {} on flex ({diff:.2e} apart)",
-            mean(&on_wgpu),
-            mean(&on_flex)
-        );
+        println!("{name}: flex    {on_flex:.5?}");
         // The steps train: the last losses are below the first.
         assert!(
             on_flex[STEPS - 3..].iter().sum::<f64>() < on_flex[..3].iter().sum::<f64>(),
             "{name} does not learn on flex: {on_flex:?}"
         );
+        for backend in [BackendName::Ndarray, BackendName::Wgpu] {
+            let losses = training_losses(name, &model, backend);
+            println!("{name}: {backend:<7} {losses:.5?}");
+            let apart = |a: f64, b: f64| (a - b).abs() / b.abs();
+            for (step, (ours, flex)) in losses.iter().zip(&on_flex).enumerate().take(3) {
+                let tolerance = match step {
+                    0 => FIRST_STEP_TOLERANCE,
+                    _ => EARLY_STEPS_TOLERANCE,
+                };
+                let diff = apart(*ours, *flex);
+                assert!(
+                    diff <= tolerance,
+                    "{name}, step {}: loss {ours} on {backend} vs {flex} on flex ({diff:.2e} apart)",
+                    step + 1
+                );
+            }
+            let mean = |losses: &[f64]| losses.iter().sum::<f64>() / losses.len() as f64;
+            let diff = apart(mean(&losses), mean(&on_flex));
+            assert!(
+                diff <= MEAN_TOLERANCE,
+                "{name}: mean loss over {STEPS} steps {} on {backend} vs {} on flex ({diff:.2e} \
+                 apart)",
+                mean(&losses),
+                mean(&on_flex)
+            );
+        }
     }
 }
