@@ -15,6 +15,7 @@ use burn::backend::{
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use crate::channel::channel_total;
 use crate::cpu::{CpuBackend, all_f32, par_blocks, zeroed};
 use crate::graph::record;
 
@@ -54,10 +55,11 @@ fn per_map<B: Backend>(v: FloatTensor<B>, shape: Shape) -> FloatTensor<B> {
     B::float_expand(B::float_reshape(v, [1, shape[1], 1, 1].into()), shape)
 }
 
-/// The sum of `t` `[n, c, h, w]` per map: `[c]`.
+/// The sum of `t` `[n, c, h, w]` per map: `[c]` (one dimension at a time: see
+/// [`channel_total`]).
 fn map_sums<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     let c = t.shape()[1];
-    B::float_reshape(B::float_sum_dims(t, &[0, 2, 3]), [c].into())
+    B::float_reshape(channel_total::<B>(t), [c].into())
 }
 
 fn burns_forward<B: Backend>(

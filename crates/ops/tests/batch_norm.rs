@@ -257,7 +257,15 @@ fn batch_norm_of_large_maps_matches_flex_on_wgpu() {
             "beta grad",
         ];
         for ((ours, theirs), name) in run("wgpu").iter().zip(&expected).zip(names) {
-            close(ours, theirs, 1e-3, &format!("{shape:?} {name}"));
+            // In the Euclidean norm: a value that normalises to within rounding of 0 can take
+            // the leaky ReLU's other slope on the other backend.
+            let norm = |v: &[f32]| v.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            let diff: Vec<f32> = ours.iter().zip(theirs).map(|(a, b)| a - b).collect();
+            let relative = norm(&diff) / norm(theirs);
+            assert!(
+                relative <= 1e-4,
+                "{shape:?} {name}: {relative:.2e} of the norm from flex's"
+            );
         }
     }
 }
