@@ -15,7 +15,7 @@ use burn::backend::{
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::channel::channel_total;
+use crate::channel::{channel_total, per_channel};
 use crate::cpu::{CpuBackend, all_f32, par_blocks, zeroed};
 use crate::graph::record;
 
@@ -52,7 +52,7 @@ fn block_sums<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
 
 /// A per-map vector `[c]` broadcast to `shape` `[n, c, h, w]`.
 fn per_map<B: Backend>(v: FloatTensor<B>, shape: Shape) -> FloatTensor<B> {
-    B::float_expand(B::float_reshape(v, [1, shape[1], 1, 1].into()), shape)
+    B::float_expand(per_channel::<B>(v, &shape), shape)
 }
 
 /// The sum of `t` `[n, c, h, w]` per map: `[c]` (one dimension at a time: see

@@ -280,7 +280,10 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
             );
             return Err(error.context("training failed"));
         }
-        bail!("training failed: {error}; {}", kept_checkpoint(&run));
+        bail!(
+            "training failed: {error}; {}",
+            kept_checkpoint(&run, SAME_COMMAND)
+        );
     }
     let non_finite = *non_finite.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(NonFinite {
@@ -289,26 +292,22 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         learning_rate,
     }) = non_finite
     {
-        let kept = match last_complete(&run) {
-            Some(good) => format!(
-                "the checkpoint of epoch {good} is kept in {}; after changing the config, \
-                 continue from it with --resume",
-                run.join("checkpoint").display()
-            ),
-            None => "no epoch had finished, so there is no checkpoint to resume from".into(),
-        };
         bail!(
             "training stopped at epoch {epoch}, step {step}: the training loss or a gradient \
              became NaN or infinite on {} ({device_name}), at learning rate {learning_rate:.3e}. \
              Try a lower learning_rate, batch_norm = true for an FMP net, or another --backend; \
-             {kept}",
+             {}",
             config.backend,
+            kept_checkpoint(
+                &run,
+                "after changing the config, continue from it with --resume"
+            ),
         );
     }
     if result.interrupted.is_some() {
         bail!(
             "training was interrupted by a signal after its current step; {}",
-            kept_checkpoint(&run)
+            kept_checkpoint(&run, SAME_COMMAND)
         );
     }
 
@@ -371,13 +370,15 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// What a stopped run leaves and how to go on: the newest complete checkpoint, if any.
-fn kept_checkpoint(run: &Path) -> String {
+/// How to go on from a run that stopped through no fault of its config.
+const SAME_COMMAND: &str = "continue with the same command and --resume";
+
+/// What a stopped run leaves and, where a checkpoint is kept, `how` to go on from it.
+fn kept_checkpoint(run: &Path, how: &str) -> String {
     let folder = run.join("checkpoint");
     match last_complete(run) {
         Some(epoch) => format!(
-            "the checkpoint of epoch {epoch} is kept in {}; continue with the same command and \
-             --resume",
+            "the checkpoint of epoch {epoch} is kept in {}; {how}",
             folder.display()
         ),
         None => "no epoch had finished, so there is no checkpoint to resume from".into(),
