@@ -161,12 +161,12 @@ pub fn newest_valid<T>(
         match check(epoch) {
             Ok(value) => {
                 if !rejected.is_empty() {
-                    eprintln!("warning: using the checkpoint of epoch {epoch} instead");
+                    say_err!("warning: using the checkpoint of epoch {epoch} instead");
                 }
                 return Ok((epoch, value));
             }
             Err(e) => {
-                eprintln!(
+                say_err!(
                     "warning: the checkpoint of epoch {epoch} in {} is damaged: {e:#}",
                     dir.display()
                 );

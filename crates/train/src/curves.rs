@@ -52,7 +52,7 @@ impl CurveWriter {
             Some(epoch) if run.join(CSV).is_file() => match read_curves(&run.join(CSV)) {
                 Ok(rows) => rows.into_iter().filter(|r| r.epoch <= epoch).collect(),
                 Err(e) => {
-                    eprintln!("warning: {e:#}; the curves start again from this process's epochs");
+                    say_err!("warning: {e:#}; the curves start again from this process's epochs");
                     Vec::new()
                 }
             },

@@ -79,7 +79,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         accuracy_one_pass,
         accuracy,
     };
-    println!(
+    say!(
         "{}: test accuracy {}{} on {} {} images",
         evaluation.weights.display(),
         percent_and_error(accuracy_one_pass),

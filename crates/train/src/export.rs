@@ -35,16 +35,16 @@ const REFERENCE_SEED: u64 = 7;
 pub fn run(args: ExportArgs) -> Result<()> {
     let trained = args.model.load(Overrides::default())?;
     let export = export(&trained, &args.output)?;
-    println!(
+    say!(
         "exported {} ({}) from {}:",
         trained.network.name(),
         trained.config.dataset,
         trained.weights.display()
     );
     for file in &export.files {
-        println!("  {}", file.display());
+        say!("  {}", file.display());
     }
-    println!(
+    say!(
         "both weights files load back and reproduce the network's logits (largest \
          difference {:.1e}); check the PyTorch side with: python3 scripts/check_export.py {}",
         export.reload_difference,

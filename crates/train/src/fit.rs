@@ -168,10 +168,10 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     if let Some(warning) =
         accumulate::warn_if_too_big(&device, &device_name, &config.network(), sizes)
     {
-        eprintln!("{warning}");
+        say_err!("{warning}");
     }
     if device_name.contains("llvmpipe") {
-        eprintln!(
+        say_err!(
             "note: the wgpu adapter is Mesa's software renderer ({device_name}): no GPU was found, \
              and --backend flex is much faster on this machine"
         );
@@ -203,7 +203,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         }
         n => format!("{n} devices: {}", device_names.join("; ")),
     };
-    println!(
+    say!(
         "{}: {} on {} ({on}), {} parameters, {batching}; {} train / {} valid / {} test images \
          from {}",
         run.display(),
@@ -346,7 +346,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     };
     let path: PathBuf = run.join("summary.json");
     write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    println!(
+    say!(
         "test accuracy {}{} on {} images ({:.1} s); summary in {}",
         percent_and_error(one_pass),
         averaged_note(passes, averaged),
@@ -361,7 +361,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
             true => example.display().to_string(),
             false => "IMAGE.png".into(),
         };
-        println!(
+        say!(
             "to see what every layer does to one image: cargo run --release -p train -- show {} \
              {image}",
             run.display()
@@ -396,14 +396,14 @@ fn stop_on_signal(interrupter: &Interrupter) {
             if SIGNALLED.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\nstopping after the current step (a second Ctrl-C stops at once)");
+            say_err!("\nstopping after the current step (a second Ctrl-C stops at once)");
             let current = CURRENT.get().and_then(|c| c.lock().ok()?.clone());
             if let Some(interrupter) = current {
                 interrupter.stop(Some("interrupted by a signal"));
             }
         });
         if let Err(e) = installed {
-            eprintln!("warning: Ctrl-C will end the run without a clean stop: {e}");
+            say_err!("warning: Ctrl-C will end the run without a clean stop: {e}");
         }
         Mutex::new(None)
     });

@@ -12,6 +12,9 @@
 //! [`device`]; [`last_complete`] and [`read_curves`], [`CURVES_CSV`] (reading a run
 //! directory).
 
+#[macro_use]
+mod output;
+
 mod accumulate;
 mod bench;
 mod checkpoint;

@@ -20,14 +20,14 @@ pub struct DevicesArgs {
 /// Runs `train devices`: opens each device to name the compiler wgpu uses on it.
 pub fn run(args: DevicesArgs) -> Result<()> {
     for backend in args.backends {
-        println!("{backend}:");
+        say!("{backend}:");
         let adapters = device::adapters(backend);
         if adapters.is_empty() {
             let reason = match device::init(backend) {
                 Err(e) => format!("{e:#}"),
                 Ok(_) => "only a default device, which --devices cannot name by index".into(),
             };
-            println!("  none: {reason}");
+            say!("  none: {reason}");
         }
         for (index, adapter) in adapters.iter().enumerate() {
             let detail = match (backend, adapter.open(backend)) {
@@ -35,10 +35,10 @@ pub fn run(args: DevicesArgs) -> Result<()> {
                 (_, Ok(_)) => "one device: repeat its index (0,0) for replicas sharing it".into(),
                 (_, Err(e)) => format!("cannot start: {e:#}"),
             };
-            println!("  {index}  {}: {}, {detail}", adapter.name, adapter.kind);
+            say!("  {index}  {}: {}, {detail}", adapter.name, adapter.kind);
         }
     }
-    println!(
+    say!(
         "Train on several with --devices 0,1 (or devices = \"0,1\" in the config), or --devices all."
     );
     Ok(())

@@ -1,5 +1,6 @@
 //! `train`: trains, evaluates, times and exports the course's CNNs from a TOML config.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -38,8 +39,9 @@ fn main() -> ExitCode {
     match train::run(train::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` prints the whole chain: what failed, then why.
-            eprintln!("error: {error:#}");
+            // `{:#}` prints the whole chain: what failed, then why. A closed stderr cannot be
+            // told; the exit code still says it.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::FAILURE
         }
     }

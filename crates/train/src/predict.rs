@@ -64,7 +64,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             .take(args.top.max(1))
             .map(|&c| format!("{} {:.1}%", names[c], 100.0 * prediction.probabilities[c]))
             .collect();
-        println!("{}: {}", prediction.file.display(), listed.join(", "));
+        say!("{}: {}", prediction.file.display(), listed.join(", "));
     }
     write_json(args.json.as_deref(), &predictions)
 }

@@ -2,7 +2,7 @@
 //! elsewhere (CI logs), and the per-epoch figures kept for the run summary.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -205,12 +205,12 @@ impl EpochRenderer {
         );
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => say(&line),
+            None => say!("{line}"),
         }
         let mut epochs = self.epochs.lock().expect("renderer lock");
         epochs.push(record);
         if let Err(e) = self.curves.write(&epochs) {
-            eprintln!("warning: training curves not written: {e:#}");
+            say_err!("warning: training curves not written: {e:#}");
         }
         drop(epochs);
         self.train.clear();
@@ -250,9 +250,7 @@ impl TrainingProgressLogger for EpochRenderer {
         self.total_epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
         if starting_epoch > 1 {
-            say(&format!(
-                "resuming at epoch {starting_epoch} of {total_epochs}"
-            ));
+            say!("resuming at epoch {starting_epoch} of {total_epochs}");
         }
     }
 
@@ -324,10 +322,4 @@ impl MetricsRenderer for EpochRenderer {
         self.names
             .insert(definition.metric_id, definition.name.to_string());
     }
-}
-
-/// Prints a line of progress. A closed standard output (`train ... | head`) is no reason to
-/// stop training: `println!` would panic on Burn's worker thread and leave the run hanging.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stdout(), "{line}");
 }

@@ -1,14 +1,28 @@
 //! `train serve`: a local page to draw a digit on, answered by a trained network after one pass
 //! and after several (the FMP net's ensemble), with a link to the `show` report of the drawing.
 
-use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
+use axum::{
+    Router,
+    body::Body,
+    extract::State,
+    http::{StatusCode, Uri, header},
+    routing::{get, post},
+};
 use burn::prelude::*;
 use data::ImageItem;
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tokio::sync::Semaphore;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::{
     Overrides,
@@ -58,6 +72,29 @@ struct Answer {
     passes: usize,
 }
 
+/// The request head's limit (request line and headers): a browser's are a few hundred bytes.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send a request's head, and then its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait to be accepted. Each holds at most [`MAX_HEAD`] plus
+/// [`MAX_BODY`] bytes for at most twice [`READ_TIMEOUT`] before its request is answered.
+const MAX_CONNECTIONS: usize = 64;
+
+/// The network and its passes per drawing: it answers one request at a time, on a thread
+/// of its own, while the server's threads go on accepting and reading other requests.
+struct Network {
+    trained: Trained,
+    passes: usize,
+}
+
+/// What the handlers share: the network, and the newest drawing's report (a lock of its own, so
+/// that reading it never waits for the network).
+#[derive(Clone)]
+struct Shared {
+    network: Arc<Mutex<Network>>,
+    report: Arc<Mutex<Option<String>>>,
+}
+
 /// Runs `train serve` until the process is stopped.
 pub fn run(args: ServeArgs) -> Result<()> {
     let trained = args.model.load(Overrides::default())?;
@@ -69,113 +106,185 @@ pub fn run(args: ServeArgs) -> Result<()> {
             kind.name()
         ));
     }
-    let server = Server::http((args.host.as_str(), args.port))
-        .map_err(|e| anyhow!("cannot listen on {}:{}: {e}", args.host, args.port))?;
-    let address = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| anyhow!("not listening on an IP address"))?;
-    println!(
+    let listener = std::net::TcpListener::bind((args.host.as_str(), args.port))
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    say!(
         "serving {} on http://{address}/ (Ctrl-C stops)",
         trained.network.name()
     );
-    let mut report: Option<String> = None;
-    for mut request in server.incoming_requests() {
-        let result = read_body(&mut request).and_then(|body| {
-            let (method, url) = (request.method().clone(), request.url().to_string());
-            handle(&trained, passes, &mut report, &method, &url, &body)
-        });
-        let (status, kind, text) = match result {
-            Ok((kind, text)) => (200, kind, text),
-            Err((status, message)) => (status, JSON, json!({ "error": message }).to_string()),
+    let served = Shared {
+        network: Arc::new(Mutex::new(Network { trained, passes })),
+        report: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/report", get(report))
+        .route("/predict", post(predict))
+        .route("/show", post(show_drawing))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .with_state(served);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the server's threads")?
+        .block_on(async { accept(tokio::net::TcpListener::from_std(listener)?, app).await })
+}
+
+/// Serves each connection on a task of its own, at most [`MAX_CONNECTIONS`] at once, with
+/// hyper's limit on the request head and its timeout for reading it.
+async fn accept(listener: tokio::net::TcpListener, app: Router) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_HEAD.max(8192));
+    loop {
+        let slot = slots.clone().acquire_owned().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted: the
+                // server goes on once it passes.
+                say_err!("warning: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
-        let header = Header::from_bytes("Content-Type", kind).expect("a valid header");
-        let response = Response::from_string(text)
-            .with_status_code(status)
-            .with_header(header);
-        // A client that went away is no reason to stop serving.
-        let _ = request.respond(response);
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            // A client that goes away or breaks the protocol ends only its own connection.
+            let _ = connection.await;
+            drop(slot);
+        });
     }
-    Ok(())
 }
 
 const HTML: &str = "text/html; charset=utf-8";
 const JSON: &str = "application/json";
 
+/// A response: status, content type and body.
+type Reply = (StatusCode, [(header::HeaderName, &'static str); 1], String);
+
+fn reply(status: StatusCode, kind: &'static str, text: String) -> Reply {
+    (status, [(header::CONTENT_TYPE, kind)], text)
+}
+
+/// A refusal, as JSON `{"error": message}`.
+fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Reply {
+    let text = json!({ "error": message.to_string() }).to_string();
+    reply(status, JSON, text)
+}
+
+async fn page() -> Reply {
+    reply(StatusCode::OK, HTML, include_str!("serve.html").to_string())
+}
+
+async fn report(State(served): State<Shared>) -> Reply {
+    match lock(&served.report).clone() {
+        Some(page) => reply(StatusCode::OK, HTML, page),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            "no report yet: draw, then follow the link",
+        ),
+    }
+}
+
+async fn predict(State(served): State<Shared>, body: Body) -> Reply {
+    answer(served.network, body, |network, images| {
+        let answer = classify(&network.trained, images, network.passes)?;
+        Ok(serde_json::to_string(&answer)?)
+    })
+    .await
+}
+
+async fn show_drawing(State(served): State<Shared>, body: Body) -> Reply {
+    answer(served.network, body, move |network, images| {
+        let shown = show::report(&network.trained, images, network.passes)?;
+        *lock(&served.report) = Some(show::html("your drawing", &shown)?);
+        Ok(json!({ "report": "/report" }).to_string())
+    })
+    .await
+}
+
+async fn not_found(uri: Uri) -> Reply {
+    refuse(StatusCode::NOT_FOUND, format!("no page {}", uri.path()))
+}
+
+async fn method_not_allowed() -> Reply {
+    refuse(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+/// Reads the drawing in `body` and answers it with `work`, run off the server's threads (the
+/// network computes for a while; the other connections go on meanwhile).
+async fn answer(
+    network: Arc<Mutex<Network>>,
+    body: Body,
+    work: impl FnOnce(&Network, Tensor<4>) -> Result<String> + Send + 'static,
+) -> Reply {
+    let body = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the body took too long"),
+        Ok(Err(_)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {MAX_BODY} bytes"),
+            );
+        }
+        Ok(Ok(body)) => body,
+    };
+    let computed = tokio::task::spawn_blocking(move || {
+        let network = lock(&network);
+        let images = drawing(&network.trained, &body)?;
+        work(&network, images).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await;
+    match computed {
+        Ok(Ok(text)) => reply(StatusCode::OK, JSON, text),
+        Ok(Err((status, message))) => refuse(status, message),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// What `shared` guards, also after a request that panicked while holding it.
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// What goes wrong with a request: the status and a message for the client.
-type Refusal = (u16, String);
+type Refusal = (StatusCode, String);
 
-/// The request's body, at most [`MAX_BODY`] bytes.
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Refusal> {
-    let too_large = || (413, format!("the body is over {MAX_BODY} bytes"));
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| (400, format!("cannot read the body: {e}")))?;
-    if body.len() > MAX_BODY {
-        return Err(too_large());
-    }
-    Ok(body)
-}
-
-/// The response to one request: its content type and body.
-fn handle(
-    trained: &Trained,
-    passes: usize,
-    report: &mut Option<String>,
-    method: &Method,
-    url: &str,
-    body: &[u8],
-) -> Result<(&'static str, String), Refusal> {
-    let path = url.split('?').next().unwrap_or("");
-    match (method, path) {
-        (Method::Get, "/") => Ok((HTML, include_str!("serve.html").to_string())),
-        (Method::Get, "/report") => report
-            .clone()
-            .map(|page| (HTML, page))
-            .ok_or((404, "no report yet: draw, then follow the link".into())),
-        (Method::Post, "/predict") => {
-            let images = drawing(trained, body)?;
-            let answer = classify(trained, images, passes).map_err(internal)?;
-            Ok((JSON, serde_json::to_string(&answer).map_err(internal)?))
-        }
-        (Method::Post, "/show") => {
-            let images = drawing(trained, body)?;
-            let shown = show::report(trained, images, passes).map_err(internal)?;
-            *report = Some(show::html("your drawing", &shown).map_err(internal)?);
-            Ok((JSON, json!({ "report": "/report" }).to_string()))
-        }
-        (_, "/" | "/report" | "/predict" | "/show") => Err((405, "method not allowed".into())),
-        _ => Err((404, format!("no page {path}"))),
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> Refusal {
-    (500, e.to_string())
+fn bad_request(message: String) -> Refusal {
+    (StatusCode::BAD_REQUEST, message)
 }
 
 /// The network's input for the drawing in `body`: `{"pixels": [...]}`, one grey byte per
 /// pixel of the dataset's image size.
 fn drawing(trained: &Trained, body: &[u8]) -> Result<Tensor<4>, Refusal> {
     let drawing: Drawing = serde_json::from_slice(body)
-        .map_err(|e| (400, format!("expected {{\"pixels\": [bytes]}}: {e}")))?;
+        .map_err(|e| bad_request(format!("expected {{\"pixels\": [bytes]}}: {e}")))?;
     let side = trained.dataset().image_side();
     if drawing.pixels.len() != side * side {
-        return Err((
-            400,
-            format!("{} pixels, expected {side} x {side}", drawing.pixels.len()),
-        ));
+        return Err(bad_request(format!(
+            "{} pixels, expected {side} x {side}",
+            drawing.pixels.len()
+        )));
     }
     let item = ImageItem {
         pixels: drawing.pixels,
         label: 0,
     };
-    let batcher = trained.batcher().map_err(internal)?;
+    let batcher = trained
+        .batcher()
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(batcher.tensors(vec![item], &trained.device).0)
 }
 

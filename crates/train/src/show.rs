@@ -91,7 +91,7 @@ pub fn run(args: ShowArgs) -> Result<()> {
     let title = format!("{} on {}", trained.network.name(), args.image.display());
     write_atomic(&path, html(&title, &report)?.as_bytes())?;
     let best = argmax(&report.average);
-    println!(
+    say!(
         "{}: {} ({:.1}% averaged over {passes} passes); report in {}",
         args.image.display(),
         report.classes[best],

@@ -20,7 +20,7 @@ pub struct SummaryArgs {
 /// Runs `train summary`.
 pub fn run(args: SummaryArgs) -> Result<()> {
     let config = RunConfig::load(&args.config, &Overrides::default())?;
-    print!("{}", describe(&config)?);
+    say!("{}", describe(&config)?.trim_end());
     Ok(())
 }
 

@@ -54,12 +54,12 @@ pub fn run(args: TinyCnnArgs) -> Result<()> {
         let device = device::init(backend)?;
         results.push((backend.to_string(), cnn.by_burn(&device)));
     }
-    print!("{}", side_by_side(&cnn, &hand, &results));
+    say!("{}", side_by_side(&cnn, &hand, &results).trim_end());
     for (backend, stages) in &results {
         hand.compare(stages, args.tolerance)
             .with_context(|| format!("{backend} differs from the hand computation"))?;
     }
-    println!(
+    say!(
         "\nevery stage agrees within {} (absolute + relative) on {}",
         args.tolerance,
         results

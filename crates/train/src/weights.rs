@@ -267,7 +267,7 @@ fn read_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<burn_pack::Tensor>>
         ));
     }
     for (from, count) in converted {
-        eprintln!(
+        say_err!(
             "note: {}: {count} tensors stored as {from}, converted to the network's f32",
             path.display()
         );

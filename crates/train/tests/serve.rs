@@ -1,10 +1,13 @@
 //! `train serve` over HTTP: the page, a drawing answered, and every malformed request refused
-//! with a 4xx while the server keeps serving; then the page itself in a headless browser.
+//! with a 4xx while the server keeps serving; hostile clients on raw sockets that hold up
+//! nobody else; then the page itself in a headless browser.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{not_run, repo, train_sample};
 
@@ -117,6 +120,95 @@ fn the_server_answers_drawings_and_refuses_malformed_requests() {
     let (status, report) = request(&format!("{url}/report"), None);
     assert_eq!(status, 200);
     assert!(report.contains("id=\"conv1\"") && report.contains("class probabilities"));
+}
+
+/// The server's resident memory, in KiB.
+fn resident_kib(server: &Serving) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A raw connection to the server that has sent `head` (and no more).
+fn connect(address: &str, head: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The server may refuse and close before it has read everything: that is an answer too.
+    let _ = stream.write_all(head);
+    stream
+}
+
+/// What the server answered on `stream` (empty when it closed the connection without one).
+fn answer_on(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Seconds a valid drawing takes to be answered, the best of three.
+fn answer_seconds(url: &str) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let (status, text) = request(&format!("{url}/predict"), Some(&bar()));
+            assert_eq!(status, 200, "{text}");
+            started.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn hostile_clients_hold_up_nobody_and_take_no_memory() {
+    let (run, _) = train_sample(1);
+    let (server, url) = serve(run.path());
+    let address = url.trim_start_matches("http://").to_string();
+    let alone = answer_seconds(&url);
+
+    // A client that sends half a body and waits.
+    let mut slow = connect(
+        &address,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"pixels\": [0,",
+    );
+    let slow_since = Instant::now();
+    // One that declares an absurd body: refused at once, before any of it is read.
+    let mut absurd = connect(
+        &address,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n",
+    );
+    let answer = answer_on(&mut absurd);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    // One that sends a 16 MiB header: refused, and its bytes are not kept.
+    let before = resident_kib(&server);
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();
+    head.resize(head.len() + (16 << 20), b'a');
+    head.extend_from_slice(b"\r\n\r\n");
+    let mut huge = connect(&address, &head);
+    let answer = answer_on(&mut huge);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer:?}"
+    );
+    let grown = resident_kib(&server).saturating_sub(before);
+    assert!(grown < 4 << 10, "the server grew by {grown} KiB");
+
+    // While the slow client still holds its connection, a valid drawing is answered in the
+    // same time as alone (a second of slack for a busy 2-core machine).
+    let during = answer_seconds(&url);
+    assert!(slow_since.elapsed() < Duration::from_secs(10));
+    assert!(
+        during < 2.0 * alone + 1.0,
+        "{during:.3} s with a slow client connected, {alone:.3} s alone"
+    );
+    // The slow client is answered 408 once its body has taken too long.
+    let answer = answer_on(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    let (status, _) = request(&format!("{url}/"), None);
+    assert_eq!(status, 200);
 }
 
 #[test]

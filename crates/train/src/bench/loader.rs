@@ -81,7 +81,7 @@ pub fn run(args: LoaderBenchArgs) -> Result<()> {
         seconds,
         images_per_second: images as f64 / seconds,
     };
-    println!(
+    say!(
         "loader: {} batches, {} images in {:.2} s: {:.0} images/s ({} workers, augmentation {})",
         timing.batches,
         timing.images,

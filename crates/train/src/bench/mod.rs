@@ -182,7 +182,7 @@ impl BackendTiming {
 
     /// One line per figure, as the bench table shows it.
     pub fn print(&self) {
-        println!(
+        say!(
             "{:>8}: median {:8.1} ms  min {:8.1} ms  {:8.1} img/s  {:7.1} GFLOP/s  ~{:7.1} s/epoch  ({})",
             self.label(),
             self.median_ms,
@@ -192,22 +192,24 @@ impl BackendTiming {
             self.epoch_seconds,
             self.device
         );
-        println!(
+        say!(
             "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
-            "", self.eval_median_ms, self.eval_images_per_second
+            "",
+            self.eval_median_ms,
+            self.eval_images_per_second
         );
         if let (Some(peak), Some(share)) = (self.matmul_gflop_per_second, self.matmul_share) {
-            println!(
+            say!(
                 "{:>8}  {:.1}% of the {peak:.1} GFLOP/s a 2048^3 matrix product reaches here",
                 "",
                 share * 100.0
             );
         }
         if let Some(n) = self.micro_batches {
-            println!("{:>8}  each step ran as {n} micro-batches (accumulate)", "");
+            say!("{:>8}  each step ran as {n} micro-batches (accumulate)", "");
         }
         if let Some(multi) = &self.multi_device {
-            println!(
+            say!(
                 "{:>8}  on {} devices: median {:.1} ms, {:.1} img/s, scaling efficiency {:.0}% \
                  ({})",
                 "",
@@ -219,10 +221,10 @@ impl BackendTiming {
             );
         }
         if let Some(mib) = self.device_memory_mib {
-            println!("{:>8}  device memory held after a step: {mib:.0} MiB", "");
+            say!("{:>8}  device memory held after a step: {mib:.0} MiB", "");
         }
         if let (Some(ms), Some(share)) = (self.pooling_median_ms, self.pooling_share) {
-            println!(
+            say!(
                 "{:>8}  FMP layers alone (forward + backward): {ms:.1} ms, {:.1}% of a step",
                 "",
                 share * 100.0
@@ -317,7 +319,7 @@ fn time_backends(
         let devices = match device::init_all(backend, &config.devices) {
             Ok(devices) => devices,
             Err(reason) => {
-                println!("{backend:>8}: unavailable: {reason:#}");
+                say!("{backend:>8}: unavailable: {reason:#}");
                 continue;
             }
         };
