@@ -27,8 +27,16 @@ impl Augmentation {
         *self == Self::default()
     }
 
-    /// Checks the ranges, naming the offending field.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks the ranges for a network input of `input_side` pixels a side, naming the
+    /// offending field.
+    pub fn check(&self, input_side: usize) -> Result<(), String> {
+        if self.translate as usize >= input_side {
+            return Err(format!(
+                "translate: {} pixels would move the image out of the network's {input_side} x \
+                 {input_side} input; give less than {input_side}",
+                self.translate
+            ));
+        }
         for (name, value, max) in [
             ("stretch", self.stretch, 0.9),
             ("distortion", self.distortion, 1.0),
@@ -54,7 +62,8 @@ impl Augmentation {
             _ => [[a.cos(), -a.sin()], [a.sin(), a.cos()]],
         };
         let forward = matmul(distortion, [[sx, 0.0], [0.0, sy]]);
-        let t = self.translate as i32;
+        // `check` keeps it below the input's side.
+        let t = i32::try_from(self.translate).unwrap_or(i32::MAX);
         let mut gain = Vec::with_capacity(channels);
         let mut offset = Vec::with_capacity(channels);
         for _ in 0..channels {
@@ -280,15 +289,46 @@ mod tests {
             assert!(t.offset.iter().all(|o| o.abs() <= 25.5));
         }
         assert!((150..250).contains(&flips), "{flips} flips in 400");
-        assert!(aug.check().is_ok());
-        assert!(
-            Augmentation {
-                stretch: 2.0,
-                ..aug
-            }
-            .check()
-            .unwrap_err()
-            .contains("stretch")
-        );
+        assert!(aug.check(94).is_ok());
+        for (bad, field) in [
+            (
+                Augmentation {
+                    stretch: 2.0,
+                    ..aug.clone()
+                },
+                "stretch",
+            ),
+            (
+                Augmentation {
+                    distortion: f32::NAN,
+                    ..aug.clone()
+                },
+                "distortion",
+            ),
+            (
+                Augmentation {
+                    colour: f32::INFINITY,
+                    ..aug.clone()
+                },
+                "colour",
+            ),
+            (
+                Augmentation {
+                    translate: 3_000_000_000,
+                    ..aug.clone()
+                },
+                "translate",
+            ),
+            (
+                Augmentation {
+                    translate: 94,
+                    ..aug.clone()
+                },
+                "translate",
+            ),
+        ] {
+            let err = bad.check(94).unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+        }
     }
 }

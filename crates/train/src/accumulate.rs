@@ -274,6 +274,7 @@ impl MicroBatcher {
 
 impl Batcher<ImageItem, ImageBatch> for MicroBatcher {
     fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
+        crate::panics::injected_fault();
         let share = match self.micro_batches {
             1 => 1.0,
             _ => items.len() as f32 / self.batch_size as f32,

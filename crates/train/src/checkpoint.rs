@@ -43,6 +43,13 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
     /// (what is left of the epoch is removed by [`remove_incomplete`] once the run has stopped).
     fn save(&self, epoch: usize, record: R) -> Result<(), CheckpointerError> {
         let path = self.path(epoch);
+        // An epoch cut short by a loader's panic is not a finished epoch.
+        if let Some(panic) = crate::panics::loader_panic() {
+            return Err(CheckpointerError::Unknown(format!(
+                "{} not written: a data-loader thread panicked: {panic}",
+                path.display()
+            )));
+        }
         let bytes = record
             .checkpoint_into_bytes()
             .map_err(CheckpointerError::Record)?;
@@ -149,8 +156,9 @@ pub fn check_resumable(run: &Path, epoch: usize, network: &Network) -> Result<()
 }
 
 /// The newest complete checkpoint of `run` that `check` accepts, with what `check` returned.
-/// Each newer one it rejects is reported on stderr with the reason; when it rejects them all,
-/// the error lists them and says what to do.
+/// Each newer one it rejects as damaged is reported on stderr with the reason; when it rejects
+/// them all, the error lists them and says what to do. A [`weights::Mismatch`] (a sound
+/// checkpoint of another network) is returned as it is: no older checkpoint would fit either.
 pub fn newest_valid<T>(
     run: &Path,
     mut check: impl FnMut(usize) -> Result<T>,
@@ -165,6 +173,8 @@ pub fn newest_valid<T>(
                 }
                 return Ok((epoch, value));
             }
+            // A sound checkpoint of another network: the older ones are of the same run.
+            Err(e) if e.is::<weights::Mismatch>() => return Err(e),
             Err(e) => {
                 say_err!(
                     "warning: the checkpoint of epoch {epoch} in {} is damaged: {e:#}",

@@ -147,6 +147,9 @@ pub enum OptimizerSpec {
         /// Second-moment decay.
         #[serde(default = "beta_2")]
         beta_2: f32,
+        /// Added to the second moment's root before dividing by it.
+        #[serde(default = "epsilon")]
+        epsilon: f32,
         /// L2 penalty.
         #[serde(default)]
         weight_decay: f64,
@@ -160,6 +163,48 @@ impl OptimizerSpec {
             Self::Sgd { learning_rate, .. } | Self::Adam { learning_rate, .. } => learning_rate,
         }
     }
+
+    /// Checks every hyper-parameter's range (those PyTorch's optimisers refuse are refused
+    /// here too), naming the key.
+    fn check(&self) -> Result<(), String> {
+        let lr = self.learning_rate();
+        if !(lr > 0.0 && lr <= 1.0) {
+            return Err(format!("optimizer.learning_rate: {lr} is outside (0, 1]"));
+        }
+        let (decays, weight_decay) = match *self {
+            Self::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => (vec![("momentum", momentum)], weight_decay),
+            Self::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+                weight_decay,
+                ..
+            } => {
+                if !(epsilon > 0.0 && epsilon.is_finite()) {
+                    return Err(format!(
+                        "optimizer.epsilon: {epsilon} is not a small positive number"
+                    ));
+                }
+                let betas = [("beta_1", beta_1), ("beta_2", beta_2)];
+                (betas.map(|(k, v)| (k, v as f64)).to_vec(), weight_decay)
+            }
+        };
+        for (key, value) in decays {
+            if !(0.0..1.0).contains(&value) {
+                return Err(format!("optimizer.{key}: {value} is outside [0, 1)"));
+            }
+        }
+        if !(0.0..=1.0).contains(&weight_decay) {
+            return Err(format!(
+                "optimizer.weight_decay: {weight_decay} is outside [0, 1]"
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn beta_1() -> f32 {
@@ -167,6 +212,10 @@ fn beta_1() -> f32 {
 }
 fn beta_2() -> f32 {
     0.999
+}
+/// Burn's default (PyTorch's is 1e-8).
+fn epsilon() -> f32 {
+    1e-5
 }
 
 /// The `[schedule]` table: how the learning rate moves over epochs.
@@ -239,6 +288,43 @@ pub struct Overrides {
     pub test_passes: Option<usize>,
 }
 
+impl ScheduleSpec {
+    /// Checks the schedule's values against the optimiser's `learning_rate`, naming the key.
+    fn check(&self, learning_rate: f64) -> Result<(), String> {
+        match *self {
+            Self::Constant => Ok(()),
+            Self::Exponential { decay_per_epoch } if !(decay_per_epoch >= 0.0) => Err(format!(
+                "schedule.decay_per_epoch: {decay_per_epoch} is not a rate >= 0"
+            )),
+            Self::Exponential { decay_per_epoch } if decay_per_epoch.is_infinite() => {
+                Err("schedule.decay_per_epoch: inf is not a rate".into())
+            }
+            Self::Exponential { .. } => Ok(()),
+            Self::Step {
+                every_epochs: 0, ..
+            } => Err("schedule.every_epochs: expected at least 1".into()),
+            Self::Step { gamma, .. } if !(gamma > 0.0 && gamma.is_finite()) => {
+                Err(format!("schedule.gamma: {gamma} is not a factor > 0"))
+            }
+            Self::Step { .. } => Ok(()),
+            Self::Cosine { min_lr } if !(0.0..=learning_rate).contains(&min_lr) => Err(format!(
+                "schedule.min_lr: {min_lr} is outside [0, learning_rate = {learning_rate}]"
+            )),
+            Self::Cosine { .. } => Ok(()),
+        }
+    }
+}
+
+/// Upper bounds of the integer values: far beyond any use, low enough that no count derived
+/// from them overflows and that each fits in a TOML integer when the run's config is written.
+const LIMITS: [(&str, u64); 5] = [
+    ("epochs", 1_000_000),
+    ("batch_size", 1 << 20),
+    ("workers", 1024),
+    ("test_passes", 10_000),
+    ("seed", i64::MAX as u64),
+];
+
 impl RunConfig {
     /// Reads and validates `path`, then applies `overrides`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
@@ -279,6 +365,18 @@ impl RunConfig {
         if self.batch_size == 0 {
             return Err("batch_size: expected at least 1".into());
         }
+        let values = [
+            self.epochs as u64,
+            self.batch_size as u64,
+            self.workers as u64,
+            self.test_passes.unwrap_or(1) as u64,
+            self.seed,
+        ];
+        for ((key, limit), value) in LIMITS.into_iter().zip(values) {
+            if value > limit {
+                return Err(format!("{key}: {value} is more than the {limit} allowed"));
+            }
+        }
         if let DeviceList::Indices(indices) = &self.devices {
             if indices.is_empty() {
                 return Err(
@@ -313,24 +411,54 @@ impl RunConfig {
                 self.validation_fraction
             ));
         }
-        let lr = self.optimizer.learning_rate();
-        if !(lr > 0.0 && lr <= 1.0) {
-            return Err(format!("optimizer.learning_rate: {lr} is outside (0, 1]"));
-        }
-        self.augment.check().map_err(|e| format!("augment.{e}"))?;
+        self.optimizer.check()?;
+        self.schedule.check(self.optimizer.learning_rate())?;
         if self.test_passes == Some(0) {
             return Err("test_passes: expected at least 1".into());
         }
-        if let NetworkConfig::FmpNet(fmp) = self.network() {
+        let network = self.network();
+        if let NetworkConfig::FmpNet(fmp) = &network {
             fmp.check().map_err(|e| format!("model.{e}"))?;
         }
-        if let ScheduleSpec::Step {
-            every_epochs: 0, ..
-        } = self.schedule
-        {
-            return Err("schedule.every_epochs: expected at least 1".into());
-        }
+        self.augment
+            .check(network.input_size())
+            .map_err(|e| format!("augment.{e}"))?;
         Ok(())
+    }
+
+    /// How the network of `self` differs from that of `other`: each key of `dataset` and the
+    /// `[model]` table with another value, as `key = ours (other's)`.
+    pub fn network_differences(&self, other: &RunConfig) -> String {
+        let keys = |config: &RunConfig| {
+            let mut keys = vec![("dataset".to_string(), format!("{:?}", config.dataset))];
+            if let Ok(toml::Value::Table(model)) = toml::Value::try_from(&config.model) {
+                keys.extend(
+                    model
+                        .into_iter()
+                        .map(|(k, v)| (format!("model.{k}"), v.to_string())),
+                );
+            }
+            keys
+        };
+        let theirs = keys(other);
+        // Networks of two kinds differ in every key: their kinds say it.
+        let same_kind = std::mem::discriminant(&self.model) == std::mem::discriminant(&other.model);
+        let differences: Vec<String> = keys(self)
+            .into_iter()
+            .filter(|(key, _)| same_kind || key == "dataset" || key == "model.kind")
+            .filter_map(|(key, ours)| {
+                let other = theirs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.as_str());
+                (other != Some(ours.as_str()))
+                    .then(|| format!("{key} = {ours} ({})", other.unwrap_or("absent")))
+            })
+            .collect();
+        match differences.is_empty() {
+            true => "the same dataset and [model]".into(),
+            false => differences.join(", "),
+        }
     }
 
     /// The dataset (validated at load time).
@@ -380,11 +508,13 @@ impl RunConfig {
             OptimizerSpec::Adam {
                 beta_1,
                 beta_2,
+                epsilon,
                 weight_decay,
                 ..
             } => AdamConfig::new()
                 .with_beta_1(beta_1)
                 .with_beta_2(beta_2)
+                .with_epsilon(epsilon)
                 .with_weight_decay(decay(weight_decay))
                 .init(),
         }
@@ -403,7 +533,8 @@ impl RunConfig {
             ScheduleSpec::Step {
                 every_epochs,
                 gamma,
-            } => StepLrSchedulerConfig::new(lr, every_epochs * steps)
+                // Beyond any run's length it never drops, as intended; the product must not wrap.
+            } => StepLrSchedulerConfig::new(lr, every_epochs.saturating_mul(steps))
                 .with_gamma(gamma)
                 .init(),
             ScheduleSpec::Cosine { min_lr } => {

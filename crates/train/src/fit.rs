@@ -33,6 +33,7 @@ use crate::{
     device,
     evaluate::{accuracy, averaged_note, percent_and_error},
     files::write_atomic,
+    panics,
     progress::{EpochRenderer, NonFinite},
 };
 
@@ -46,6 +47,11 @@ pub struct RunArgs {
     /// Continue the run in the output directory from its last complete checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Train into an output folder that holds files this run did not write, or the
+    /// config.toml of another run without a checkpoint: the run's own files are replaced, the
+    /// others left as they are.
+    #[arg(long)]
+    pub reuse_output: bool,
 }
 
 /// Runs `train <config.toml>`.
@@ -53,8 +59,25 @@ pub fn run(args: RunArgs) -> Result<()> {
     let Some(config) = args.config else {
         bail!("no config given; try: train configs/quickstart.toml (see --help)");
     };
-    let config = RunConfig::load(&config, &args.overrides)?;
-    train(&config, args.resume).map(|_| ())
+    let origin = config;
+    let config = RunConfig::load(&origin, &args.overrides)?;
+    let start = Start {
+        origin: &origin,
+        resume: args.resume,
+        reuse_output: args.reuse_output,
+    };
+    train(&config, start).map(|_| ())
+}
+
+/// How a run starts: from which config file, and into which state of its output folder.
+#[derive(Clone, Copy)]
+pub struct Start<'a> {
+    /// The config file the run's config was read from.
+    pub origin: &'a Path,
+    /// Continue the run in the output folder (`--resume`).
+    pub resume: bool,
+    /// Write beside files the run did not write (`--reuse-output`).
+    pub reuse_output: bool,
 }
 
 /// The machine-readable result of a run, written to `<output>/summary.json`.
@@ -103,27 +126,14 @@ pub struct TestError {
     pub averaged: f64,
 }
 
-/// Trains `config`, or continues its run directory when `resume` is set, then evaluates on the
-/// test set and writes the summary. Returns the summary.
-pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
+/// Trains `config`, or continues its run directory when `start` resumes, then evaluates on
+/// the test set and writes the summary. Returns the summary. Nothing in the run directory
+/// changes before every check has passed.
+pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     let run = config.output.clone();
-    if resume && last_complete(&run).is_none() {
-        bail!(
-            "--resume: no complete checkpoint in {}/checkpoint",
-            run.display()
-        );
-    }
-    if !resume && last_complete(&run).is_some() {
-        bail!(
-            "{} already holds a run; pass --resume to continue it or --output for a new one",
-            run.display()
-        );
-    }
-    std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
-    write_atomic(
-        &run.join("config.toml"),
-        toml::to_string(config)?.as_bytes(),
-    )?;
+    let resume = start.resume;
+    let config_text = toml::to_string(config)?;
+    check_output(&run, start, &config_text)?;
 
     // Data first: a missing file is reported before any device starts.
     let kind = config.dataset_kind();
@@ -135,7 +145,12 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let resumed_from = match resume {
         true => {
             let network = config.network().init(&device);
-            Some(newest_valid(&run, |epoch| check_resumable(&run, epoch, &network))?.0)
+            let newest = newest_valid(&run, |epoch| check_resumable(&run, epoch, &network));
+            Some(
+                newest
+                    .map_err(|e| another_network(e, &run, config, start.origin))?
+                    .0,
+            )
         }
         false => None,
     };
@@ -180,6 +195,13 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let all_train = ImageDataset::new(splits.train_images, splits.train_labels);
     let held_out = (all_train.len() as f64 * config.validation_fraction).round() as usize;
     let (train_set, valid_set) = all_train.split_tail(held_out);
+    if train_set.is_empty() {
+        bail!(
+            "validation_fraction: {} holds out all {} training images; give a smaller share",
+            config.validation_fraction,
+            held_out
+        );
+    }
     let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
     let batcher = ImageBatcher::new(kind, train_set.image_shape(), model.input_size())?;
     // Optimiser steps: Burn gives each device a slice of the training set (the last one the
@@ -216,6 +238,10 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         folder.display()
     );
 
+    // Every check has passed: the run directory may change now.
+    std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
+    write_atomic(&run.join("config.toml"), config_text.as_bytes())?;
+
     // Training batches are per device and micro-batch; validation runs whole micro-batches on
     // the first device.
     let train_batcher = MicroBatcher::new(
@@ -247,6 +273,7 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         .renderer(Box::new(renderer))
         .num_epochs(config.epochs);
     stop_on_signal(&interrupter);
+    panics::stop_on_loader_panic(&interrupter);
     if let Some(epoch) = resumed_from {
         training = training.checkpoint(epoch);
     }
@@ -266,6 +293,12 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
     let result = training.launch(learner);
     if result.error.is_some() || result.interrupted.is_some() {
         remove_incomplete(&run);
+    }
+    if let Some(panic) = panics::loader_panic() {
+        bail!(
+            "training failed: a data-loader thread panicked: {panic}; {}",
+            kept_checkpoint(&run, SAME_COMMAND)
+        );
     }
     if let Some(error) = result.error {
         let error = error.to_string();
@@ -368,6 +401,111 @@ pub fn train(config: &RunConfig, resume: bool) -> Result<RunSummary> {
         );
     }
     Ok(summary)
+}
+
+/// What a run writes into its directory; `check_output` lets a new run replace these (left by
+/// an attempt that stopped before its first checkpoint) and nothing else.
+const RUN_FILES: [&str; 8] = [
+    "config.toml",
+    "summary.json",
+    curves::CSV,
+    curves::SVG,
+    "experiment.log",
+    "train",
+    "valid",
+    "checkpoint",
+];
+
+/// Refuses, before anything is written, an output folder the run must not write into: for a
+/// new run, one that holds a checkpoint, files no run writes, or another run's config (unless
+/// `start` reuses the output); for a resumed run, one without a complete checkpoint.
+fn check_output(run: &Path, start: Start, config_text: &str) -> Result<()> {
+    if run.exists() && !run.is_dir() {
+        bail!(
+            "output: {} is a file, not a folder; give a folder for the run",
+            run.display()
+        );
+    }
+    let complete = last_complete(run);
+    match (start.resume, complete) {
+        (true, None) => bail!(
+            "--resume: no complete checkpoint in {}",
+            run.join("checkpoint").display()
+        ),
+        (true, Some(_)) => return Ok(()),
+        (false, Some(_)) => bail!(
+            "{} already holds a run; pass --resume to continue it or --output for a new one",
+            run.display()
+        ),
+        (false, None) if start.reuse_output => return Ok(()),
+        (false, None) => {}
+    }
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return Ok(());
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    for name in names {
+        let path = run.join(&name);
+        let own = RUN_FILES.contains(&name.strip_suffix(".tmp").unwrap_or(&name));
+        if name == "config.toml" {
+            // The same command started again after a stop before the first checkpoint.
+            if std::fs::read_to_string(&path).is_ok_and(|text| text == config_text) {
+                continue;
+            }
+            bail!(
+                "{} holds another config than this run's (yours, or a run's that saved no \
+                 checkpoint); train into a new --output, or pass --reuse-output to replace it",
+                path.display()
+            );
+        }
+        if !own {
+            bail!(
+                "{} holds {}, which a run does not write; train into an empty or new \
+                 --output, or pass --reuse-output to write the run's files beside it",
+                run.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The refusal to resume `run` with `config` (from `origin`) when its checkpoints are of
+/// another network: both networks named, and the way to go on.
+fn another_network(
+    error: anyhow::Error,
+    run: &Path,
+    config: &RunConfig,
+    origin: &Path,
+) -> anyhow::Error {
+    if !error.is::<crate::weights::Mismatch>() {
+        return error;
+    }
+    let own_path = run.join("config.toml");
+    let differences = RunConfig::load(&own_path, &Overrides::default())
+        .map(|own| own.network_differences(config));
+    let ways = format!(
+        "to continue that run, resume it with its own config: train {} --resume (flags such as \
+         --epochs still apply); to train {} instead, give a new --output",
+        own_path.display(),
+        origin.display()
+    );
+    match differences {
+        Ok(differences) => error.context(format!(
+            "{} holds a run of another network than {} describes ({differences}: the run's \
+             value first). Nothing was changed; {ways}",
+            run.display(),
+            origin.display()
+        )),
+        Err(_) => error.context(format!(
+            "{} does not describe the network of the run in {}. Nothing was changed; {ways}",
+            origin.display(),
+            run.display()
+        )),
+    }
 }
 
 /// How to go on from a run that stopped through no fault of its config.

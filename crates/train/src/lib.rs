@@ -26,6 +26,7 @@ mod export;
 mod files;
 mod fit;
 mod list_devices;
+mod panics;
 mod predict;
 mod progress;
 mod serve;

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::{
     module::{Module, Param},
     optim::{GradientsParams, SgdConfig},
@@ -44,11 +44,27 @@ pub struct TinyCnnArgs {
 /// Runs `train tiny-cnn`: every stage side by side, then fails if a backend differs from the
 /// hand computation.
 pub fn run(args: TinyCnnArgs) -> Result<()> {
+    if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
+        bail!(
+            "--tolerance: {} is not a difference; give a finite value >= 0, e.g. 1e-5",
+            args.tolerance
+        );
+    }
     let cnn = match &args.values {
         Some(path) => TinyCnn::load(path)?,
         None => TinyCnn::default(),
     };
     let hand = cnn.by_hand();
+    // Burn computes in f32: a stage beyond its range cannot be compared, only overflow.
+    for (name, values) in hand.named() {
+        if let Some(v) = values.iter().find(|v| !(v.abs() <= f32::MAX as f64)) {
+            bail!(
+                "{}: the hand computation's {name} reaches {v}, beyond f32's range; give \
+                 smaller values",
+                source(&args.values)
+            );
+        }
+    }
     let mut results = Vec::new();
     for backend in args.backends {
         let device = device::init(backend)?;
@@ -69,6 +85,14 @@ pub fn run(args: TinyCnnArgs) -> Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+/// Where the values came from, for messages.
+fn source(values: &Option<PathBuf>) -> String {
+    match values {
+        Some(path) => path.display().to_string(),
+        None => "the built-in example".into(),
+    }
 }
 
 /// The network's numbers: input, parameters, target and learning rate. The defaults make the
@@ -157,7 +181,26 @@ impl TinyCnn {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim()))
+        let cnn: Self = toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
+        let values = cnn
+            .image
+            .iter()
+            .flatten()
+            .chain(cnn.kernel.iter().flatten());
+        let values = values.chain(&cnn.weights).chain([
+            &cnn.bias,
+            &cnn.dense_bias,
+            &cnn.target,
+            &cnn.learning_rate,
+        ]);
+        if let Some(v) = values.into_iter().find(|v| !v.is_finite()) {
+            bail!(
+                "{}: {v} is not a number the network can compute with; give finite values",
+                path.display()
+            );
+        }
+        Ok(cnn)
     }
 
     /// Every stage by plain loops over f64, from the rules of the lesson.
@@ -408,7 +451,8 @@ impl Stages {
     pub fn compare(&self, other: &Stages, tolerance: f64) -> Result<()> {
         for ((name, ours), (_, theirs)) in self.named().iter().zip(other.named()) {
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-                if (a - b).abs() > tolerance * (1.0 + a.abs()) {
+                // Written so that NaN, on either side, is a difference.
+                if !((a - b).abs() <= tolerance * (1.0 + a.abs())) {
                     return Err(anyhow!("{name}, value {i}: {a} against {b}"));
                 }
             }
@@ -593,5 +637,29 @@ mod tests {
             err.contains("none.toml") && err.contains("cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn values_that_are_not_numbers_are_refused_and_nan_never_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.toml");
+        let text = toml::to_string(&TinyCnn::default()).unwrap();
+        assert!(text.contains("target = 1.0"), "{text}");
+        for bad in ["nan", "inf", "-inf"] {
+            std::fs::write(
+                &path,
+                text.replace("target = 1.0", &format!("target = {bad}")),
+            )
+            .unwrap();
+            let err = format!("{:#}", TinyCnn::load(&path).unwrap_err());
+            assert!(err.contains("tiny.toml") && err.contains("finite"), "{err}");
+        }
+        let hand = TinyCnn::default().by_hand();
+        for value in [f64::NAN, f64::INFINITY] {
+            let mut other = hand.clone();
+            other.output = value;
+            assert!(hand.compare(&other, 1e-5).is_err(), "{value} agreed");
+        }
+        assert!(hand.compare(&hand.clone(), 0.0).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use data::{DatasetKind, ImageBatcher};
 use models::Network;
@@ -69,30 +69,40 @@ impl Trained {
     /// `config.toml` beside the weights (in the export folder or the run directory).
     pub fn load(source: &Path, config: Option<&Path>, overrides: &Overrides) -> Result<Self> {
         let (weights, beside) = locate_weights(source)?;
-        let config = match (config, weights::embedded_config(&weights)?) {
-            (Some(path), _) => RunConfig::load(path, overrides)?,
-            (None, Some(text)) => RunConfig::parse(&text, &weights, overrides)?,
-            (None, None) => match beside {
-                Some(path) => RunConfig::load(&path, overrides)?,
-                None => bail!(
-                    "{}: which network are these weights for? No config.toml beside them and \
-                     none embedded; pass --config",
-                    weights.display()
-                ),
+        // The weights' own config: embedded in them, else beside them.
+        let own = match weights::embedded_config(&weights)? {
+            Some(text) => Some((text, weights.clone())),
+            None => match beside {
+                Some(path) => Some((read_config(&path)?, path)),
+                None => None,
             },
+        };
+        let given = config;
+        let config = match (given, &own) {
+            (Some(path), _) => RunConfig::load(path, overrides)?,
+            (None, Some((text, origin))) => RunConfig::parse(text, origin, overrides)?,
+            (None, None) => bail!(
+                "{}: which network are these weights for? No config.toml beside them and none \
+                 embedded; pass --config",
+                weights.display()
+            ),
         };
         let device = device::init(config.backend)?;
         let fresh = || config.network().init(&device);
         // In a run directory, the newest checkpoint that loads: a damaged one is reported and
         // passed over.
-        let (network, weights) = if source.is_dir() && last_complete(source).is_some() {
-            let (epoch, network) = newest_valid(source, |epoch| {
+        let loaded = if source.is_dir() && last_complete(source).is_some() {
+            newest_valid(source, |epoch| {
                 weights::load(fresh(), &model_checkpoint(source, epoch))
-            })?;
-            (network, model_checkpoint(source, epoch))
+            })
+            .map(|(epoch, network)| (network, model_checkpoint(source, epoch)))
         } else {
-            (weights::load(fresh(), &weights)?, weights)
+            weights::load(fresh(), &weights).map(|network| (network, weights.clone()))
         };
+        let (network, weights) = loaded.map_err(|e| match e.is::<weights::Mismatch>() {
+            true => mismatch(e, &config, given, own),
+            false => e,
+        })?;
         Ok(Self {
             config,
             network,
@@ -121,6 +131,44 @@ impl Trained {
             Some(passes) => Ok(passes),
             None => Ok(self.config.test_passes()),
         }
+    }
+}
+
+/// The text of the config file at `path`.
+fn read_config(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// Why weights (sound, but of another network than `config`'s) were refused, and which
+/// config to use: the one `--config` gave (`given`) against the weights' `own` (text and
+/// origin), where there is one.
+fn mismatch(
+    error: anyhow::Error,
+    config: &RunConfig,
+    given: Option<&Path>,
+    own: Option<(String, PathBuf)>,
+) -> anyhow::Error {
+    let own = own.and_then(|(text, origin)| {
+        let parsed = RunConfig::parse(&text, &origin, &Overrides::default()).ok()?;
+        Some((parsed, origin))
+    });
+    match (given, own) {
+        (Some(given), Some((own, origin))) => error.context(format!(
+            "the weights were trained with the network of {} and --config {} describes \
+             another ({}: the weights' value first); leave --config out to use the weights' \
+             own config, or give the one they were trained with",
+            origin.display(),
+            given.display(),
+            own.network_differences(config)
+        )),
+        (Some(given), None) => error.context(format!(
+            "--config {} is not the config these weights were trained with; give that one",
+            given.display()
+        )),
+        (None, _) => error.context(
+            "the config beside the weights is not the one they were trained with; pass \
+             --config with that one",
+        ),
     }
 }
 

@@ -163,8 +163,18 @@ pub fn embedded_config(path: &Path) -> Result<Option<String>> {
         .and_then(|m| m.get(CONFIG_KEY).cloned()))
 }
 
+/// Weights that decode but belong to another network than the one they were loaded into:
+/// the file is sound, the config chosen for it is not (see [`load`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Mismatch {
+    message: String,
+}
+
 /// Loads the weights at `path` into `network`, which must be built from the same
 /// configuration: the file has to hold exactly the network's tensors, with the same shapes.
+/// A file that decodes but holds other tensors is a [`Mismatch`]; one that does not decode is
+/// any other error.
 pub fn load(mut network: Network, path: &Path) -> Result<Network> {
     let format = WeightsFormat::of(path)?;
     let bytes = read(path)?;
@@ -178,8 +188,8 @@ pub fn load(mut network: Network, path: &Path) -> Result<Network> {
         .iter()
         .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect();
-    compare(&layout(&network, format), &found).map_err(|differences| {
-        anyhow!(
+    compare(&layout(&network, format), &found).map_err(|differences| Mismatch {
+        message: format!(
             "{} does not hold the weights of this {} network ({} format): {differences}",
             path.display(),
             network.name(),
@@ -187,7 +197,7 @@ pub fn load(mut network: Network, path: &Path) -> Result<Network> {
                 WeightsFormat::Burnpack => "Burn",
                 WeightsFormat::PyTorch => "PyTorch",
             }
-        )
+        ),
     })?;
     let tensors = tensors
         .into_iter()

@@ -76,6 +76,12 @@ impl Default for FmpNetConfig {
     }
 }
 
+/// The largest input side a net may need: far beyond Graham's nets (36 for MNIST, 94 for
+/// CIFAR-10).
+pub const MAX_INPUT_SIDE: usize = 2048;
+/// The most convolution parameters a net may have: 16 GiB of f32 weights.
+pub const MAX_PARAMETERS: u128 = 1 << 32;
+
 /// A hyper-parameter the network cannot be built with.
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {problem}")]
@@ -109,10 +115,58 @@ impl FmpNetConfig {
                 format!("{} is outside [0, 1)", self.max_dropout),
             );
         }
-        if self.leaky_slope < 0.0 {
-            return invalid("leaky_slope", format!("{} is negative", self.leaky_slope));
+        if !(0.0..=1.0).contains(&self.leaky_slope) {
+            return invalid(
+                "leaky_slope",
+                format!("{} is outside [0, 1]", self.leaky_slope),
+            );
+        }
+        // The sizes grow by at least two per block, walking back from the output as
+        // `fmp_sizes` does: a bounded walk finds a net too large before any size can wrap.
+        let mut side = 2;
+        for _ in 0..self.layers {
+            side = sizes::pooled_from(self.alpha, side) + 1;
+            if side > MAX_INPUT_SIDE {
+                return invalid(
+                    "layers",
+                    format!(
+                        "{} blocks at alpha {} need an input of more than {MAX_INPUT_SIDE} \
+                         pixels a side; use fewer layers or a smaller alpha",
+                        self.layers, self.alpha
+                    ),
+                );
+            }
+        }
+        // Counted wide, after bounding `filters`, so that the count itself cannot wrap.
+        if self.filters > u32::MAX as usize || self.parameters() > MAX_PARAMETERS {
+            return invalid(
+                "filters",
+                format!(
+                    "{} filters per block over {} blocks make more than {MAX_PARAMETERS} \
+                     parameters; use fewer",
+                    self.filters, self.layers
+                ),
+            );
         }
         Ok(())
+    }
+
+    /// The convolutions' weights and biases, counted without building the net (`layers` and
+    /// `filters` bounded as `check` bounds them first).
+    fn parameters(&self) -> u128 {
+        let (k, layers) = (self.filters as u128, self.layers as u128);
+        let conv = |inputs: u128, outputs: u128, area: u128| inputs * outputs * area + outputs;
+        let blocks: u128 = (0..layers)
+            .map(|i| {
+                conv(
+                    if i == 0 { self.channels as u128 } else { k * i },
+                    k * (i + 1),
+                    4,
+                )
+            })
+            .sum();
+        let head = k * (layers + 1);
+        blocks + conv(k * layers, head, 4) + conv(head, self.num_classes as u128, 1)
     }
 
     /// The spatial sizes from input to output (see [`fmp_sizes`]).
@@ -294,6 +348,73 @@ impl FmpNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nets_whose_sizes_do_not_fit_are_named_errors() {
+        let check = |config: FmpNetConfig| config.check().map_err(|e| e.to_string());
+        assert!(check(FmpNetConfig::default()).is_ok());
+        let cifar = FmpNetConfig {
+            layers: 12,
+            filters: 160,
+            alpha: 2f64.cbrt(),
+            channels: 3,
+            ..FmpNetConfig::default()
+        };
+        assert!(check(cifar.clone()).is_ok());
+        for (config, field) in [
+            (
+                FmpNetConfig {
+                    layers: 68,
+                    alpha: 2.0,
+                    ..FmpNetConfig::default()
+                },
+                "layers",
+            ),
+            (
+                FmpNetConfig {
+                    layers: 1_000_000_000_000,
+                    ..FmpNetConfig::default()
+                },
+                "layers",
+            ),
+            (
+                FmpNetConfig {
+                    filters: 1 << 62,
+                    ..FmpNetConfig::default()
+                },
+                "filters",
+            ),
+            (
+                FmpNetConfig {
+                    filters: 100_000,
+                    ..cifar
+                },
+                "filters",
+            ),
+            (
+                FmpNetConfig {
+                    leaky_slope: f64::NAN,
+                    ..FmpNetConfig::default()
+                },
+                "leaky_slope",
+            ),
+        ] {
+            let err = check(config).unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+        }
+        // The largest net that fits has every size in range.
+        let largest = (1..)
+            .map(|layers| FmpNetConfig {
+                layers,
+                alpha: 2.0,
+                ..FmpNetConfig::default()
+            })
+            .take_while(|c| c.check().is_ok())
+            .last()
+            .unwrap();
+        assert!(largest.sizes()[0] <= MAX_INPUT_SIDE);
+        assert!(largest.sizes().windows(2).all(|w| w[0] > w[1]));
+    }
 
     #[test]
     fn mnist_net_matches_grahams_layout() {

@@ -12,16 +12,24 @@ pub fn fmp_sizes(alpha: f64, layers: usize) -> Vec<usize> {
     let mut sizes = vec![1, 2];
     let mut size = 2;
     for _ in 0..layers {
-        let mut pooled_from = (alpha * size as f64).round() as usize;
-        if pooled_from == size {
-            pooled_from += 1;
-        }
+        let pooled_from = pooled_from(alpha, size);
         sizes.push(pooled_from);
         size = pooled_from + 1;
         sizes.push(size);
     }
     sizes.reverse();
     sizes
+}
+
+/// The side an FMP layer by `alpha` pools down to `size`: `round(alpha * size)`, at least one
+/// more than `size`.
+pub(crate) fn pooled_from(alpha: f64, size: usize) -> usize {
+    let pooled_from = (alpha * size as f64).round() as usize;
+    if pooled_from == size {
+        pooled_from + 1
+    } else {
+        pooled_from
+    }
 }
 
 #[cfg(test)]
