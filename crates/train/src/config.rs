@@ -293,11 +293,12 @@ impl ScheduleSpec {
     fn check(&self, learning_rate: f64) -> Result<(), String> {
         match *self {
             Self::Constant => Ok(()),
-            Self::Exponential { decay_per_epoch } if !(decay_per_epoch >= 0.0) => Err(format!(
-                "schedule.decay_per_epoch: {decay_per_epoch} is not a rate >= 0"
-            )),
-            Self::Exponential { decay_per_epoch } if decay_per_epoch.is_infinite() => {
-                Err("schedule.decay_per_epoch: inf is not a rate".into())
+            Self::Exponential { decay_per_epoch }
+                if !(decay_per_epoch >= 0.0 && decay_per_epoch.is_finite()) =>
+            {
+                Err(format!(
+                    "schedule.decay_per_epoch: {decay_per_epoch} is not a finite rate >= 0"
+                ))
             }
             Self::Exponential { .. } => Ok(()),
             Self::Step {

@@ -35,6 +35,9 @@ pub struct EpochRecord {
     pub images_per_second: f64,
 }
 
+/// The largest magnitude plotted: twice it, padded, is still a finite range.
+const PLOTTABLE: f64 = 1e300;
+
 /// Writes the curves of a run: the epochs of earlier processes (read back on `--resume`) and
 /// those of this one.
 #[derive(Clone, Debug)]
@@ -118,7 +121,8 @@ pub fn plot(epochs: &[EpochRecord]) -> Result<String> {
             let values: Vec<f64> = epochs
                 .iter()
                 .flat_map(|e| series.map(|f| f(e)))
-                .filter(|v| v.is_finite())
+                // Beyond this no axis can span them: plotters would loop on an infinite range.
+                .filter(|v| v.abs() <= PLOTTABLE)
                 .collect();
             let low = values.iter().copied().fold(f64::INFINITY, f64::min);
             let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use burn::prelude::*;
 use models::Network;
 use ops::{PoolRegions, Span};
@@ -128,14 +128,23 @@ pub struct Export {
 /// configuration and reference logits; then loads both weights files back into fresh networks
 /// and checks that they give the same logits.
 pub fn export(trained: &Trained, folder: &Path) -> Result<Export> {
-    std::fs::create_dir_all(folder)
-        .with_context(|| format!("cannot create {}", folder.display()))?;
     let config = toml::to_string(&trained.config)?;
     let network = &trained.network;
     let input = reference_input(network, trained.dataset().channels(), &trained.device);
     network.reseed(REFERENCE_SEED);
     let regions = network.next_regions(2);
     let logits = reference_logits(network, input.clone());
+    let [batch, classes] = logits.dims();
+    let logit_values = host_values(logits.clone())?;
+    if logit_values.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "{}: the network's outputs are NaN or infinite (the weights of a run that \
+             diverged?); nothing was exported",
+            trained.weights.display()
+        );
+    }
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
 
     let mut files = Vec::new();
     let mut reload_difference = 0f32;
@@ -151,7 +160,10 @@ pub fn export(trained: &Trained, folder: &Path) -> Result<Export> {
             .abs()
             .max()
             .into_scalar::<f32>();
-        reload_difference = reload_difference.max(difference);
+        // NaN, which `f32::max` would pass over, makes the check below fail.
+        if difference.is_nan() || difference > reload_difference {
+            reload_difference = difference;
+        }
         files.push(path);
     }
     ensure!(
@@ -160,9 +172,8 @@ pub fn export(trained: &Trained, folder: &Path) -> Result<Export> {
          {reload_difference} after loading them back"
     );
 
-    let [batch, classes] = logits.dims();
     let input_shape = input.dims();
-    let logits = host_values(logits)?;
+    let logits = logit_values;
     let reference = Reference {
         model: network.name().to_string(),
         input_shape,

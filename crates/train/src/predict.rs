@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::data::dataloader::batcher::Batcher;
 use data::{DatasetKind, ImageItem};
 use image::imageops::FilterType;
@@ -104,18 +104,33 @@ pub fn predict(
         .collect())
 }
 
+/// The most pixels an image may declare: Pillow's `MAX_IMAGE_PIXELS`, a quarter of a gigabyte
+/// of RGB. An image is checked against it before it is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 89_478_485;
+
 /// Decodes `file` into an item of `kind`'s layout: channels x side x side bytes.
 pub fn read_image(file: &Path, kind: DatasetKind, invert: bool) -> Result<ImageItem> {
-    let decoded = image::ImageReader::open(file)
-        .and_then(|reader| reader.with_guessed_format())
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .decode()
-        .with_context(|| {
-            format!(
-                "{}: cannot decode the image (PNG or JPEG expected)",
-                file.display()
-            )
-        })?;
+    let open = || {
+        image::ImageReader::open(file)
+            .and_then(|reader| reader.with_guessed_format())
+            .with_context(|| format!("cannot read {}", file.display()))
+    };
+    let cannot_decode = || {
+        format!(
+            "{}: cannot decode the image (PNG or JPEG expected)",
+            file.display()
+        )
+    };
+    // The header alone says the size: a small file may declare a huge image.
+    let (width, height) = open()?.into_dimensions().with_context(cannot_decode)?;
+    if width as u64 * height as u64 > MAX_IMAGE_PIXELS {
+        bail!(
+            "{}: the image declares {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS} \
+             read; scale it down first",
+            file.display()
+        );
+    }
+    let decoded = open()?.decode().with_context(cannot_decode)?;
     let side = kind.image_side() as u32;
     let resized = decoded.resize_exact(side, side, FilterType::Triangle);
     // Datasets store images channel by channel (CIFAR's planes); MNIST has one.
@@ -174,5 +189,54 @@ mod tests {
         let item = read_image(&big, DatasetKind::FashionMnist, false).unwrap();
         assert_eq!(item.pixels.len(), 28 * 28);
         assert!(item.pixels.iter().all(|&p| p.abs_diff(200) <= 2));
+    }
+
+    /// A PNG of `width` x `height` grey pixels that holds only its header: what a hostile file
+    /// declares.
+    fn declared_png(width: u32, height: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &byte in bytes {
+                crc ^= byte as u32;
+                for _ in 0..8 {
+                    crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
+                }
+            }
+            !crc
+        }
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(13u32.to_be_bytes());
+        png.extend(&ihdr);
+        png.extend(crc32(&ihdr).to_be_bytes());
+        png.extend(0u32.to_be_bytes());
+        png.extend(b"IEND");
+        png.extend(crc32(b"IEND").to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn an_image_declaring_too_many_pixels_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge.png");
+        std::fs::write(&huge, declared_png(20_000, 20_000)).unwrap();
+        let err = format!(
+            "{:#}",
+            read_image(&huge, DatasetKind::Mnist, false).unwrap_err()
+        );
+        assert!(
+            err.contains("huge.png") && err.contains("20000 x 20000"),
+            "{err}"
+        );
+        // Within the limit, the same header reaches the decoder, which finds no pixel data.
+        std::fs::write(&huge, declared_png(28, 28)).unwrap();
+        let err = format!(
+            "{:#}",
+            read_image(&huge, DatasetKind::Mnist, false).unwrap_err()
+        );
+        assert!(err.contains("cannot decode"), "{err}");
     }
 }

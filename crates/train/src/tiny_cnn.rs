@@ -57,7 +57,10 @@ pub fn run(args: TinyCnnArgs) -> Result<()> {
     let hand = cnn.by_hand();
     // Burn computes in f32: a stage beyond its range cannot be compared, only overflow.
     for (name, values) in hand.named() {
-        if let Some(v) = values.iter().find(|v| !(v.abs() <= f32::MAX as f64)) {
+        if let Some(v) = values
+            .iter()
+            .find(|v| !(v.is_finite() && v.abs() <= f32::MAX as f64))
+        {
             bail!(
                 "{}: the hand computation's {name} reaches {v}, beyond f32's range; give \
                  smaller values",
@@ -452,7 +455,8 @@ impl Stages {
         for ((name, ours), (_, theirs)) in self.named().iter().zip(other.named()) {
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                 // Written so that NaN, on either side, is a difference.
-                if !((a - b).abs() <= tolerance * (1.0 + a.abs())) {
+                let agrees = (a - b).abs() <= tolerance * (1.0 + a.abs());
+                if !agrees {
                     return Err(anyhow!("{name}, value {i}: {a} against {b}"));
                 }
             }

@@ -14,6 +14,9 @@ use crate::{
     device, weights,
 };
 
+/// The most forward passes per image `--passes` takes (as the config's `test_passes`).
+const MAX_PASSES: usize = 10_000;
+
 /// File names inside an export folder.
 pub const EXPORT_PYTORCH: &str = "model.safetensors";
 /// See [`EXPORT_PYTORCH`].
@@ -128,6 +131,9 @@ impl Trained {
     pub fn passes(&self, given: Option<usize>) -> Result<usize> {
         match given {
             Some(0) => bail!("--passes: expected at least 1"),
+            Some(passes) if passes > MAX_PASSES => {
+                bail!("--passes: {passes} is more than the {MAX_PASSES} allowed")
+            }
             Some(passes) => Ok(passes),
             None => Ok(self.config.test_passes()),
         }

@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::{kill_and_resume, repo, summary, text, train, train_sample};
 
@@ -60,6 +60,163 @@ fn config_errors_name_the_file_and_key_without_panicking() {
     let output = train(&["configs/quickstart.toml", "--backend", "cuda"]);
     assert!(!output.status.success());
     assert!(text(&output).contains("flex"), "{}", text(&output));
+}
+
+#[test]
+fn every_out_of_range_value_is_named_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let sgd = std::fs::read_to_string(repo().join("configs/fmp_quickstart.toml")).unwrap();
+    let adam = std::fs::read_to_string(repo().join("configs/quickstart.toml")).unwrap();
+    let swap = |text: &str, from: &str, to: &str| {
+        assert!(text.contains(from), "{from:?}");
+        text.replacen(from, to, 1)
+    };
+    let cases = [
+        (
+            swap(&sgd, "momentum = 0.9", "momentum = 1.0"),
+            "optimizer.momentum",
+        ),
+        (
+            swap(&sgd, "momentum = 0.9", "momentum = nan"),
+            "optimizer.momentum",
+        ),
+        (
+            swap(&sgd, "nesterov = true", "weight_decay = -0.1"),
+            "optimizer.weight_decay",
+        ),
+        (
+            swap(
+                &adam,
+                "learning_rate = 0.001",
+                "learning_rate = 0.001\nbeta_1 = 1.0",
+            ),
+            "optimizer.beta_1",
+        ),
+        (
+            swap(
+                &adam,
+                "learning_rate = 0.001",
+                "learning_rate = 0.001\nbeta_2 = nan",
+            ),
+            "optimizer.beta_2",
+        ),
+        (
+            swap(
+                &adam,
+                "learning_rate = 0.001",
+                "learning_rate = 0.001\nepsilon = 0.0",
+            ),
+            "optimizer.epsilon",
+        ),
+        (
+            swap(&sgd, "min_lr = 0.001", "min_lr = nan"),
+            "schedule.min_lr",
+        ),
+        (
+            format!("{adam}\n[schedule]\nkind = \"exponential\"\ndecay_per_epoch = nan\n"),
+            "schedule.decay_per_epoch",
+        ),
+        (
+            format!("{adam}\n[schedule]\nkind = \"step\"\nevery_epochs = 1\ngamma = nan\n"),
+            "schedule.gamma",
+        ),
+        (
+            format!("{adam}\n[augment]\ntranslate = 3000000000\n"),
+            "augment.translate",
+        ),
+        (
+            format!("{adam}\n[augment]\ndistortion = nan\n"),
+            "augment.distortion",
+        ),
+        (
+            swap(
+                &sgd,
+                "max_dropout = 0.0",
+                "max_dropout = 0.0\nlayers = 68\nalpha = 2.0",
+            ),
+            "model.layers",
+        ),
+        (
+            swap(
+                &sgd,
+                "max_dropout = 0.0",
+                "max_dropout = 0.0\nfilters = 4611686018427387904",
+            ),
+            "model.filters",
+        ),
+        (
+            swap(
+                &sgd,
+                "max_dropout = 0.0",
+                "max_dropout = 0.0\nleaky_slope = nan",
+            ),
+            "model.leaky_slope",
+        ),
+        (swap(&adam, "workers = 1", "workers = 100000"), "workers"),
+        (swap(&adam, "epochs = 4", "epochs = 100000000000"), "epochs"),
+    ];
+    for (config, key) in cases {
+        std::fs::write(&path, &config).unwrap();
+        // `summary` reads the config as training does, and builds nothing.
+        for args in [
+            &["summary", path.to_str().unwrap()][..],
+            &[path.to_str().unwrap()],
+        ] {
+            let output = train(args);
+            let message = text(&output);
+            assert_eq!(output.status.code(), Some(1), "{key}: {message}");
+            assert!(
+                message.contains("bad.toml") && message.contains(key),
+                "{key}: {message}"
+            );
+            assert!(!message.contains("panicked"), "{message}");
+        }
+    }
+    // Flags: a seed that no config file could hold, a tolerance that NaN would pass.
+    for (args, named) in [
+        (
+            &["configs/quickstart.toml", "--seed", "9223372036854775808"][..],
+            "seed",
+        ),
+        (&["tiny-cnn", "--tolerance", "nan"][..], "--tolerance"),
+    ] {
+        let output = train(args);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains(named), "{message}");
+    }
+}
+
+#[test]
+fn a_closed_standard_output_ends_printing_not_the_command() {
+    let run = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "configs/quickstart.toml",
+            "--epochs",
+            "1",
+            "--output",
+            run.path().to_str().unwrap(),
+        ][..],
+        &["summary", "configs/fmp_cifar.toml"],
+        &["devices"],
+    ] {
+        // As `train ... | head -0` leaves it: the reading end closed before anything is read.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
+            .current_dir(repo())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let message = text(&output);
+        assert!(output.status.success(), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
+    assert!(run.path().join("summary.json").is_file());
 }
 
 #[test]

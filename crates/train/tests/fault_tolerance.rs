@@ -1,9 +1,13 @@
 //! Damaged checkpoints and signals: resume and the inference commands pass over a damaged
 //! newest checkpoint by name, say what to do when none is usable, and Ctrl-C (SIGINT) or
-//! SIGTERM ends a run cleanly with its last epoch's checkpoint kept.
+//! SIGTERM ends a run cleanly with its last epoch's checkpoint kept. A refused command changes
+//! nothing in a run folder, a mismatch is named as one, and a loader thread's panic fails the
+//! run.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -226,7 +230,8 @@ fn an_output_path_that_is_a_file_is_named() {
         let message = text(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
         assert!(
-            message.contains("taken") && message.contains("cannot create"),
+            message.contains("taken")
+                && (message.contains("cannot create") || message.contains("not a folder")),
             "{message}"
         );
         assert!(!message.contains("panicked"), "{message}");
@@ -298,4 +303,161 @@ fn a_run_whose_loss_turns_nan_stops_at_once_and_keeps_the_last_good_checkpoint()
     assert!(!message.contains("epoch 2/4"), "{message}");
     assert_eq!(train::last_complete(&run), Some(1));
     assert!(!run.join("summary.json").exists());
+}
+
+/// Every file under `dir`, with a hash of its bytes: what a refused command must leave as it
+/// was.
+fn snapshot(dir: &Path) -> BTreeMap<String, u64> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(&path).unwrap().hash(&mut hasher);
+            files.insert(path.display().to_string(), hasher.finish());
+        }
+    }
+    files
+}
+
+#[test]
+fn a_config_of_another_network_changes_nothing_and_is_named_as_a_mismatch() {
+    let (run, _) = train_sample(1);
+    let out = run.path().to_str().unwrap();
+    let before = snapshot(run.path());
+    let scratch = tempfile::tempdir().unwrap();
+    let export = scratch.path().join("export");
+    let fmp = "configs/fmp_quickstart.toml";
+    for args in [
+        &[fmp, "--output", out, "--resume"][..],
+        &[fmp, "--output", out][..],
+        &["eval", out, "--config", fmp][..],
+        &["predict", out, "--config", fmp, "samples/digit-7.png"][..],
+        &[
+            "export",
+            out,
+            "--config",
+            fmp,
+            "--output",
+            export.to_str().unwrap(),
+        ][..],
+    ] {
+        let output = train(args);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(
+            !message.contains("damaged") && !message.contains("Delete"),
+            "{args:?}: {message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+        assert_eq!(snapshot(run.path()), before, "{args:?} changed the run");
+    }
+    assert!(!export.exists());
+    // Both networks named, and the way to go on.
+    let message = text(&train(&[fmp, "--output", out, "--resume"]));
+    for part in [
+        "another network",
+        "model.kind",
+        "config.toml --resume",
+        "--output",
+    ] {
+        assert!(message.contains(part), "no {part:?} in: {message}");
+    }
+    let message = text(&train(&["eval", out, "--config", fmp]));
+    for part in ["model.kind", "leave --config out"] {
+        assert!(message.contains(part), "no {part:?} in: {message}");
+    }
+    // The run is as good as before: it resumes with its own config.
+    let own = run.path().join("config.toml");
+    let output = train(&[own.to_str().unwrap(), "--resume", "--epochs", "2"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(summary(run.path())["resumed_from"], 1);
+}
+
+#[test]
+fn a_new_run_never_replaces_files_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let out = run.to_str().unwrap();
+    let args = ["configs/quickstart.toml", "--epochs", "1", "--output", out];
+    // The user's own config.toml, then a file no run writes.
+    for (name, mentioned) in [("config.toml", "config.toml"), ("notes.txt", "notes.txt")] {
+        let _ = std::fs::remove_file(run.join("config.toml"));
+        std::fs::write(run.join(name), b"mine\n").unwrap();
+        let before = snapshot(&run);
+        let output = train(&args);
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(
+            message.contains(mentioned) && message.contains("--reuse-output"),
+            "{message}"
+        );
+        assert_eq!(snapshot(&run), before);
+    }
+    // Said otherwise: the run's files go beside the user's, which stay as they were.
+    let output = train(&[&args[..], &["--reuse-output"]].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(std::fs::read(run.join("notes.txt")).unwrap(), b"mine\n");
+    // A command refused before training (no data there) creates no folder.
+    let never = dir.path().join("never");
+    let nodata = dir.path().join("nodata");
+    let output = train(&[
+        "configs/quickstart.toml",
+        "--data-dir",
+        nodata.to_str().unwrap(),
+        "--output",
+        never.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(!never.exists());
+}
+
+/// The quick start for 2 epochs into `run`, a loader thread panicking at its `at`th batch.
+fn train_panicking_at(run: &Path, at: usize) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(["configs/quickstart.toml", "--epochs", "2", "--output"])
+        .arg(run)
+        .env("TRAIN_FAULT_LOADER_PANIC_AT", at.to_string())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_loader_threads_panic_fails_the_run_and_writes_no_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // The quick start's epoch is 57 training and 7 validation batches: batch 5 is in the first
+    // epoch, batch 70 in the second.
+    let output = train_panicking_at(&run, 5);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("data-loader thread panicked")
+            && message.contains("TRAIN_FAULT_LOADER_PANIC_AT at batch 5")
+            && message.contains("no epoch had finished"),
+        "{message}"
+    );
+    assert_eq!(train::last_complete(&run), None);
+    assert!(!run.join("summary.json").exists());
+    // The same command again: the folder holds only what this run's first attempt wrote.
+    let output = train_panicking_at(&run, 70);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("epoch 1 is kept"), "{message}");
+    assert_eq!(train::last_complete(&run), Some(1));
+    assert!(!run.join("summary.json").exists());
+    let output = train(&[
+        "configs/quickstart.toml",
+        "--epochs",
+        "2",
+        "--output",
+        run.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(summary(&run)["resumed_from"], 1);
 }

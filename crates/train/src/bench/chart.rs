@@ -5,6 +5,9 @@ use plotters::prelude::*;
 
 use super::BackendTiming;
 
+/// The largest value a chart shows, and that a timing read back may hold.
+pub const LARGEST: f64 = 1e15;
+
 /// A plotters error as an error that can cross threads.
 fn plotting(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("cannot draw the chart: {e}")
@@ -25,6 +28,10 @@ pub fn chart(title: &str, timings: &[BackendTiming]) -> Result<String> {
             values.push(multi.images_per_second);
         }
     }
+    // Beyond this no axis can hold a bar, and plotters would loop on the range.
+    if let Some(value) = values.iter().find(|v| !(0.0..=LARGEST).contains(*v)) {
+        return Err(anyhow!("cannot draw the chart: {value} images/s"));
+    }
     let largest = values.iter().copied().fold(1.0, f64::max);
     let smallest = values.iter().copied().fold(largest, f64::min).max(1e-3);
     let log = largest / smallest > 100.0;
@@ -33,7 +40,7 @@ pub fn chart(title: &str, timings: &[BackendTiming]) -> Result<String> {
         true => (height(smallest).floor() - 0.5, height(largest) + 0.4),
         false => (0.0, largest * 1.15),
     };
-    let width = (names.len() as u32 * 110).max(720);
+    let width = (names.len() as u32).saturating_mul(110).max(720);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
@@ -125,6 +132,14 @@ mod tests {
         let svg = chart("title", &[split]).unwrap();
         for text in ["flex x2", "150.2", "100.0"] {
             assert!(svg.contains(text), "{text} missing");
+        }
+    }
+
+    #[test]
+    fn values_no_axis_can_span_are_an_error_not_a_loop() {
+        for value in [1.7e308, f64::INFINITY, f64::NAN] {
+            let err = chart("title", &[timing("flex", value), timing("ndarray", 3.25)]);
+            assert!(err.is_err(), "{value} was drawn");
         }
     }
 }

@@ -6,7 +6,7 @@ mod loader;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Error, Result};
+use anyhow::{Context, Error, Result, bail};
 use burn::{
     data::{
         dataloader::{DataLoaderIterator, Progress, batcher::Batcher},
@@ -32,6 +32,9 @@ use crate::{
 
 pub use chart::chart;
 pub use loader::{LoaderBenchArgs, run as run_loader};
+
+/// The most timed or warm-up steps `bench` takes: hours of steps on any backend.
+const MAX_STEPS: usize = 100_000;
 
 /// Time training steps of the config's model on each backend (median/min ms per step).
 #[derive(clap::Args)]
@@ -69,6 +72,11 @@ pub struct BenchArgs {
 
 /// Runs `train bench`: times every backend, adds the included timings, writes chart and JSON.
 pub fn run(args: BenchArgs) -> Result<()> {
+    for (flag, value) in [("--steps", args.steps), ("--warmup", args.warmup)] {
+        if value > MAX_STEPS {
+            bail!("{flag}: {value} is more than the {MAX_STEPS} allowed");
+        }
+    }
     let config = RunConfig::load(&args.config, &args.overrides)?;
     let name = args
         .config
@@ -82,6 +90,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for timing in BackendTiming::read_all(path)? {
             timing.print();
             timings.push(timing);
+        }
+    }
+    if timings.is_empty() {
+        match args.steps {
+            0 => bail!("nothing to time: --steps 0 and no --include; give --steps or --include"),
+            _ => bail!(
+                "nothing was timed: no backend of {} is available here (see above)",
+                args.backends
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
     if let Some(path) = &args.chart {
@@ -236,12 +257,38 @@ impl BackendTiming {
     pub fn read_all(path: &Path) -> Result<Vec<Self>> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| {
+        let timings: Vec<Self> = serde_json::from_str(&text).with_context(|| {
             format!(
                 "{}: not a list of timings as `train bench --json` writes them",
                 path.display()
             )
-        })
+        })?;
+        for timing in &timings {
+            let multi = timing.multi_device.as_ref();
+            let values = [
+                timing.median_ms,
+                timing.min_ms,
+                timing.images_per_second,
+                timing.eval_median_ms,
+                timing.eval_images_per_second,
+            ]
+            .into_iter()
+            .chain(timing.step_ms.iter().copied())
+            .chain(multi.map(|m| m.images_per_second));
+            // serde_json reads no NaN; a value too large to scale a chart is as unusable.
+            if let Some(value) = values
+                .into_iter()
+                .find(|v| !(0.0..=chart::LARGEST).contains(v))
+            {
+                bail!(
+                    "{}: {}: {value} is not a time or rate a chart can show; the file is \
+                     damaged or was not written by `train bench --json`",
+                    path.display(),
+                    timing.label()
+                );
+            }
+        }
+        Ok(timings)
     }
 }
 
@@ -602,5 +649,16 @@ pub(crate) mod tests {
         std::fs::write(&path, "[{\"backend\": 1}]").unwrap();
         let err = format!("{:#}", BackendTiming::read_all(&path).unwrap_err());
         assert!(err.contains("torch.json"), "{err}");
+        // A rate no chart can scale, or a negative time: named with the file.
+        for (key, value) in [("images_per_second", 1.7e308), ("median_ms", -1.0)] {
+            let mut json = serde_json::to_value([timing("torch-cpu", 2390.0)]).unwrap();
+            json[0][key] = serde_json::json!(value);
+            std::fs::write(&path, json.to_string()).unwrap();
+            let err = format!("{:#}", BackendTiming::read_all(&path).unwrap_err());
+            assert!(
+                err.contains("torch.json") && err.contains("torch-cpu"),
+                "{err}"
+            );
+        }
     }
 }
