@@ -61,16 +61,29 @@ pub(crate) fn existing_file(folder: &Path, name: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
+/// The most bytes a gzip file is decompressed to: well above the largest dataset file (MNIST's
+/// training images, 47 MB), so that a file that inflates without end fails instead of filling
+/// memory.
+const MAX_GUNZIPPED: u64 = 256 << 20;
+
 /// Decompresses `bytes` if they are gzip (magic 1f 8b), else returns them as they are.
 pub(crate) fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
+        let gzip_error = |source| DataError::Gzip {
+            path: path.to_path_buf(),
+            source,
+        };
         flate2::read::GzDecoder::new(&bytes[..])
+            .take(MAX_GUNZIPPED + 1)
             .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(gzip_error)?;
+        if out.len() as u64 > MAX_GUNZIPPED {
+            return Err(gzip_error(std::io::Error::other(format!(
+                "it decompresses to more than {} MiB, more than any dataset file",
+                MAX_GUNZIPPED >> 20
+            ))));
+        }
         Ok(out)
     } else {
         Ok(bytes)
@@ -104,5 +117,15 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let err = read_verified(&path, &["00"]).unwrap_err();
         assert!(matches!(err, DataError::Gzip { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_gzip_that_inflates_beyond_any_dataset_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.gz");
+        std::fs::write(&path, gzip(&vec![0u8; (MAX_GUNZIPPED + 1) as usize])).unwrap();
+        let err = read_verified(&path, &["00"]).unwrap_err();
+        assert!(matches!(err, DataError::Gzip { .. }), "{err}");
+        assert!(err.to_string().contains("bomb.gz"), "{err}");
     }
 }

@@ -146,11 +146,19 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
         true => {
             let network = config.network().init(&device);
             let newest = newest_valid(&run, |epoch| check_resumable(&run, epoch, &network));
-            Some(
-                newest
-                    .map_err(|e| another_network(e, &run, config, start.origin))?
-                    .0,
-            )
+            let epoch = newest
+                .map_err(|e| another_network(e, &run, config, start.origin))?
+                .0;
+            // Equal: the last epoch is done and only the test pass and summary are left.
+            if epoch > config.epochs {
+                bail!(
+                    "--resume: the run in {} has trained {epoch} epochs, more than the {} asked \
+                     for; give --epochs above {epoch} to continue it",
+                    run.display(),
+                    config.epochs
+                );
+            }
+            Some(epoch)
         }
         false => None,
     };

@@ -191,8 +191,8 @@ mod tests {
         assert!(item.pixels.iter().all(|&p| p.abs_diff(200) <= 2));
     }
 
-    /// A PNG of `width` x `height` grey pixels that holds only its header: what a hostile file
-    /// declares.
+    /// A PNG of `width` x `height` grey pixels that holds its header and no pixels: what a
+    /// hostile file declares.
     fn declared_png(width: u32, height: u32) -> Vec<u8> {
         fn crc32(bytes: &[u8]) -> u32 {
             let mut crc = !0u32;
@@ -212,6 +212,11 @@ mod tests {
         png.extend(13u32.to_be_bytes());
         png.extend(&ihdr);
         png.extend(crc32(&ihdr).to_be_bytes());
+        // The decoder reads up to the first image data: an empty zlib stream.
+        let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
+        png.extend(8u32.to_be_bytes());
+        png.extend(idat);
+        png.extend(crc32(idat).to_be_bytes());
         png.extend(0u32.to_be_bytes());
         png.extend(b"IEND");
         png.extend(crc32(b"IEND").to_be_bytes());

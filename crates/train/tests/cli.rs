@@ -269,6 +269,31 @@ fn wgpu_without_an_adapter_is_a_clear_error() {
 }
 
 #[test]
+fn a_bench_with_nothing_to_time_fails_with_the_reason() {
+    let output = train(&["bench", "configs/quickstart.toml", "--steps", "0"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("nothing to time"),
+        "{}",
+        text(&output)
+    );
+    // Every backend asked for is unavailable: no adapter for wgpu.
+    let output = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(["bench", "configs/quickstart.toml", "--backends", "wgpu"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("unavailable") && message.contains("nothing was timed"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_wgpu_bench_accumulates_names_its_compiler_and_prints_no_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_train"))
         .current_dir(repo())

@@ -374,6 +374,16 @@ fn a_config_of_another_network_changes_nothing_and_is_named_as_a_mismatch() {
     let output = train(&[own.to_str().unwrap(), "--resume", "--epochs", "2"]);
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(summary(run.path())["resumed_from"], 1);
+    // Fewer epochs than it has trained: said, and nothing changes.
+    let before = snapshot(run.path());
+    let output = train(&[own.to_str().unwrap(), "--resume", "--epochs", "1"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("has trained 2 epochs"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(snapshot(run.path()), before);
 }
 
 #[test]

@@ -442,6 +442,15 @@ fn time_multi_device(
     let name = device::describe(config.backend, &devices[0]);
     let micro_batches =
         accumulate::micro_batches(config.accumulate, per_device, &network, &devices[0], &name)?;
+    // The batch may have shrunk to the training split: the config's check no longer holds.
+    if !per_device.is_multiple_of(micro_batches) {
+        bail!(
+            "accumulate: the {per_device} images each of {} devices takes from a batch of \
+             {batch_size} (the training split's size) do not split into {micro_batches} \
+             micro-batches; give a smaller --accumulate",
+            devices.len()
+        );
+    }
     let micro_batcher =
         MicroBatcher::new(batcher.clone(), batch_size, devices.len() * micro_batches);
     let size = micro_batcher.images();
