@@ -6,7 +6,8 @@
 //! run config and the flags that override it), [`device`] (backend name and `--devices` to Burn devices),
 //! `trained` (a trained network found from a run directory, export folder or weights file),
 //! `weights` (its file formats), `checkpoint`, `curves` and `progress` (what a run writes and
-//! shows), `timing` and `files` (atomic writes).
+//! shows), `panics` (a loader thread's panic fails the run), `output` (printing a closed pipe
+//! cannot crash), `timing` and `files` (atomic writes).
 //!
 //! Public API: [`Cli`] and [`run`] (all the binary calls); [`RunConfig`] and [`Overrides`];
 //! [`device`]; [`last_complete`] and [`read_curves`], [`CURVES_CSV`] (reading a run
