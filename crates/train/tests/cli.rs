@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{kill_and_resume, repo, summary, text, train, train_sample};
+use common::{kill_and_resume, repo, summary, text, train, train_sample, train_without_gpu};
 
 #[test]
 fn short_training_on_the_sample_learns() {
@@ -251,15 +251,15 @@ fn a_corrupt_data_file_is_named() {
 #[test]
 fn wgpu_without_an_adapter_is_a_clear_error() {
     let run = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_train"))
-        .current_dir(repo())
-        .args(["configs/quickstart.toml", "--backend", "wgpu", "--output"])
-        .arg(run.path())
-        // Point the Vulkan loader at no driver at all: no adapter can be found.
-        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
-        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
-        .output()
-        .unwrap();
+    let out = run.path().to_str().unwrap();
+    let args = [
+        "configs/quickstart.toml",
+        "--backend",
+        "wgpu",
+        "--output",
+        out,
+    ];
+    let output = train_without_gpu(&args);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let message = text(&output);
     assert!(
@@ -278,13 +278,7 @@ fn a_bench_with_nothing_to_time_fails_with_the_reason() {
         text(&output)
     );
     // Every backend asked for is unavailable: no adapter for wgpu.
-    let output = Command::new(env!("CARGO_BIN_EXE_train"))
-        .current_dir(repo())
-        .args(["bench", "configs/quickstart.toml", "--backends", "wgpu"])
-        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
-        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
-        .output()
-        .unwrap();
+    let output = train_without_gpu(&["bench", "configs/quickstart.toml", "--backends", "wgpu"]);
     let message = text(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(

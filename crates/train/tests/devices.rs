@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{kill_and_resume, repo, summary, text, train};
+use common::{kill_and_resume, summary, text, train, train_without_gpu};
 
 /// Trains the quick start (4 epochs) with `extra` flags; returns its output and summary.
 fn quickstart(extra: &[&str]) -> (String, serde_json::Value) {
@@ -79,20 +77,15 @@ fn bad_device_lists_are_named_errors() {
     fails(&["--devices", ""], &["--devices"]);
 
     // A wgpu device that cannot start: no Vulkan driver at all.
-    let output = Command::new(env!("CARGO_BIN_EXE_train"))
-        .current_dir(repo())
-        .args([
-            "configs/quickstart.toml",
-            "--backend",
-            "wgpu",
-            "--devices",
-            "0,1",
-        ])
-        .args(["--output", out])
-        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
-        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
-        .output()
-        .unwrap();
+    let output = train_without_gpu(&[
+        "configs/quickstart.toml",
+        "--backend",
+        "wgpu",
+        "--devices",
+        "0,1",
+        "--output",
+        out,
+    ]);
     let message = text(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(

@@ -21,6 +21,18 @@ pub fn train(args: &[&str]) -> Output {
         .expect("the train binary runs")
 }
 
+/// `train` with `args` where no GPU adapter can be found: the Vulkan loader pointed at no driver
+/// at all.
+pub fn train_without_gpu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(args)
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .expect("the train binary runs")
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
