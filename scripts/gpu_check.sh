@@ -1,47 +1,101 @@
 #!/usr/bin/env bash
 # One-shot proof of the GPU code path on whatever Vulkan device this machine has.
 #
-#   scripts/gpu_check.sh [--quick] [--no-tests] [--out DIR]
+#   scripts/gpu_check.sh [--quick] [--no-tests] [--budget SECONDS] [--out DIR]
 #
-# Runs the wgpu tests, then times training steps with `train bench` on wgpu and flex: Graham's FMP net on CIFAR-10 at full
-# size (k = 160, batch 50) and at k = 64, the FMP net on MNIST and the modern LeNet, next to
-# scripts/torch_reference.py --device cuda where PyTorch has CUDA. Each line gives ms per step,
-# images/s, achieved GFLOP/s and its share of the device's own 2048^3 matrix-product ceiling.
-# Names the adapter and the compiler wgpu chose (SPIR-V or WGSL). Where wgpu sees several
-# adapters, times the CIFAR-10 net split between all of them (--devices all) against one.
-# Writes DIR/gpu_check.json
-# (every timing) and DIR/gpu_check.svg (images per second).
+# Runs from a source tree (building the binary where cargo is installed) or from an unpacked
+# release bundle (scripts/bundle.sh; no cargo needed). First checks for a Vulkan loader and a
+# driver manifest and says what to install or set when one is missing. Then runs the wgpu tests
+# (source tree with cargo only) and times training steps with `train bench` on wgpu and flex:
+# Graham's FMP net on CIFAR-10 at full size (k = 160, batch 50) and at k = 64, the FMP net on
+# MNIST and the modern LeNet, next to scripts/torch_reference.py --device cuda where PyTorch has
+# CUDA. Each line gives ms per step, images/s, achieved GFLOP/s and its share of the device's
+# own 2048^3 matrix-product ceiling, and the first step apart (kernel compilation and tuning);
+# each phase prints its wall time. Names the adapter and the compiler wgpu chose (SPIR-V or
+# WGSL). Where wgpu sees several adapters, times the CIFAR-10 net split between all of them
+# (--devices all) against one. Ends with one table of every timing, and writes
+# DIR/gpu_check.json and DIR/gpu_check.svg (images per second).
 #
 # --quick: the FMP net on the MNIST sample, one step, for a software renderer (lavapipe) and CI.
 # --no-tests: leave the wgpu tests out (CI has just run them with every other test).
-# Build first (cargo build --release -p train) so device time goes to measuring; where cargo is
-# installed the script brings the binary up to date, elsewhere it uses the one built. CIFAR-10 is generated in its official format when absent (timing does
-# not depend on pixel values).
+# --budget SECONDS: start no new phase once this much time has passed (default 420: the default
+#   run is sized to finish within 8 minutes on one H100); what was timed is still tabled.
+# CIFAR-10 is generated in its official format when absent (timing does not depend on pixel
+# values).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=false
 tests=true
+budget=420
 out=gpu-check
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=true ;;
     --no-tests) tests=false ;;
+    --budget) budget="$2"; shift ;;
     --out) out="$2"; shift ;;
-    *) echo "usage: scripts/gpu_check.sh [--quick] [--no-tests] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: scripts/gpu_check.sh [--quick] [--no-tests] [--budget SECONDS] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
 done
 mkdir -p "$out"
+started=$SECONDS
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-train="$CARGO_TARGET_DIR/release/train"
-if command -v cargo >/dev/null; then
-  cargo build --release -p train
-elif [ ! -x "$train" ]; then
-  echo "no $train and no cargo to build it: build it first (cargo build --release -p train)" >&2
+# The Vulkan loader and a driver: wgpu finds no adapter without both.
+if ! { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libvulkan.so.1 ' \
+    && ! ls /usr/lib/x86_64-linux-gnu/libvulkan.so.1 /usr/lib64/libvulkan.so.1 /usr/lib/libvulkan.so.1 >/dev/null 2>&1; then
+  echo "no Vulkan loader (libvulkan.so.1): install it (Debian/Ubuntu: apt-get install libvulkan1)," >&2
+  echo "or put a libvulkan.so.1 on LD_LIBRARY_PATH" >&2
   exit 1
 fi
+if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
+  standard=$(ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json 2>/dev/null || true)
+  if [ -z "$standard" ]; then
+    # Containers often mount NVIDIA's driver where the loader does not look.
+    mounted=$(ls /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/local/nvidia/icd.d/*.json 2>/dev/null | head -1 || true)
+    if [ -n "$mounted" ]; then
+      echo "== using the driver manifest $mounted (VK_DRIVER_FILES)"
+      export VK_DRIVER_FILES="$mounted" VK_ICD_FILENAMES="$mounted"
+    else
+      echo "no Vulkan driver manifest in /usr/share/vulkan/icd.d, /etc/vulkan/icd.d or" >&2
+      echo "/usr/local/share/vulkan/icd.d: install the GPU's Vulkan driver (NVIDIA: the driver's" >&2
+      echo "nvidia_icd.json; software: apt-get install mesa-vulkan-drivers), or set" >&2
+      echo "VK_DRIVER_FILES=/path/to/nvidia_icd.json where the driver is mounted elsewhere" >&2
+      exit 1
+    fi
+  fi
+fi
+
+# The binary: the bundle's own, else the source tree's (built here where cargo is installed).
+if [ -x train ] && [ ! -f Cargo.toml ]; then
+  train="$PWD/train"
+  cargo_here=false
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+  train="$CARGO_TARGET_DIR/release/train"
+  cargo_here=false
+  if command -v cargo >/dev/null; then
+    cargo_here=true
+    cargo build --release -p train
+  elif [ ! -x "$train" ]; then
+    echo "no $train and no cargo to build it: build it first (cargo build --release -p train)," >&2
+    echo "or run this script from an unpacked release bundle (scripts/bundle.sh)" >&2
+    exit 1
+  fi
+fi
+echo "== $("$train" --version) ($train)"
+
+# Wall time of each phase; false once the budget is spent.
+phase_started=$SECONDS
+phase() {
+  echo "   ($(( SECONDS - phase_started )) s)"
+  phase_started=$SECONDS
+  if [ $(( SECONDS - started )) -ge "$budget" ]; then
+    echo "== the budget of $budget s is spent: no further phase"
+    return 1
+  fi
+}
 
 # Data: the quick configs train on the MNIST sample shipped with the project; the full ones on
 # MNIST and CIFAR-10 where CNN_DATA_DIR has them, else on CIFAR-10 generated in the official
@@ -69,13 +123,15 @@ if ! $quick && [ ! -d "$data/cifar10/cifar-10-batches-bin" ] \
 fi
 export CNN_DATA_DIR="$data"
 
+within_budget=true
 if $tests; then
   echo "== wgpu tests"
-  if command -v cargo >/dev/null; then
+  if $cargo_here; then
     cargo test --release --workspace -- wgpu
   else
-    echo "NOT RUN: cargo is not installed here; run the wgpu tests where the binary was built"
+    echo "NOT RUN: no cargo and source tree here; run the wgpu tests where the binary was built"
   fi
+  phase || within_budget=false
 fi
 
 if $quick; then
@@ -102,6 +158,7 @@ fi
 
 include=()
 for config in "${configs[@]}"; do
+  $within_budget || break
   echo "== $config"
   if $torch; then
     python3 scripts/torch_reference.py "configs/$config.toml" --device cuda \
@@ -115,6 +172,7 @@ for config in "${configs[@]}"; do
     adapter=$(grep -m1 -o '"device": "[^"]*wgpu<[^"]*"' "$out/$config.json" | cut -d'"' -f4 || true)
     echo "== adapter and compiler: ${adapter:-no wgpu adapter (see the wgpu line above)}"
   fi
+  phase || within_budget=false
 done
 
 # Several GPUs: the headline net split between every wgpu adapter (Burn's multi-device step),
@@ -123,17 +181,22 @@ adapters=0
 if ! $quick; then
   adapters=$("$train" devices --backends wgpu | grep -cE '^  [0-9]+  ' || true)
 fi
-if [ "$adapters" -ge 2 ]; then
+if [ "$adapters" -ge 2 ] && $within_budget; then
   echo "== fmp_cifar on all $adapters wgpu adapters"
   batch=$(( (50 + adapters - 1) / adapters * adapters ))
   "$train" bench configs/fmp_cifar.toml --backends wgpu --devices all --batch-size "$batch" \
     --steps "$steps" --warmup "$warmup" --accumulate auto --json "$out/devices.json"
   include+=(--include "$out/devices.json")
+  phase || true
 else
   echo "(the several-device bench needs a full run and two or more wgpu adapters; found ${adapters})"
 fi
 
-echo "== all timings: $out/gpu_check.json, chart $out/gpu_check.svg"
+if [ ${#include[@]} -eq 0 ]; then
+  echo "nothing was timed within the budget of $budget s: give a larger --budget" >&2
+  exit 1
+fi
+echo "== every timing ($(( SECONDS - started )) s in all): $out/gpu_check.json, chart $out/gpu_check.svg"
 "$train" bench configs/quickstart.toml --steps 0 "${include[@]}" \
-  --json "$out/gpu_check.json" --chart "$out/gpu_check.svg" > /dev/null
+  --json "$out/gpu_check.json" --chart "$out/gpu_check.svg"
 echo "GPU check done"

@@ -135,6 +135,10 @@ pub struct BackendTiming {
     pub median_ms: f64,
     /// Minimum of `step_ms`.
     pub min_ms: f64,
+    /// The first training step, warm-up included: on a GPU most of it compiles and tunes
+    /// kernels (absent in timings from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_step_ms: Option<f64>,
     /// Training images per second at the median.
     pub images_per_second: f64,
     /// Estimated seconds for one epoch over the training split at the median.
@@ -213,6 +217,13 @@ impl BackendTiming {
             self.epoch_seconds,
             self.device
         );
+        if let Some(first) = self.first_step_ms {
+            say!(
+                "{:>8}  first step (compiling and tuning kernels): {:.1} s",
+                "",
+                first / 1e3
+            );
+        }
         say!(
             "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
             "",
@@ -544,10 +555,11 @@ fn time_backend(
         micro_batcher.batch(items, device)
     };
     let mut reserved = None::<u64>;
-    let times = time_ms(
+    // Every step timed, the warm-up too: the first one compiles and tunes the kernels.
+    let all = time_ms(
         device,
-        warmup,
-        steps,
+        0,
+        warmup + steps,
         |step| {
             let start = (step * batch_size) % (train_set.len() - batch_size + 1);
             (0..micro_batches)
@@ -569,6 +581,8 @@ fn time_backend(
         },
     )?;
     let model = model.expect("the model is put back after each step");
+    let first_step_ms = all.first().copied();
+    let times = all[warmup..].to_vec();
     let (median, min) = median_and_min(&times);
     // Evaluation: the trained model as the test pass runs it.
     let evaluated = model.valid().to_device(device);
@@ -605,6 +619,7 @@ fn time_backend(
         multi_device: None,
         median_ms: median,
         min_ms: min,
+        first_step_ms,
         pooling_median_ms: pooling,
         device_memory_mib: reserved.map(|bytes| bytes as f64 / (1024.0 * 1024.0)),
         eval_median_ms: eval_median,
@@ -628,6 +643,7 @@ pub(crate) mod tests {
             step_ms: vec![1.0],
             median_ms: 1.0,
             min_ms: 1.0,
+            first_step_ms: Some(1.0),
             images_per_second,
             epoch_seconds: 1.0,
             gflop_per_image: 1.0,
