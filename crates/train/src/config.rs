@@ -427,9 +427,9 @@ impl RunConfig {
         Ok(())
     }
 
-    /// How the network of `self` differs from that of `other`: each key of `dataset` and the
-    /// `[model]` table with another value, as `key = ours (other's)`.
-    pub fn network_differences(&self, other: &RunConfig) -> String {
+    /// How the network of `self` (called `ours`) differs from that of `other` (`theirs`): each
+    /// key of `dataset` and the `[model]` table with another value, both values named.
+    pub fn network_differences(&self, other: &RunConfig, [ours, theirs]: [&str; 2]) -> String {
         let keys = |config: &RunConfig| {
             let mut keys = vec![("dataset".to_string(), format!("{:?}", config.dataset))];
             if let Ok(toml::Value::Table(model)) = toml::Value::try_from(&config.model) {
@@ -441,19 +441,21 @@ impl RunConfig {
             }
             keys
         };
-        let theirs = keys(other);
+        let other_keys = keys(other);
         // Networks of two kinds differ in every key: their kinds say it.
         let same_kind = std::mem::discriminant(&self.model) == std::mem::discriminant(&other.model);
         let differences: Vec<String> = keys(self)
             .into_iter()
             .filter(|(key, _)| same_kind || key == "dataset" || key == "model.kind")
-            .filter_map(|(key, ours)| {
-                let other = theirs
+            .filter_map(|(key, value)| {
+                let other = other_keys
                     .iter()
                     .find(|(k, _)| *k == key)
                     .map(|(_, v)| v.as_str());
-                (other != Some(ours.as_str()))
-                    .then(|| format!("{key} = {ours} ({})", other.unwrap_or("absent")))
+                (other != Some(value.as_str())).then(|| {
+                    let other = other.unwrap_or("absent");
+                    format!("{key} is {value} in {ours} and {other} in {theirs}")
+                })
             })
             .collect();
         match differences.is_empty() {

@@ -317,6 +317,19 @@ pub fn compiler(device: &Device) -> String {
         .unwrap_or(name)
 }
 
+/// The file where CubeCL keeps wgpu's kernel tuning results between runs: under
+/// `<outermost Cargo workspace>/target/environment/` when run inside a source tree, else under
+/// the user's cache folder (`$XDG_CACHE_HOME/cubecl`, by default `~/.cache/cubecl`). A
+/// `cubecl.toml` in the working folder or above it moves it (`[environment.path] directory =
+/// "..."`).
+pub fn tuning_cache() -> std::path::PathBuf {
+    use burn_cubecl::cubecl::config::RuntimeConfig;
+    use burn_cubecl::cubecl::{config::CubeClRuntimeConfig, environment};
+    // Loading the configuration activates the environment it names.
+    let _ = CubeClRuntimeConfig::get();
+    environment::path()
+}
+
 /// What one allocation and the whole device may hold, in bytes, where the backend says (wgpu:
 /// the adapter's largest buffer, and its memory where the Vulkan driver states it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,8 +20,23 @@ pub fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<
 
 /// [`write_atomic`] as an I/O result, for Burn's checkpointer: the bytes go to `<path>.tmp` in
 /// the same folder, are synced, then renamed over `path`; on failure the temporary file is
-/// removed and `path` is left as it was.
+/// removed and `path` is left as it was. A symbolic link's target is replaced; a device or pipe
+/// is written to as it is.
 pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        // A link is followed: its target is replaced, the link stays.
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return replace(&std::fs::canonicalize(path)?, bytes);
+        }
+        // A device or pipe (`/dev/stdout`) is written to, never renamed over.
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .write_all(bytes);
+        }
+        _ => {}
+    }
     let mut temp = path.as_os_str().to_owned();
     temp.push(".tmp");
     let temp = PathBuf::from(temp);
@@ -59,5 +74,35 @@ mod tests {
         let err = format!("{:#}", write_atomic(&path, b"one").unwrap_err());
         assert!(err.contains("missing-folder/summary.json"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_link_keeps_pointing_and_a_device_stays_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("timings.json");
+        let link = dir.path().join("link.json");
+        std::fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        write_atomic(Path::new("/dev/null"), b"nothing").unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        let null = std::fs::metadata("/dev/null").unwrap().file_type();
+        assert!(null.is_char_device());
+        if Path::new("/dev/full").exists() {
+            assert!(write_atomic(Path::new("/dev/full"), b"x").is_err());
+            assert!(
+                std::fs::metadata("/dev/full")
+                    .unwrap()
+                    .file_type()
+                    .is_char_device()
+            );
+        }
     }
 }

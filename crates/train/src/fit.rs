@@ -442,8 +442,10 @@ fn check_output(run: &Path, start: Start, config_text: &str) -> Result<()> {
         ),
         (true, Some(_)) => return Ok(()),
         (false, Some(_)) => bail!(
-            "{} already holds a run; pass --resume to continue it or --output for a new one",
-            run.display()
+            "{} already holds a run; continue it with --resume (with its own config: train {} \
+             --resume), or give --output for a new one",
+            run.display(),
+            run.join("config.toml").display()
         ),
         (false, None) if start.reuse_output => return Ok(()),
         (false, None) => {}
@@ -493,8 +495,9 @@ fn another_network(
         return error;
     }
     let own_path = run.join("config.toml");
+    let given = origin.display().to_string();
     let differences = RunConfig::load(&own_path, &Overrides::default())
-        .map(|own| own.network_differences(config));
+        .map(|own| own.network_differences(config, ["the run's config", &given]));
     let ways = format!(
         "to continue that run, resume it with its own config: train {} --resume (flags such as \
          --epochs still apply); to train {} instead, give a new --output",
@@ -503,8 +506,8 @@ fn another_network(
     );
     match differences {
         Ok(differences) => error.context(format!(
-            "{} holds a run of another network than {} describes ({differences}: the run's \
-             value first). Nothing was changed; {ways}",
+            "{} holds a run of another network than {} describes ({differences}). Nothing was \
+             changed; {ways}",
             run.display(),
             origin.display()
         )),
@@ -542,7 +545,7 @@ fn stop_on_signal(interrupter: &Interrupter) {
             if SIGNALLED.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            say_err!("\nstopping after the current step (a second Ctrl-C stops at once)");
+            say_err!("\nstopping after the current step (a second Ctrl-C or signal stops at once)");
             let current = CURRENT.get().and_then(|c| c.lock().ok()?.clone());
             if let Some(interrupter) = current {
                 interrupter.stop(Some("interrupted by a signal"));

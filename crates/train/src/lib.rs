@@ -73,8 +73,17 @@ enum Command {
     Devices(list_devices::DevicesArgs),
 }
 
-/// Runs the command `cli` names; without one, trains the config it gives.
+/// Runs the command `cli` names; without one, trains the config it gives. Output that could not
+/// be written (other than to a closed pipe) fails it once it has run.
 pub fn run(cli: Cli) -> Result<()> {
+    run_command(cli)?;
+    match output::failure() {
+        Some(e) => anyhow::bail!("cannot write the output: {e}"),
+        None => Ok(()),
+    }
+}
+
+fn run_command(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::LoaderBench(args)) => bench::run_loader(args),

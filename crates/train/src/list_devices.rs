@@ -37,6 +37,12 @@ pub fn run(args: DevicesArgs) -> Result<()> {
             };
             say!("  {index}  {}: {}, {detail}", adapter.name, adapter.kind);
         }
+        if backend == BackendName::Wgpu {
+            say!(
+                "  kernel tuning results kept in {}",
+                device::tuning_cache().display()
+            );
+        }
     }
     say!(
         "Train on several with --devices 0,1 (or devices = \"0,1\" in the config), or --devices all."

@@ -1,8 +1,10 @@
 //! Printing that a closed pipe cannot crash. `println!` panics when standard output has gone
 //! away (`train ... | head`); these macros write the same lines and drop them instead, so the
-//! command goes on (a run finishes, a server keeps serving) as the shell expects.
+//! command goes on (a run finishes, a server keeps serving) as the shell expects. Output that
+//! fails otherwise (a full disk) fails the command when it ends ([`failure`]).
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
+use std::sync::OnceLock;
 
 /// Prints a line to standard output, like `println!`, ignoring a closed pipe.
 macro_rules! say {
@@ -18,10 +20,23 @@ macro_rules! say_err {
     };
 }
 
-/// Writes `text` and a newline to `stream`. A failed write is dropped: there is nowhere left to
-/// report it.
+/// The first failed write other than to a closed pipe (a full disk, a device that refuses).
+static FAILED: OnceLock<String> = OnceLock::new();
+
+/// Writes `text` and a newline to `stream`. A closed pipe drops the line: its reader has what it
+/// wanted. Any other failure drops it too, so that the command goes on, and is kept for
+/// [`failure`] to report when it ends.
 pub fn line(stream: &mut impl Write, text: std::fmt::Arguments) {
-    let _ = writeln!(stream, "{text}");
+    if let Err(e) = writeln!(stream, "{text}")
+        && e.kind() != ErrorKind::BrokenPipe
+    {
+        let _ = FAILED.set(e.to_string());
+    }
+}
+
+/// Why output could not be written, if it could not (a closed pipe is no failure).
+pub fn failure() -> Option<&'static str> {
+    FAILED.get().map(String::as_str)
 }
 
 #[cfg(test)]
@@ -43,6 +58,7 @@ mod tests {
     #[test]
     fn a_line_to_a_closed_pipe_is_dropped() {
         line(&mut ClosedPipe, format_args!("epoch {}", 1));
+        assert_eq!(failure(), None);
         let mut open = Vec::new();
         line(&mut open, format_args!("epoch {}", 1));
         assert_eq!(open, b"epoch 1\n");

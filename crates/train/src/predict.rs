@@ -125,9 +125,10 @@ pub fn read_image(file: &Path, kind: DatasetKind, invert: bool) -> Result<ImageI
     let (width, height) = open()?.into_dimensions().with_context(cannot_decode)?;
     if width as u64 * height as u64 > MAX_IMAGE_PIXELS {
         bail!(
-            "{}: the image declares {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS} \
-             read; scale it down first",
-            file.display()
+            "{}: the image declares {width} x {height} pixels, more than the {} this reads; \
+             scale it down first",
+            file.display(),
+            crate::summary::grouped(MAX_IMAGE_PIXELS)
         );
     }
     let decoded = open()?.decode().with_context(cannot_decode)?;

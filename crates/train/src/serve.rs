@@ -9,7 +9,7 @@ use axum::{
     Router,
     body::Body,
     extract::State,
-    http::{StatusCode, Uri, header},
+    http::{HeaderMap, StatusCode, Uri, header},
     routing::{get, post},
 };
 use burn::prelude::*;
@@ -22,7 +22,6 @@ use hyper_util::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::{
     Overrides,
@@ -125,7 +124,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .route("/show", post(show_drawing))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(served);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -196,16 +194,16 @@ async fn report(State(served): State<Shared>) -> Reply {
     }
 }
 
-async fn predict(State(served): State<Shared>, body: Body) -> Reply {
-    answer(served.network, body, |network, images| {
+async fn predict(State(served): State<Shared>, headers: HeaderMap, body: Body) -> Reply {
+    answer(served.network, &headers, body, |network, images| {
         let answer = classify(&network.trained, images, network.passes)?;
         Ok(serde_json::to_string(&answer)?)
     })
     .await
 }
 
-async fn show_drawing(State(served): State<Shared>, body: Body) -> Reply {
-    answer(served.network, body, move |network, images| {
+async fn show_drawing(State(served): State<Shared>, headers: HeaderMap, body: Body) -> Reply {
+    answer(served.network, &headers, body, move |network, images| {
         let shown = show::report(&network.trained, images, network.passes)?;
         *lock(&served.report) = Some(show::html("your drawing", &shown)?);
         Ok(json!({ "report": "/report" }).to_string())
@@ -225,18 +223,27 @@ async fn method_not_allowed() -> Reply {
 /// network computes for a while; the other connections go on meanwhile).
 async fn answer(
     network: Arc<Mutex<Network>>,
+    headers: &HeaderMap,
     body: Body,
     work: impl FnOnce(&Network, Tensor<4>) -> Result<String> + Send + 'static,
 ) -> Reply {
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_BODY} bytes"),
+        )
+    };
+    // A declared length over the limit is refused before any of the body is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
     let body = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
     {
         Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the body took too long"),
-        Ok(Err(_)) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over {MAX_BODY} bytes"),
-            );
-        }
+        Ok(Err(_)) => return too_large(),
         Ok(Ok(body)) => body,
     };
     let computed = tokio::task::spawn_blocking(move || {

@@ -161,11 +161,14 @@ fn mismatch(
     match (given, own) {
         (Some(given), Some((own, origin))) => error.context(format!(
             "the weights were trained with the network of {} and --config {} describes \
-             another ({}: the weights' value first); leave --config out to use the weights' \
-             own config, or give the one they were trained with",
+             another ({}); leave --config out to use the weights' own config, or give the one \
+             they were trained with",
             origin.display(),
             given.display(),
-            own.network_differences(config)
+            own.network_differences(
+                config,
+                ["the weights' config", &given.display().to_string()]
+            )
         )),
         (Some(given), None) => error.context(format!(
             "--config {} is not the config these weights were trained with; give that one",

@@ -181,7 +181,10 @@ fn hostile_clients_hold_up_nobody_and_take_no_memory() {
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n",
     );
     let answer = answer_on(&mut absurd);
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("{\"error\":"),
+        "{answer:?}"
+    );
     // One that sends a 16 MiB header: refused, and its bytes are not kept.
     let before = resident_kib(&server);
     let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();

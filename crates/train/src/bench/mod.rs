@@ -87,10 +87,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         steps => time_backends(&config, name, &args.backends, [args.warmup, steps])?,
     };
     for path in &args.include {
-        for timing in BackendTiming::read_all(path)? {
-            timing.print();
-            timings.push(timing);
-        }
+        timings.extend(BackendTiming::read_all(path)?);
     }
     if timings.is_empty() {
         match args.steps {
@@ -104,6 +101,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     .join(", ")
             ),
         }
+    }
+    if !args.include.is_empty() {
+        say!("{}", table(&timings).trim_end());
     }
     if let Some(path) = &args.chart {
         let title = match args.steps {
@@ -301,6 +301,49 @@ impl BackendTiming {
         }
         Ok(timings)
     }
+}
+
+/// Every timing in one table, a row each: config, backend, ms per step, images/s, TFLOP/s and
+/// the share of the backend's matrix-product ceiling, the first step, the device.
+fn table(timings: &[BackendTiming]) -> String {
+    let mut rows = vec![
+        [
+            "config", "backend", "ms/step", "img/s", "TFLOP/s", "ceiling", "1st step", "device",
+        ]
+        .map(String::from),
+    ];
+    for t in timings {
+        rows.push([
+            t.config.clone().unwrap_or_else(|| "-".into()),
+            t.backend.clone(),
+            format!("{:.1}", t.median_ms),
+            format!("{:.1}", t.images_per_second),
+            format!("{:.3}", t.gflop_per_second / 1e3),
+            t.matmul_share
+                .map_or("-".into(), |share| format!("{:.1}%", share * 100.0)),
+            t.first_step_ms
+                .map_or("-".into(), |ms| format!("{:.1} s", ms / 1e3)),
+            t.device.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &w))| match c {
+                0 | 1 | 7 => format!("{cell:<w$}"),
+                _ => format!("{cell:>w$}"),
+            })
+            .collect();
+        text += cells.join("  ").trim_end();
+        text.push('\n');
+    }
+    text
 }
 
 /// The config's whole training split and the batcher for its network.
@@ -671,6 +714,12 @@ pub(crate) mod tests {
         let read = BackendTiming::read_all(&path).unwrap();
         assert_eq!(read[0].backend, "torch-cpu");
         assert_eq!(read[0].images_per_second, 2390.0);
+        let table = table(&read);
+        assert!(table.starts_with("config  backend"), "{table}");
+        assert!(
+            table.contains("torch-cpu") && table.contains("2390.0"),
+            "{table}"
+        );
         std::fs::write(&path, "[{\"backend\": 1}]").unwrap();
         let err = format!("{:#}", BackendTiming::read_all(&path).unwrap_err());
         assert!(err.contains("torch.json"), "{err}");
