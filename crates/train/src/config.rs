@@ -349,12 +349,29 @@ impl RunConfig {
         config.epochs = o.epochs.unwrap_or(config.epochs);
         config.batch_size = o.batch_size.unwrap_or(config.batch_size);
         config.accumulate = o.accumulate.unwrap_or(config.accumulate);
-        config.devices = o.devices.unwrap_or(config.devices);
+        config.devices = o.devices.clone().unwrap_or(config.devices);
         config.data_dir = o.data_dir.or(config.data_dir);
         config.output = o.output.unwrap_or(config.output);
         config.seed = o.seed.unwrap_or(config.seed);
         config.test_passes = o.test_passes.or(config.test_passes);
-        config.validate().map_err(error)?;
+        config.validate().map_err(|message| {
+            // A value a flag replaced is the flag's, not the file's.
+            let flags = [
+                ("epochs", "--epochs", o.epochs.is_some()),
+                ("batch_size", "--batch-size", o.batch_size.is_some()),
+                ("accumulate", "--accumulate", o.accumulate.is_some()),
+                ("devices", "--devices", o.devices.is_some()),
+                ("seed", "--seed", o.seed.is_some()),
+                ("test_passes", "--test-passes", o.test_passes.is_some()),
+            ];
+            let given = flags
+                .iter()
+                .find(|(key, _, given)| *given && message.starts_with(&format!("{key}:")));
+            match given {
+                Some((_, flag, _)) => error(format!("{message} (given by {flag})")),
+                None => error(message),
+            }
+        })?;
         Ok(config)
     }
 
@@ -682,7 +699,17 @@ nesterov = true
         };
         let err = load(VALID, &overrides).unwrap_err().to_string();
         assert!(
-            err.contains("devices: batch_size 64 does not split evenly between 3 devices"),
+            err.contains("devices: batch_size 64 does not split evenly between 3 devices")
+                && err.ends_with("(given by --devices)"),
+            "{err}"
+        );
+        let overrides = Overrides {
+            epochs: Some(0),
+            ..Overrides::default()
+        };
+        let err = load(VALID, &overrides).unwrap_err().to_string();
+        assert!(
+            err.ends_with("epochs: expected at least 1 (given by --epochs)"),
             "{err}"
         );
         let overrides = Overrides {
