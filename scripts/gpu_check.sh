@@ -23,18 +23,19 @@
 # CIFAR-10 is generated in its official format when absent (timing does not depend on pixel
 # values).
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 
 quick=false
 tests=true
 budget=420
-out=gpu-check
+out="$caller/gpu-check"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=true ;;
     --no-tests) tests=false ;;
     --budget) budget="$2"; shift ;;
-    --out) out="$2"; shift ;;
+    --out) out=$(cd "$caller" && realpath -m "$2"); shift ;;
     *) echo "usage: scripts/gpu_check.sh [--quick] [--no-tests] [--budget SECONDS] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
@@ -43,12 +44,28 @@ mkdir -p "$out"
 started=$SECONDS
 
 # The Vulkan loader and a driver: wgpu finds no adapter without both.
-if ! { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libvulkan.so.1 ' \
-    && ! ls /usr/lib/x86_64-linux-gnu/libvulkan.so.1 /usr/lib64/libvulkan.so.1 /usr/lib/libvulkan.so.1 >/dev/null 2>&1; then
+# (grep without -q: under pipefail, ldconfig killed by an early-exiting grep would fail the test.)
+loader=false
+if { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep 'libvulkan.so.1 ' >/dev/null; then
+  loader=true
+fi
+for lib in /usr/lib/x86_64-linux-gnu/libvulkan.so.1 /usr/lib64/libvulkan.so.1 /usr/lib/libvulkan.so.1; do
+  [ -e "$lib" ] && loader=true
+done
+if ! $loader; then
   echo "no Vulkan loader (libvulkan.so.1): install it (Debian/Ubuntu: apt-get install libvulkan1)," >&2
   echo "or put a libvulkan.so.1 on LD_LIBRARY_PATH" >&2
   exit 1
 fi
+for manifest in ${VK_DRIVER_FILES:-} ${VK_ICD_FILENAMES:-}; do
+  for file in ${manifest//:/ }; do
+    if [ ! -e "$file" ]; then
+      echo "the Vulkan driver manifest $file (VK_DRIVER_FILES / VK_ICD_FILENAMES) does not exist:" >&2
+      echo "point it at the driver's .json (NVIDIA: nvidia_icd.json), or unset it" >&2
+      exit 1
+    fi
+  done
+done
 if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
   standard=$(ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json 2>/dev/null || true)
   if [ -z "$standard" ]; then
@@ -86,7 +103,8 @@ else
 fi
 echo "== $("$train" --version) ($train)"
 
-# Wall time of each phase; false once the budget is spent.
+# Wall time of each phase; false once the budget is spent (checked between phases: a phase that
+# has started finishes).
 phase_started=$SECONDS
 phase() {
   echo "   ($(( SECONDS - phase_started )) s)"
@@ -188,8 +206,10 @@ if [ "$adapters" -ge 2 ] && $within_budget; then
     --steps "$steps" --warmup "$warmup" --accumulate auto --json "$out/devices.json"
   include+=(--include "$out/devices.json")
   phase || true
+elif $quick; then
+  echo "(--quick leaves the several-device bench out)"
 else
-  echo "(the several-device bench needs a full run and two or more wgpu adapters; found ${adapters})"
+  echo "(the several-device bench needs two or more wgpu adapters; found ${adapters})"
 fi
 
 if [ ${#include[@]} -eq 0 ]; then
@@ -199,4 +219,8 @@ fi
 echo "== every timing ($(( SECONDS - started )) s in all): $out/gpu_check.json, chart $out/gpu_check.svg"
 "$train" bench configs/quickstart.toml --steps 0 "${include[@]}" \
   --json "$out/gpu_check.json" --chart "$out/gpu_check.svg"
+if [ -z "${adapter:-}" ]; then
+  echo "GPU check failed: wgpu found no adapter (see the wgpu lines above)" >&2
+  exit 1
+fi
 echo "GPU check done"

@@ -402,9 +402,13 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
             true => example.display().to_string(),
             false => "IMAGE.png".into(),
         };
+        // Said as the user runs the binary: through cargo in a source tree, else as itself.
+        let command = match Path::new("Cargo.toml").is_file() {
+            true => "cargo run --release -p train --".to_string(),
+            false => std::env::args().next().unwrap_or_else(|| "train".into()),
+        };
         say!(
-            "to see what every layer does to one image: cargo run --release -p train -- show {} \
-             {image}",
+            "to see what every layer does to one image: {command} show {} {image}",
             run.display()
         );
     }

@@ -79,9 +79,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`MAX_BODY`] bytes for at most twice [`READ_TIMEOUT`] before its request is answered.
 const MAX_CONNECTIONS: usize = 64;
 
-/// The network and its passes per drawing: it answers one request at a time, on a thread
+/// The trained network and its passes per drawing: it answers one request at a time, on a thread
 /// of its own, while the server's threads go on accepting and reading other requests.
-struct Network {
+struct Classifier {
     trained: Trained,
     passes: usize,
 }
@@ -90,7 +90,7 @@ struct Network {
 /// that reading it never waits for the network).
 #[derive(Clone)]
 struct Shared {
-    network: Arc<Mutex<Network>>,
+    classifier: Arc<Mutex<Classifier>>,
     report: Arc<Mutex<Option<String>>>,
 }
 
@@ -114,7 +114,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         trained.network.name()
     );
     let served = Shared {
-        network: Arc::new(Mutex::new(Network { trained, passes })),
+        classifier: Arc::new(Mutex::new(Classifier { trained, passes })),
         report: Arc::default(),
     };
     let app = Router::new()
@@ -195,19 +195,24 @@ async fn report(State(served): State<Shared>) -> Reply {
 }
 
 async fn predict(State(served): State<Shared>, headers: HeaderMap, body: Body) -> Reply {
-    answer(served.network, &headers, body, |network, images| {
-        let answer = classify(&network.trained, images, network.passes)?;
+    answer(served.classifier, &headers, body, |classifier, images| {
+        let answer = classify(&classifier.trained, images, classifier.passes)?;
         Ok(serde_json::to_string(&answer)?)
     })
     .await
 }
 
 async fn show_drawing(State(served): State<Shared>, headers: HeaderMap, body: Body) -> Reply {
-    answer(served.network, &headers, body, move |network, images| {
-        let shown = show::report(&network.trained, images, network.passes)?;
-        *lock(&served.report) = Some(show::html("your drawing", &shown)?);
-        Ok(json!({ "report": "/report" }).to_string())
-    })
+    answer(
+        served.classifier,
+        &headers,
+        body,
+        move |classifier, images| {
+            let shown = show::report(&classifier.trained, images, classifier.passes)?;
+            *lock(&served.report) = Some(show::html("your drawing", &shown)?);
+            Ok(json!({ "report": "/report" }).to_string())
+        },
+    )
     .await
 }
 
@@ -222,10 +227,10 @@ async fn method_not_allowed() -> Reply {
 /// Reads the drawing in `body` and answers it with `work`, run off the server's threads (the
 /// network computes for a while; the other connections go on meanwhile).
 async fn answer(
-    network: Arc<Mutex<Network>>,
+    classifier: Arc<Mutex<Classifier>>,
     headers: &HeaderMap,
     body: Body,
-    work: impl FnOnce(&Network, Tensor<4>) -> Result<String> + Send + 'static,
+    work: impl FnOnce(&Classifier, Tensor<4>) -> Result<String> + Send + 'static,
 ) -> Reply {
     let too_large = || {
         refuse(
@@ -247,9 +252,9 @@ async fn answer(
         Ok(Ok(body)) => body,
     };
     let computed = tokio::task::spawn_blocking(move || {
-        let network = lock(&network);
-        let images = drawing(&network.trained, &body)?;
-        work(&network, images).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        let classifier = lock(&classifier);
+        let images = drawing(&classifier.trained, &body)?;
+        work(&classifier, images).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await;
     match computed {

@@ -219,7 +219,7 @@ impl BackendTiming {
         );
         if let Some(first) = self.first_step_ms {
             say!(
-                "{:>8}  first step (compiling and tuning kernels): {:.1} s",
+                "{:>8}  first step: {:.1} s (on wgpu, mostly compiling and tuning kernels)",
                 "",
                 first / 1e3
             );
