@@ -54,6 +54,7 @@ pub struct Evaluation {
 /// Runs `train eval`: loads the network, evaluates it on the test set, prints and writes the
 /// result.
 pub fn run(args: EvalArgs) -> Result<()> {
+    crate::files::check_output_file("--json", args.json.as_deref())?;
     let overrides = Overrides {
         data_dir: args.data_dir,
         batch_size: args.batch_size,

@@ -10,6 +10,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Checks, before a command does its work, that the file `flag` names can be written where it
+/// is asked for: its folder exists. Nothing is written.
+pub fn check_output_file(flag: &str, path: Option<&Path>) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        anyhow::bail!(
+            "{flag} {}: the folder {} does not exist; create it or give another path",
+            path.display(),
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes `value` as pretty JSON to `path`, atomically, when a path is given.
 pub fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
     match path {
@@ -104,5 +124,16 @@ mod tests {
                     .is_char_device()
             );
         }
+    }
+
+    #[test]
+    fn an_output_file_in_a_missing_folder_is_named_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nodir").join("x.json");
+        let err = check_output_file("--json", Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("nodir"), "{err}");
+        assert!(check_output_file("--json", Some(&dir.path().join("x.json"))).is_ok());
+        assert!(check_output_file("--json", Some(Path::new("x.json"))).is_ok());
+        assert!(check_output_file("--json", None).is_ok());
     }
 }

@@ -51,6 +51,7 @@ pub struct Prediction {
 
 /// Runs `train predict`: one line per image with its most probable classes by name.
 pub fn run(args: PredictArgs) -> Result<()> {
+    crate::files::check_output_file("--json", args.json.as_deref())?;
     let trained = args.model.load(Overrides::default())?;
     let passes = trained.passes(args.passes)?;
     let predictions = predict(&trained, &args.images, passes, args.invert)?;

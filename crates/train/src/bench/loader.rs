@@ -47,6 +47,7 @@ pub struct LoaderTiming {
 /// Reads `--batches` training batches through the run's loader (as `train` builds it, with the
 /// config's augmentation and workers) into CPU (flex) tensors, and times them.
 pub fn run(args: LoaderBenchArgs) -> Result<()> {
+    crate::files::check_output_file("--json", args.json.as_deref())?;
     let mut config = RunConfig::load(&args.config, &args.overrides)?;
     config.workers = args.workers.unwrap_or(config.workers);
     let (train_set, batcher) = super::training_set(&config)?;

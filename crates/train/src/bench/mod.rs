@@ -26,7 +26,7 @@ use crate::{
     accumulate::{self, MicroBatcher},
     config::split_between_devices,
     device,
-    files::{write_atomic, write_json},
+    files::{check_output_file, write_atomic, write_json},
     timing::{median_and_min, time_ms},
 };
 
@@ -77,6 +77,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             bail!("{flag}: {value} is more than the {MAX_STEPS} allowed");
         }
     }
+    check_output_file("--json", args.json.as_deref())?;
+    check_output_file("--chart", args.chart.as_deref())?;
     let config = RunConfig::load(&args.config, &args.overrides)?;
     let name = args
         .config
