@@ -316,13 +316,17 @@ impl ScheduleSpec {
     }
 }
 
+/// The most forward passes per test image (`test_passes`, and `--passes` where a command takes
+/// it).
+pub const MAX_PASSES: usize = 10_000;
+
 /// Upper bounds of the integer values: far beyond any use, low enough that no count derived
 /// from them overflows and that each fits in a TOML integer when the run's config is written.
 const LIMITS: [(&str, u64); 5] = [
     ("epochs", 1_000_000),
     ("batch_size", 1 << 20),
     ("workers", 1024),
-    ("test_passes", 10_000),
+    ("test_passes", MAX_PASSES as u64),
     ("seed", i64::MAX as u64),
 ];
 

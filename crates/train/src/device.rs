@@ -74,7 +74,7 @@ fn cpu_device(backend: BackendName) -> Device {
 fn open_wgpu(kind: DeviceKind) -> Result<Device, String> {
     static OPENED: Mutex<Vec<(String, Result<Device, String>)>> = Mutex::new(Vec::new());
     let key = format!("{kind:?}");
-    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut opened = crate::panics::lock(&OPENED);
     if let Some((_, device)) = opened.iter().find(|(k, _)| *k == key) {
         return device.clone();
     }

@@ -326,7 +326,7 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
             kept_checkpoint(&run, SAME_COMMAND)
         );
     }
-    let non_finite = *non_finite.lock().unwrap_or_else(|p| p.into_inner());
+    let non_finite = *panics::lock(&non_finite);
     if let Some(NonFinite {
         epoch,
         step,
@@ -362,7 +362,7 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
         &device,
         passes,
     );
-    let epochs = curves.all(&epochs.lock().expect("renderer lock"));
+    let epochs = curves.all(&panics::lock(&epochs));
     let trained = epochs.len().max(1) as f64;
     let summary = RunSummary {
         config: config.clone(),
@@ -560,7 +560,7 @@ fn stop_on_signal(interrupter: &Interrupter) {
         }
         Mutex::new(None)
     });
-    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupter.clone());
+    *panics::lock(current) = Some(interrupter.clone());
 }
 
 /// A data loader over `dataset` making batches on `device` with `batcher`, at the batcher's

@@ -5,8 +5,8 @@
 //! Only Burn's loader threads are watched: CubeCL catches panics of its own on other threads
 //! (kernel definitions it cannot compile, for one) and goes on correctly.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use burn::train::Interrupter;
 
@@ -56,15 +56,24 @@ pub fn loader_panic() -> Option<String> {
 /// Panics at the `n`th batch made when the environment variable `TRAIN_FAULT_LOADER_PANIC_AT`
 /// says `n`: how the tests make a loader thread panic, as a bug would.
 pub fn injected_fault() {
+    static AT: OnceLock<Option<usize>> = OnceLock::new();
     static BATCHES: AtomicUsize = AtomicUsize::new(0);
+    let at = *AT.get_or_init(|| {
+        let at = std::env::var("TRAIN_FAULT_LOADER_PANIC_AT").ok();
+        at.and_then(|n| n.parse().ok())
+    });
+    let Some(at) = at else {
+        return;
+    };
     let batch = BATCHES.fetch_add(1, Ordering::Relaxed) + 1;
-    let at = std::env::var("TRAIN_FAULT_LOADER_PANIC_AT").ok();
-    if at.and_then(|n| n.parse::<usize>().ok()) == Some(batch) {
+    if batch == at {
         panic!("fault injected by TRAIN_FAULT_LOADER_PANIC_AT at batch {batch}");
     }
 }
 
-fn lock<T>(value: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// What `value` guards, also after a thread panicked while holding it: every lock in this
+/// crate guards plain data that a panic cannot leave half-written.
+pub(crate) fn lock<T>(value: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     value
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -151,7 +151,7 @@ impl EpochRenderer {
             return;
         }
         guard.items += 1;
-        let mut found = guard.found.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = crate::panics::lock(&guard.found);
         if !loss.is_finite() && found.is_none() {
             *found = Some(NonFinite {
                 epoch: self.epoch,
@@ -207,7 +207,7 @@ impl EpochRenderer {
             Some(bar) => bar.println(line),
             None => say!("{line}"),
         }
-        let mut epochs = self.epochs.lock().expect("renderer lock");
+        let mut epochs = crate::panics::lock(&self.epochs);
         epochs.push(record);
         if let Err(e) = self.curves.write(&epochs) {
             say_err!("warning: training curves not written: {e:#}");

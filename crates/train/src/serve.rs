@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use crate::{
     Overrides,
     evaluate::{host_values, pass_probabilities},
+    panics::lock,
     show,
     trained::{ModelArgs, Trained},
 };
@@ -262,13 +263,6 @@ async fn answer(
         Ok(Err((status, message))) => refuse(status, message),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
-}
-
-/// What `shared` guards, also after a request that panicked while holding it.
-fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What goes wrong with a request: the status and a message for the client.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use data::{DatasetKind, ImageBatcher};
 use models::Network;
@@ -11,11 +11,9 @@ use models::Network;
 use crate::{
     BackendName, Overrides, RunConfig,
     checkpoint::{last_complete, model_checkpoint, newest_valid},
+    config::MAX_PASSES,
     device, weights,
 };
-
-/// The most forward passes per image `--passes` takes (as the config's `test_passes`).
-const MAX_PASSES: usize = 10_000;
 
 /// File names inside an export folder.
 pub const EXPORT_PYTORCH: &str = "model.safetensors";
@@ -74,16 +72,13 @@ impl Trained {
         let (weights, beside) = locate_weights(source)?;
         // The weights' own config: embedded in them, else beside them.
         let own = match weights::embedded_config(&weights)? {
-            Some(text) => Some((text, weights.clone())),
-            None => match beside {
-                Some(path) => Some((read_config(&path)?, path)),
-                None => None,
-            },
+            Some(text) => Some(OwnConfig::Embedded(text, weights.clone())),
+            None => beside.map(OwnConfig::Beside),
         };
         let given = config;
         let config = match (given, &own) {
             (Some(path), _) => RunConfig::load(path, overrides)?,
-            (None, Some((text, origin))) => RunConfig::parse(text, origin, overrides)?,
+            (None, Some(own)) => own.load(overrides)?,
             (None, None) => bail!(
                 "{}: which network are these weights for? No config.toml beside them and none \
                  embedded; pass --config",
@@ -140,9 +135,26 @@ impl Trained {
     }
 }
 
-/// The text of the config file at `path`.
-fn read_config(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+/// The config weights carry: embedded in a safetensors export (its text and the file), or the
+/// `config.toml` beside them. Read only when it is used.
+enum OwnConfig {
+    Embedded(String, PathBuf),
+    Beside(PathBuf),
+}
+
+impl OwnConfig {
+    fn load(&self, overrides: &Overrides) -> Result<RunConfig> {
+        Ok(match self {
+            Self::Embedded(text, origin) => RunConfig::parse(text, origin, overrides)?,
+            Self::Beside(path) => RunConfig::load(path, overrides)?,
+        })
+    }
+
+    fn origin(&self) -> &Path {
+        match self {
+            Self::Embedded(_, origin) | Self::Beside(origin) => origin,
+        }
+    }
 }
 
 /// Why weights (sound, but of another network than `config`'s) were refused, and which
@@ -152,11 +164,13 @@ fn mismatch(
     error: anyhow::Error,
     config: &RunConfig,
     given: Option<&Path>,
-    own: Option<(String, PathBuf)>,
+    own: Option<OwnConfig>,
 ) -> anyhow::Error {
-    let own = own.and_then(|(text, origin)| {
-        let parsed = RunConfig::parse(&text, &origin, &Overrides::default()).ok()?;
-        Some((parsed, origin))
+    let own = own.and_then(|own| {
+        Some((
+            own.load(&Overrides::default()).ok()?,
+            own.origin().to_path_buf(),
+        ))
     });
     match (given, own) {
         (Some(given), Some((own, origin))) => error.context(format!(
