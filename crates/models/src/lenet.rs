@@ -37,26 +37,30 @@ impl LeNet5Modern {
     /// MNIST digits as they come: 28x28.
     pub const INPUT_SIZE: usize = 28;
 
-    /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]`, each layer's output shown to
-    /// `observer` if there is one.
-    pub fn forward(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
+    /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_observed(x, None)
+    }
+
+    /// [`forward`](Self::forward), each layer's output shown to `observer` if there is one.
+    pub fn forward_observed(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
         let o = &mut observer;
         // ReLU after the pooling: the max commutes with it (values and gradients alike), and
         // the pooled map is four times smaller.
         let x = conv2d(&self.conv1, x);
-        show(o, "conv1", &x);
+        show(o, &x);
         let x = self.activation.forward(max_pool2x2(x));
-        show(o, "pool1", &x);
+        show(o, &x);
         let x = conv2d(&self.conv2, x);
-        show(o, "conv2", &x);
+        show(o, &x);
         let x = self.activation.forward(max_pool2x2(x));
-        show(o, "pool2", &x);
+        show(o, &x);
         let x = self
             .activation
             .forward(linear(&self.fc1, x.flatten::<2>(1, 3)));
-        show_dense(o, "fc1", &x);
+        show_dense(o, &x);
         let x = linear(&self.fc2, x);
-        show_dense(o, "fc2", &x);
+        show_dense(o, &x);
         x
     }
 }
@@ -229,24 +233,28 @@ impl LeNet5Classic {
     /// The paper's 32x32 field: the 28x28 digit padded by 2 on each side.
     pub const INPUT_SIZE: usize = 32;
 
-    /// Logits `[batch, classes]` for images `[batch, 1, 32, 32]`, each layer's output shown to
-    /// `observer` if there is one.
-    pub fn forward(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
+    /// Logits `[batch, classes]` for images `[batch, 1, 32, 32]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_observed(x, None)
+    }
+
+    /// [`forward`](Self::forward), each layer's output shown to `observer` if there is one.
+    pub fn forward_observed(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
         let o = &mut observer;
         let x = squash(conv2d(&self.c1, x));
-        show(o, "c1", &x);
+        show(o, &x);
         let x = squash(self.s2.forward(x));
-        show(o, "s2", &x);
+        show(o, &x);
         let x = squash(self.c3.forward(x));
-        show(o, "c3", &x);
+        show(o, &x);
         let x = squash(self.s4.forward(x));
-        show(o, "s4", &x);
+        show(o, &x);
         let x = squash(conv2d(&self.c5, x));
-        show(o, "c5", &x);
+        show(o, &x);
         let x = squash(linear(&self.f6, x.flatten::<2>(1, 3)));
-        show_dense(o, "f6", &x);
+        show_dense(o, &x);
         let x = linear(&self.output, x);
-        show_dense(o, "output", &x);
+        show_dense(o, &x);
         x
     }
 }

@@ -76,13 +76,13 @@ impl Network {
         self.forward_observed(images, None)
     }
 
-    /// [`forward`](Self::forward), each layer's output (named as in [`NetworkConfig::layers`])
-    /// and each FMP layer's regions shown to `observer` if there is one.
+    /// [`forward`](Self::forward), each layer's output and each FMP layer's regions shown to
+    /// `observer` if there is one, in the order of [`NetworkConfig::layers`].
     pub fn forward_observed(&self, images: Tensor<4>, observer: Option<Observer>) -> Tensor<2> {
         match self {
-            Self::LeNet5Modern(net) => net.forward(images, observer),
-            Self::LeNet5Classic(net) => net.forward(images, observer),
-            Self::FmpNet(net) => net.forward(images, observer),
+            Self::LeNet5Modern(net) => net.forward_observed(images, observer),
+            Self::LeNet5Classic(net) => net.forward_observed(images, observer),
+            Self::FmpNet(net) => net.forward_observed(images, observer),
         }
     }
 

@@ -6,7 +6,6 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-#[allow(deprecated)]
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{
     Backend, Flex, TensorMetadata,
@@ -55,6 +54,23 @@ pub(crate) fn zeroed(block: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(block as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// `len` values that `fill` writes into uninitialised memory, and what `fill` returns: for the
+/// passes that write every value of an output, so that it is neither zero-filled nor copied.
+///
+/// # Safety
+///
+/// `fill` must initialise every one of the `len` values it is given.
+pub(crate) unsafe fn written<T, R>(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]) -> R,
+) -> (Vec<T>, R) {
+    let mut values = Vec::with_capacity(len);
+    let result = fill(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` initialised the `len` values, as the caller promised.
+    unsafe { values.set_len(len) };
+    (values, result)
+}
+
 /// `len` values computed in parallel blocks of `block` values: `fill(index, values)` writes
 /// block `index` (the last may be shorter), each [`zeroed`] first.
 pub(crate) fn par_blocks(
@@ -62,14 +78,13 @@ pub(crate) fn par_blocks(
     block: usize,
     fill: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(block.max(1))
-        .enumerate()
-        .for_each(|(index, values)| fill(index, zeroed(values)));
+    let fill_blocks = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(block.max(1))
+            .enumerate()
+            .for_each(|(index, values)| fill(index, zeroed(values)))
+    };
     // SAFETY: the blocks cover the `len` values, and `zeroed` initialised each.
-    unsafe { out.set_len(len) };
-    out
+    unsafe { written(len, fill_blocks) }.0
 }
 
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512 or AVX2 with FMA
@@ -175,7 +190,6 @@ macro_rules! ndarray_values {
     }};
 }
 
-#[allow(deprecated)]
 impl CpuBackend for burn::backend::NdArray {
     fn f32s(x: &NdArrayTensor) -> Cow<'_, [f32]> {
         match x {
@@ -229,7 +243,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(deprecated)]
     fn ndarray_tensors_read_in_logical_order() {
         reads_logical_order::<NdArray>();
     }

@@ -21,7 +21,7 @@ pub trait LeakyReluBackend: Backend {
     /// `x` where positive, `slope * x` elsewhere.
     #[fusion(default)]
     fn leaky_relu_forward(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
-        composite_forward::<Self>(x, slope)
+        reference_forward::<Self>(x, slope)
     }
 
     /// The input's gradient given the output's: `grad` where `x` is positive, `slope * grad`
@@ -32,19 +32,19 @@ pub trait LeakyReluBackend: Backend {
         slope: f64,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        composite_backward::<Self>(x, slope, grad)
+        reference_backward::<Self>(x, slope, grad)
     }
 }
 
 /// `slope * x + (1 - slope) * relu(x)`: the same function from operations every backend has.
-pub(crate) fn composite_forward<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
+pub(crate) fn reference_forward<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
     let linear = B::float_mul_scalar(x.clone(), slope.into());
     let positive = B::float_mul_scalar(B::relu(x), (1.0 - slope).into());
     B::float_add(linear, positive)
 }
 
-/// The gradient of [`composite_forward`]: `slope * grad + (1 - slope) * relu'(x) * grad`.
-pub(crate) fn composite_backward<B: Backend>(
+/// The gradient of [`reference_forward`]: `slope * grad + (1 - slope) * relu'(x) * grad`.
+pub(crate) fn reference_backward<B: Backend>(
     x: FloatTensor<B>,
     slope: f64,
     grad: FloatTensor<B>,
@@ -57,7 +57,7 @@ pub(crate) fn composite_backward<B: Backend>(
 impl<B: CpuBackend> LeakyReluBackend for B {
     fn leaky_relu_forward(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
         if !all_f32(&[&x]) {
-            return composite_forward::<B>(x, slope);
+            return reference_forward::<B>(x, slope);
         }
         let xs = B::f32s(&x);
         let slope = slope as f32;
@@ -68,7 +68,7 @@ impl<B: CpuBackend> LeakyReluBackend for B {
 
     fn leaky_relu_backward(x: FloatTensor<B>, slope: f64, grad: FloatTensor<B>) -> FloatTensor<B> {
         if !all_f32(&[&x, &grad]) {
-            return composite_backward::<B>(x, slope, grad);
+            return reference_backward::<B>(x, slope, grad);
         }
         let slope = slope as f32;
         let out = map(&B::f32s(&x), &B::f32s(&grad), move |v, g| {
@@ -108,35 +108,4 @@ impl<B: LeakyReluBackend, C: CheckpointStrategy> LeakyReluBackend for Autodiff<B
 /// backend.
 pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
     Tensor::from_dispatch(Dispatch::leaky_relu_forward(x.into_dispatch(), slope))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::tensor::TensorData;
-
-    /// Output and input gradient on flex and ndarray (the loops) against values
-    /// worked out by hand, zero and both signs included.
-    #[test]
-    fn leaky_relu_and_its_gradient_match_hand_values() {
-        #[allow(deprecated)]
-        let devices = [Device::flex(), Device::ndarray()];
-        for device in devices {
-            let device = device.autodiff();
-            let x = Tensor::<2>::from_floats([[-3.0, -0.5, 0.0], [0.25, 2.0, -1.0]], &device)
-                .require_grad();
-            let upstream = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
-            let y = leaky_relu(x.clone(), 0.25);
-            let grads = (y.clone() * upstream).sum().backward();
-            y.into_data().assert_approx_eq::<f32>(
-                &TensorData::from([[-0.75, -0.125, 0.0], [0.25, 2.0, -0.25]]),
-                Default::default(),
-            );
-            // relu'(0) is 0, so at 0 the gradient takes the slope, as Burn's relu gives.
-            x.grad(&grads).unwrap().into_data().assert_approx_eq::<f32>(
-                &TensorData::from([[0.25, 0.5, 0.75], [4.0, 5.0, 1.5]]),
-                Default::default(),
-            );
-        }
-    }
 }

@@ -7,6 +7,11 @@
 //! CPU backends, flex and ndarray (`cpu::CpuBackend` is how they read and build tensors), and
 //! the backward pass recorded on Burn's autodiff graph.
 //!
+//! Names say which formulation a function is, in every module: `reference_forward` /
+//! `reference_backward` are the reference formulation from Burn's tensor operations;
+//! `burns_forward` / `burns_backward` are Burn's own operation, the fallback where the loops do
+//! not apply (another dtype, an empty shape).
+//!
 //! - [`conv2d`], [`conv2d_stride1`]: stride-1 convolution (unfold + matrix products; on wgpu as
 //!   tensor operations, a group of images per product).
 //! - [`linear`]: a dense layer (matrix products split by columns across threads on the CPU).
@@ -24,26 +29,19 @@
 //! SGD step's tensor operations, fused with their neighbours, gave wrong results in training.
 
 // Burn marks NdArray deprecated; the course asks for it, so every operation serves it too.
-#[allow(deprecated)]
+#![allow(deprecated)]
+
 mod batch_norm;
 mod channel;
-#[allow(deprecated)]
 mod conv;
-#[allow(deprecated)]
 mod cpu;
-#[allow(deprecated)]
 mod fractional_max_pool;
 mod graph;
-#[allow(deprecated)]
 mod leaky_relu;
-#[allow(deprecated)]
 mod linear;
 mod matmul;
-#[allow(deprecated)]
 mod sgd;
-#[allow(deprecated)]
 mod subsample;
-#[allow(deprecated)]
 mod tanh;
 
 pub use batch_norm::{batch_norm, batch_norm_leaky_relu};

@@ -4,7 +4,11 @@
 //! operands as they lie, so that transposed operands are never copied and results land in the
 //! caller's buffers.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use crate::cpu::written;
 
 /// A strided view of an f32 matrix.
 #[derive(Clone, Copy)]
@@ -73,14 +77,13 @@ pub(crate) fn multiply(
 /// every value, so the buffer is not zero-filled first (for LeNet's dense layer, 5 MB per step).
 pub(crate) fn product(lhs: View, rhs: View, parallel: bool) -> Vec<f32> {
     let len = lhs.shape[0] * rhs.shape[1];
-    let mut product = Vec::with_capacity(len);
-    // SAFETY: the buffer has room for the m * n values; without `accumulate` they are written,
-    // never read, so all of them are initialised before `set_len`.
-    unsafe {
-        multiply_into(product.as_mut_ptr(), lhs, rhs, false, parallel);
-        product.set_len(len);
-    }
-    product
+    let fill = |product: &mut [MaybeUninit<f32>]| {
+        // SAFETY: the buffer has room for the m * n values; without `accumulate` they are
+        // written, never read.
+        unsafe { multiply_into(product.as_mut_ptr().cast(), lhs, rhs, false, parallel) }
+    };
+    // SAFETY: `multiply_into` writes all m * n values.
+    unsafe { written(len, fill) }.0
 }
 
 /// [`multiply`] into the row-major `[m, n]` matrix at `product`.

@@ -8,6 +8,8 @@
 //! operation. Its state has the
 //! names of Burn's (`momentum.velocity`), so a checkpoint of either resumes with the other.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::TensorMetadata;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{
@@ -19,7 +21,7 @@ use burn::prelude::*;
 use burn_cubecl::{CubeBackend, kernel::into_contiguous};
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, all_f32, zeroed};
+use crate::cpu::{CpuBackend, all_f32, written, zeroed};
 
 /// The constants of one step.
 #[derive(Clone, Copy, Debug)]
@@ -134,11 +136,11 @@ impl<B: CpuBackend> SgdBackend for B {
         // New buffers written in one pass (copying the old ones first cost as much as the
         // update itself).
         let len = param.len();
-        let (mut new_param, mut new_velocity) = (Vec::with_capacity(len), Vec::with_capacity(len));
         const CHUNK: usize = 1 << 14;
-        new_param.spare_capacity_mut()[..len]
+        let fill = |new_param: &mut [MaybeUninit<f32>], new_velocity: &mut [MaybeUninit<f32>]| {
+            new_param
             .par_chunks_mut(CHUNK)
-            .zip(new_velocity.spare_capacity_mut()[..len].par_chunks_mut(CHUNK))
+            .zip(new_velocity.par_chunks_mut(CHUNK))
             .enumerate()
             .for_each(|(index, (new_param, new_velocity))| {
                 let at = index * CHUNK..;
@@ -158,11 +160,10 @@ impl<B: CpuBackend> SgdBackend for B {
                     *new_p = p - update * rate;
                 }
             });
+        };
         // SAFETY: the chunks cover both buffers, and `zeroed` initialised each.
-        unsafe {
-            new_param.set_len(len);
-            new_velocity.set_len(len);
-        }
+        let (new_param, (new_velocity, ())) =
+            unsafe { written(len, |param| written(len, |velocity| fill(param, velocity))) };
         (
             B::float(new_param, shape.clone()),
             B::float(new_velocity, shape),
@@ -317,70 +318,6 @@ impl Optimizer for Sgd {
             momentum: state.momentum.map(|state| MomentumState {
                 velocity: state.velocity.to_device(device),
             }),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::optim::{SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
-    use burn::tensor::{Distribution, Tolerance};
-
-    /// Three steps of this optimiser and of Burn's `Sgd` from the same parameter with the same
-    /// gradients, on flex and ndarray (both the loop): the same parameters, and
-    /// states recorded under the same names with the same values.
-    #[test]
-    fn steps_and_records_equal_burns_sgd() {
-        #[allow(deprecated)]
-        let devices = [Device::flex(), Device::ndarray()];
-        for device in devices {
-            for (momentum, nesterov, decay) in
-                [(0.9, true, 0.0), (0.8, false, 5e-3), (0.0, false, 1e-2)]
-            {
-                let what =
-                    format!("{device:?} momentum {momentum} nesterov {nesterov} decay {decay}");
-                let ours = Sgd::new(momentum, nesterov, decay);
-                let burns = SgdConfig::new()
-                    .with_momentum((momentum > 0.0).then(|| {
-                        MomentumConfig::new()
-                            .with_momentum(momentum)
-                            .with_dampening(0.0)
-                            .with_nesterov(nesterov)
-                    }))
-                    .with_weight_decay((decay > 0.0).then(|| WeightDecayConfig::new(decay as f32)))
-                    .build();
-                let start = Tensor::<2>::random([37, 29], Distribution::Normal(0.0, 1.0), &device);
-                let (mut a, mut b) = (start.clone(), start);
-                let (mut state_a, mut state_b) = (None, None);
-                for _ in 0..3 {
-                    let grad =
-                        Tensor::<2>::random([37, 29], Distribution::Normal(0.0, 1.0), &device);
-                    (a, state_a) = ours.step(0.05, a, grad.clone(), state_a);
-                    (b, state_b) = burns.step(0.05, b, grad, state_b);
-                }
-                a.into_data()
-                    .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-6));
-                let (mut sink_a, mut sink_b) = (StateSink::default(), StateSink::default());
-                state_a.expect("a state").state_flatten("p", &mut sink_a);
-                state_b.expect("a state").state_flatten("p", &mut sink_b);
-                let names = |sink: &StateSink| -> Vec<String> {
-                    sink.tensors.iter().map(|(name, _)| name.clone()).collect()
-                };
-                assert_eq!(names(&sink_a), names(&sink_b), "{what}");
-                assert_eq!(names(&sink_a).is_empty(), momentum == 0.0, "{what}");
-                for ((_, x), (_, y)) in sink_a.tensors.iter().zip(&sink_b.tensors) {
-                    x.assert_approx_eq::<f32>(y, Tolerance::absolute(1e-6));
-                }
-                // Burn's record loads into this optimiser's state.
-                let mut source = StateSource::new(Default::default());
-                for (name, data) in sink_b.tensors {
-                    source.insert_tensor(name, data);
-                }
-                let loaded =
-                    SgdState::<2>::state_unflatten("p", &mut source, &device).expect("a state");
-                assert_eq!(loaded.momentum.is_some(), momentum > 0.0, "{what}");
-            }
         }
     }
 }

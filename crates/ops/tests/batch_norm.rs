@@ -7,23 +7,9 @@ mod common;
 
 use burn::nn::BatchNormConfig;
 use burn::{prelude::*, tensor::Distribution};
-use common::{BACKENDS, device};
+use common::{BACKENDS, close_within, device, f32s};
 
 const SHAPE: [usize; 4] = [3, 4, 5, 6];
-
-fn close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= tolerance * (1.0 + y.abs()),
-            "{what}[{i}]: {x} vs {y}"
-        );
-    }
-}
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}
 
 #[test]
 fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
@@ -58,12 +44,12 @@ fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
             };
             let grads = (output.clone() * upstream.clone()).sum().backward();
             [
-                values(output),
-                values(input.grad(&grads).unwrap()),
-                values(norm.gamma.grad(&grads).unwrap()),
-                values(norm.beta.grad(&grads).unwrap()),
-                values(norm.running_mean.value_sync()),
-                values(norm.running_var.value_sync()),
+                f32s(output),
+                f32s(input.grad(&grads).unwrap()),
+                f32s(norm.gamma.grad(&grads).unwrap()),
+                f32s(norm.beta.grad(&grads).unwrap()),
+                f32s(norm.running_mean.value_sync()),
+                f32s(norm.running_var.value_sync()),
             ]
         };
         let ours = run(true);
@@ -77,12 +63,12 @@ fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
             "running var",
         ];
         for ((a, b), name) in ours.iter().zip(&burns).zip(names) {
-            close(a, b, 1e-4, &format!("{backend} {name}"));
+            close_within(a, b, 1e-4, &format!("{backend} {name}"));
         }
 
         // Plain f64 loops for the output and the gamma gradient (sum of upstream * x_hat).
-        let xs: Vec<f64> = values(x.clone()).into_iter().map(f64::from).collect();
-        let gs: Vec<f64> = values(upstream.clone())
+        let xs: Vec<f64> = f32s(x.clone()).into_iter().map(f64::from).collect();
+        let gs: Vec<f64> = f32s(upstream.clone())
             .into_iter()
             .map(f64::from)
             .collect();
@@ -106,13 +92,13 @@ fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
                 gamma_grad[ch] += (gs[j] * (xs[j] - mean) * inv) as f32;
             }
         }
-        close(
+        close_within(
             &ours[0],
             &output,
             1e-4,
             &format!("{backend} output vs loops"),
         );
-        close(
+        close_within(
             &ours[2],
             &gamma_grad,
             1e-3,
@@ -145,10 +131,10 @@ fn batch_norm_with_leaky_relu_matches_the_two_operations_on_every_backend() {
             };
             let grads = (output.clone() * upstream.clone()).sum().backward();
             [
-                values(output),
-                values(input.grad(&grads).unwrap()),
-                values(norm.gamma.grad(&grads).unwrap()),
-                values(norm.beta.grad(&grads).unwrap()),
+                f32s(output),
+                f32s(input.grad(&grads).unwrap()),
+                f32s(norm.gamma.grad(&grads).unwrap()),
+                f32s(norm.beta.grad(&grads).unwrap()),
             ]
         };
         let (fused, separate) = (run(true), run(false));
@@ -158,7 +144,7 @@ fn batch_norm_with_leaky_relu_matches_the_two_operations_on_every_backend() {
                 .zip(&separate)
                 .zip(["output", "x grad", "gamma grad", "beta grad"])
         {
-            close(a, b, 1e-4, &format!("{backend} {name}"));
+            close_within(a, b, 1e-4, &format!("{backend} {name}"));
         }
     }
 }
@@ -169,9 +155,9 @@ fn evaluation_uses_the_running_statistics() {
     let norm = BatchNormConfig::new(2).init(&device);
     let x = Tensor::<4>::from_floats([[[[1.0, 3.0]], [[-2.0, 6.0]]]], &device);
     // Running mean 0 and variance 1 at initialisation: the input comes back (up to epsilon).
-    close(
-        &values(ops::batch_norm(&norm, x.clone())),
-        &values(x),
+    close_within(
+        &f32s(ops::batch_norm(&norm, x.clone())),
+        &f32s(x),
         1e-4,
         "inference",
     );
@@ -188,8 +174,8 @@ fn batch_statistics_hold_for_a_large_mean_and_a_small_spread() {
         let device = device(backend).autodiff();
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 0.05), &device) + 1000.0;
         let norm = BatchNormConfig::new(2).init(&device);
-        let output = values(ops::batch_norm(&norm, x.clone()));
-        let inputs = values(x);
+        let output = f32s(ops::batch_norm(&norm, x.clone()));
+        let inputs = f32s(x);
         let [n, c, h, w] = shape;
         for ch in 0..c {
             let cells: Vec<usize> = (0..n)
@@ -240,12 +226,12 @@ fn batch_norm_of_large_maps_matches_flex_on_wgpu() {
                 .sum()
                 .backward();
             [
-                values(output),
-                values(norm.running_mean.value_sync()),
-                values(norm.running_var.value_sync()),
-                values(x.grad(&grads).unwrap()),
-                values(norm.gamma.grad(&grads).unwrap()),
-                values(norm.beta.grad(&grads).unwrap()),
+                f32s(output),
+                f32s(norm.running_mean.value_sync()),
+                f32s(norm.running_var.value_sync()),
+                f32s(x.grad(&grads).unwrap()),
+                f32s(norm.gamma.grad(&grads).unwrap()),
+                f32s(norm.beta.grad(&grads).unwrap()),
             ]
         };
         let expected = run("flex");

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use burn::{prelude::*, tensor::Distribution};
-use common::device;
+use common::{device, f32s};
 use ops::{PoolRegions, Span, fractional_max_pool2d};
 
 /// A small seeded generator (a 64-bit LCG), so that the regions need nothing from outside.
@@ -137,13 +137,6 @@ fn naive_grad(upstream: &[f32], argmax: &[usize], [n, c, h, w]: [usize; 4]) -> V
     grad
 }
 
-fn values(t: Tensor<4>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
-}
-
 fn check_backend(backend: &str) {
     let train = device(backend).autodiff();
     let mut rng = Lcg(11);
@@ -174,7 +167,7 @@ fn check_backend(backend: &str) {
             let pooled = fractional_max_pool2d(input.clone(), &regions);
             let [oh, ow] = regions.out;
             assert_eq!(pooled.dims(), [2, 3, oh, ow], "{label}");
-            assert_eq!(values(pooled.clone()), expected, "{label}: forward");
+            assert_eq!(f32s(pooled.clone()), expected, "{label}: forward");
 
             let upstream =
                 Tensor::<4>::random(pooled.dims(), Distribution::Default, &Device::flex())
@@ -183,7 +176,7 @@ fn check_backend(backend: &str) {
             let loss = (pooled * Tensor::from_data(upstream, &train)).sum();
             let grads = loss.backward();
             let grad = input.grad(&grads).expect("input is tracked");
-            let got = values(grad);
+            let got = f32s(grad);
             let want = naive_grad(&up_host, &argmax, shape);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
@@ -221,11 +214,11 @@ fn every_backend_pools_to_the_same_values() {
     let mut rng = Lcg(3);
     for overlapping in [true, false] {
         let regions = draw(overlapping, true, [4, 5], [35, 25], &mut rng);
-        let reference = values(fractional_max_pool2d(x.clone(), &regions));
+        let reference = f32s(fractional_max_pool2d(x.clone(), &regions));
         for (backend, x) in [("ndarray", &on_ndarray), ("wgpu", &on_wgpu)] {
             let pooled = fractional_max_pool2d(x.clone(), &regions);
             assert_eq!(
-                values(pooled),
+                f32s(pooled),
                 reference,
                 "{backend} overlapping={overlapping}"
             );
@@ -254,7 +247,7 @@ fn gradient_matches_finite_differences() {
     // The loss sum(weights * pool(x)), summed in f64 so that rounding cannot hide an error.
     let loss = |x: Vec<f32>| -> f64 {
         let x = Tensor::<4>::from_data(TensorData::new(x, shape), &device);
-        let pooled = values(fractional_max_pool2d(x, &regions));
+        let pooled = f32s(fractional_max_pool2d(x, &regions));
         pooled
             .iter()
             .zip(&weights)
@@ -269,7 +262,7 @@ fn gradient_matches_finite_differences() {
     let grads = (fractional_max_pool2d(x.clone(), &regions) * w)
         .sum()
         .backward();
-    let analytic = values(x.grad(&grads).unwrap());
+    let analytic = f32s(x.grad(&grads).unwrap());
     let eps = 0.01f32;
     for i in 0..count {
         let mut plus = host.clone();

@@ -89,8 +89,13 @@ fn default_validation() -> f64 {
     1.0 / 12.0
 }
 
-/// The images of a `batch_size` batch each of `devices` devices takes, or what to change.
-pub fn split_between_devices(batch_size: usize, devices: usize) -> Result<usize, String> {
+/// The images of a `batch_size` batch each of `devices` devices takes, when that share splits
+/// into `micro_batches` equal micro-batches; or what to change.
+pub fn split_batch(
+    batch_size: usize,
+    devices: usize,
+    micro_batches: usize,
+) -> Result<usize, String> {
     if batch_size < devices {
         return Err(format!(
             "devices: batch_size {batch_size} is smaller than the {devices} devices; each \
@@ -103,7 +108,20 @@ pub fn split_between_devices(batch_size: usize, devices: usize) -> Result<usize,
              pick a multiple of {devices}"
         ));
     }
-    Ok(batch_size / devices)
+    let per_device = batch_size / devices;
+    if !per_device.is_multiple_of(micro_batches) {
+        return Err(match devices {
+            1 => format!(
+                "accumulate: batch_size {batch_size} does not split into {micro_batches} equal \
+                 micro-batches; pick a divisor of it, or \"auto\""
+            ),
+            n => format!(
+                "accumulate: the {per_device} images each of {n} devices takes from a batch do \
+                 not split into {micro_batches} micro-batches; pick a batch_size that does"
+            ),
+        });
+    }
+    Ok(per_device)
 }
 
 /// The `[model]` table: `kind`, and for the FMP net its hyper-parameters, each with the default
@@ -399,34 +417,21 @@ impl RunConfig {
                 return Err(format!("{key}: {value} is more than the {limit} allowed"));
             }
         }
-        if let DeviceList::Indices(indices) = &self.devices {
-            if indices.is_empty() {
-                return Err(
-                    "devices: the list is empty; give indices from `train devices` \
+        // `all` and the default device are counted when the backend opens them (`RunPlan`).
+        let devices = match &self.devices {
+            DeviceList::Indices(indices) if indices.is_empty() => {
+                return Err("devices: the list is empty; give indices from `train devices` \
                             (e.g. \"0,1\") or \"all\""
-                        .into(),
-                );
+                    .into());
             }
-            let per_device = split_between_devices(self.batch_size, indices.len())?;
-            if let Accumulate::Fixed(n) = self.accumulate
-                && !per_device.is_multiple_of(n)
-            {
-                return Err(format!(
-                    "accumulate: the {per_device} images each of {} devices takes from a batch \
-                     do not split into {n} micro-batches; pick a batch_size that does",
-                    indices.len()
-                ));
-            }
-        }
-        if let Accumulate::Fixed(n) = self.accumulate
-            && !self.batch_size.is_multiple_of(n)
-        {
-            return Err(format!(
-                "accumulate: batch_size {} does not split into {n} equal micro-batches; pick a \
-                 divisor of it, or \"auto\"",
-                self.batch_size
-            ));
-        }
+            DeviceList::Indices(indices) => indices.len(),
+            DeviceList::Default | DeviceList::All => 1,
+        };
+        let micro_batches = match self.accumulate {
+            Accumulate::Fixed(n) => n,
+            Accumulate::Auto => 1,
+        };
+        split_batch(self.batch_size, devices, micro_batches)?;
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(format!(
                 "validation_fraction: {} is outside [0, 1)",

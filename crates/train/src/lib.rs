@@ -1,13 +1,17 @@
 //! The `train` command: trains, evaluates, times, explains and exports the course's networks.
 //!
-//! One module per command, each with its flags (`clap::Args`) and a `run` function:
-//! [`fit`] (`train <config.toml>`), `evaluate` (`eval`), `predict`, `export`, `bench` (with
-//! its chart and `loader-bench`), `summary`, `show`, `serve`, `tiny_cnn` and `list_devices` (`devices`). What they share: `config` (the TOML
-//! run config and the flags that override it), [`device`] (backend name and `--devices` to Burn devices),
-//! `trained` (a trained network found from a run directory, export folder or weights file),
-//! `weights` (its file formats), `checkpoint`, `curves` and `progress` (what a run writes and
-//! shows), `panics` (a loader thread's panic fails the run), `output` (printing a closed pipe
-//! cannot crash), `timing` and `files` (atomic writes).
+//! [`commands`] holds one module per command, each with its flags (`clap::Args`) and a `run`
+//! function, named as the command: `train` (the default command, `train <config.toml>`), `eval`,
+//! `predict`, `export`, `bench` (with its chart and `loader-bench`), `summary`, `show`, `serve`,
+//! `tiny_cnn` and `devices`. No command imports another; what they share sits beside them:
+//! `config` (the TOML run config and the flags that override it), `plan` (a config's batch on
+//! its devices), [`device`] (backend name and `--devices` to Burn devices), `inference` (the
+//! evaluation pass, tensors read back, image files read), `layer_report` (what every layer does
+//! to one image), `trained` (a trained network found from a run directory, export folder or
+//! weights file), `weights` (its file formats), `accumulate` (micro-batches), `checkpoint`,
+//! `curves` and `progress` (what a run writes and shows), `panics` (a loader thread's panic
+//! fails the run), `output` (printing a closed pipe cannot crash), `timing` and `files` (atomic
+//! writes).
 //!
 //! Public API: [`Cli`] and [`run`] (all the binary calls); [`RunConfig`] and [`Overrides`];
 //! [`device`]; [`last_complete`] and [`read_curves`], [`CURVES_CSV`] (reading a run
@@ -17,29 +21,24 @@
 mod output;
 
 mod accumulate;
-mod bench;
 mod checkpoint;
+mod commands;
 mod config;
 mod curves;
 pub mod device;
-mod evaluate;
-mod export;
 mod files;
-mod fit;
-mod list_devices;
+mod inference;
+mod layer_report;
 mod panics;
-mod predict;
+mod plan;
 mod progress;
-mod serve;
-mod show;
-mod summary;
 mod timing;
-mod tiny_cnn;
 mod trained;
 mod weights;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use commands::{bench, devices, eval, export, predict, serve, show, summary, tiny_cnn, train};
 
 pub use checkpoint::last_complete;
 pub use config::{ConfigError, Overrides, RunConfig};
@@ -56,7 +55,7 @@ pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    run: fit::RunArgs,
+    run: train::RunArgs,
 }
 
 #[derive(Subcommand)]
@@ -69,8 +68,8 @@ enum Command {
     Serve(serve::ServeArgs),
     Export(export::ExportArgs),
     Predict(predict::PredictArgs),
-    Eval(evaluate::EvalArgs),
-    Devices(list_devices::DevicesArgs),
+    Eval(eval::EvalArgs),
+    Devices(devices::DevicesArgs),
 }
 
 /// Runs the command `cli` names; without one, trains the config it gives. Output that could not
@@ -93,8 +92,8 @@ fn run_command(cli: Cli) -> Result<()> {
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Predict(args)) => predict::run(args),
-        Some(Command::Eval(args)) => evaluate::run(args),
-        Some(Command::Devices(args)) => list_devices::run(args),
-        None => fit::run(cli.run),
+        Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::Devices(args)) => devices::run(args),
+        None => train::run(cli.run),
     }
 }

@@ -284,45 +284,48 @@ impl FmpNet {
             .collect()
     }
 
-    /// Logits `[batch, classes]` for images `[batch, channels, input, input]`, each layer's
-    /// output (and each FMP layer's regions) shown to `observer` if there is one.
-    pub fn forward(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
+    /// Logits `[batch, classes]` for images `[batch, channels, input, input]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_observed(x, None)
+    }
+
+    /// [`forward`](Self::forward), each layer's output (and each FMP layer's regions) shown to
+    /// `observer` if there is one.
+    pub fn forward_observed(&self, x: Tensor<4>, mut observer: Option<Observer>) -> Tensor<2> {
         let o = &mut observer;
         let mut x = x;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let names = [format!("blocks.{i}.conv"), format!("blocks.{i}.norm")];
-            x = self.convolve(x, &block.conv, &block.norm, [&names[0], &names[1]], o);
+        for block in &self.blocks {
+            x = self.convolve(x, &block.conv, &block.norm, o);
             let (pooled, regions) = block.pool.pool(block.dropout.forward(x));
             if let Some(observe) = o {
-                observe(&format!("blocks.{i}.pool"), pooled.clone(), Some(&regions));
+                observe(pooled.clone(), Some(&regions));
             }
             x = pooled;
         }
-        let x = self.convolve(x, &self.head, &self.head_norm, ["head", "head_norm"], o);
+        let x = self.convolve(x, &self.head, &self.head_norm, o);
         let x = conv2d(&self.classifier, self.head_dropout.forward(x));
-        show(o, "classifier", &x);
+        show(o, &x);
         x.flatten(1, 3)
     }
 
-    /// The convolution, then batch norm (if any) and the leaky ReLU, each output shown by the
-    /// name the layer table gives it.
+    /// The convolution, then batch norm (if any) and the leaky ReLU; with batch norm the
+    /// convolution's output is shown too, as the layer table lists it.
     fn convolve(
         &self,
         x: Tensor<4>,
         conv: &Conv2d,
         norm: &Option<BatchNorm>,
-        [at_conv, at_norm]: [&str; 2],
         o: &mut Option<Observer>,
     ) -> Tensor<4> {
         let x = conv2d(conv, x);
         let x = match norm {
             Some(norm) => {
-                show(o, at_conv, &x);
+                show(o, &x);
                 batch_norm_leaky_relu(norm, x, self.leaky_slope)
             }
             None => leaky_relu(x, self.leaky_slope),
         };
-        show(o, if norm.is_some() { at_norm } else { at_conv }, &x);
+        show(o, &x);
         x
     }
 
@@ -423,7 +426,7 @@ mod tests {
         // 32n filters for n = 1..6, then 224 and 10: 462,026 convolution parameters.
         assert_eq!(net.convolution_params(), 462_026);
         let x = Tensor::<4>::zeros([2, 1, 36, 36], &Device::flex());
-        assert_eq!(net.forward(x, None).dims(), [2, 10]);
+        assert_eq!(net.forward(x).dims(), [2, 10]);
     }
 
     #[test]
@@ -454,7 +457,7 @@ mod tests {
         }
         .init(&device);
         let x = Tensor::<4>::random([2, 3, 94, 94], burn::tensor::Distribution::Default, &device);
-        let logits = net.forward(x, None);
+        let logits = net.forward(x);
         assert_eq!(logits.dims(), [2, 10]);
         let grads = logits.sum().backward();
         let first = net.blocks[0]

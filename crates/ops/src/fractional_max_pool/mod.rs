@@ -4,12 +4,13 @@
 //! The forward pass keeps, for every output, the flat index of the input cell that held the
 //! maximum; the backward pass adds each output gradient at that index and nowhere else. The CPU
 //! backends (flex, ndarray) run both as parallel loops over image planes, the Cube backend (wgpu)
-//! as the GPU kernels of [`cube`]. [`fmp_forward_tensor_ops`] / [`fmp_backward_tensor_ops`] are
+//! as the GPU kernels of [`cube`]. [`reference_forward`] / [`reference_backward`] are
 //! the same computation written with Burn's tensor operations: the reference the loops and
 //! kernels are tested against.
 
 mod cube;
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::TensorMetadata;
@@ -24,7 +25,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, IndexingUpdateOp, IntDType, TensorData};
 use rayon::prelude::*;
 
-use crate::cpu::{CpuBackend, par_blocks};
+use crate::cpu::{CpuBackend, par_blocks, written};
 use crate::graph::record;
 
 /// One pooling interval along an axis: `len` cells from `start` (`len` is 1 or 2).
@@ -108,7 +109,7 @@ pub trait FractionalMaxPoolBackend: Backend {
     /// the index `row * w + col` of the cell that held it.
     ///
     /// Backends without loops of their own run Burn's max-pool for [`PoolRegions::windows`]
-    /// (its indices are the same `row * w + col`) and [`fmp_forward_tensor_ops`] otherwise.
+    /// (its indices are the same `row * w + col`) and [`reference_forward`] otherwise.
     /// Fusion records the operation as it is (the output shapes are known from the regions) and
     /// runs the Cube kernel when the stream executes.
     #[fusion(meta = forward_specs)]
@@ -128,7 +129,7 @@ pub trait FractionalMaxPoolBackend: Backend {
             );
             (pooled.output, pooled.indices)
         } else {
-            fmp_forward_tensor_ops::<Self>(x, &regions)
+            reference_forward::<Self>(x, &regions)
         }
     }
 
@@ -141,7 +142,7 @@ pub trait FractionalMaxPoolBackend: Backend {
         _regions: PoolRegions,
         input: [usize; 2],
     ) -> FloatTensor<Self> {
-        fmp_backward_tensor_ops::<Self>(grad, argmax, input)
+        reference_backward::<Self>(grad, argmax, input)
     }
 }
 
@@ -205,7 +206,7 @@ fn corner_indices(regions: &PoolRegions, width: usize) -> Vec<i32> {
 
 /// [`FractionalMaxPoolBackend::fmp_forward`] from Burn tensor operations: gather the four corners
 /// of every region, take the maximum over them, and map its position back to the input index.
-fn fmp_forward_tensor_ops<B: Backend>(
+fn reference_forward<B: Backend>(
     x: FloatTensor<B>,
     regions: &PoolRegions,
 ) -> (FloatTensor<B>, IntTensor<B>) {
@@ -231,7 +232,7 @@ fn fmp_forward_tensor_ops<B: Backend>(
 }
 
 /// [`FractionalMaxPoolBackend::fmp_backward`] from Burn tensor operations: a scatter-add.
-fn fmp_backward_tensor_ops<B: Backend>(
+fn reference_backward<B: Backend>(
     grad: FloatTensor<B>,
     argmax: IntTensor<B>,
     input: [usize; 2],
@@ -253,17 +254,17 @@ fn ends(span: &Span) -> (usize, usize) {
 impl<B: CpuBackend> FractionalMaxPoolBackend for B {
     fn fmp_forward(x: FloatTensor<B>, regions: PoolRegions) -> (FloatTensor<B>, IntTensor<B>) {
         if x.dtype() != DType::F32 {
-            return fmp_forward_tensor_ops::<B>(x, &regions);
+            return reference_forward::<B>(x, &regions);
         }
         let [n, c, h, w] = x.shape().dims();
         let [oh, ow] = regions.out;
         let input = B::f32s(&x);
         // Every value is written below: no zero fill first.
         let len = n * c * oh * ow;
-        let (mut maxima, mut argmax) = (Vec::with_capacity(len), Vec::with_capacity(len));
-        maxima.spare_capacity_mut()[..len]
+        let fill = |maxima: &mut [MaybeUninit<f32>], argmax: &mut [MaybeUninit<i32>]| {
+            maxima
             .par_chunks_mut(oh * ow)
-            .zip(argmax.spare_capacity_mut()[..len].par_chunks_mut(oh * ow))
+            .zip(argmax.par_chunks_mut(oh * ow))
             .enumerate()
             .for_each(|(plane, (maxima, argmax))| {
                 let (rows, cols) = regions.of(plane / c, plane % c);
@@ -290,11 +291,10 @@ impl<B: CpuBackend> FractionalMaxPoolBackend for B {
                     }
                 }
             });
+        };
         // SAFETY: the planes cover both buffers, and each wrote every region of its plane.
-        unsafe {
-            maxima.set_len(len);
-            argmax.set_len(len);
-        }
+        let (maxima, (argmax, ())) =
+            unsafe { written(len, |maxima| written(len, |argmax| fill(maxima, argmax))) };
         (
             B::float(maxima, [n, c, oh, ow]),
             B::int(argmax, [n, c, oh, ow]),
@@ -309,7 +309,7 @@ impl<B: CpuBackend> FractionalMaxPoolBackend for B {
     ) -> FloatTensor<B> {
         let indices = match B::i32s(&argmax) {
             Some(indices) if grad.dtype() == DType::F32 => indices,
-            _ => return fmp_backward_tensor_ops::<B>(grad, argmax, input),
+            _ => return reference_backward::<B>(grad, argmax, input),
         };
         let [n, c, oh, ow] = grad.shape().dims();
         let [h, w] = input;
@@ -395,7 +395,6 @@ mod tests {
                 rows: spans(0),
                 cols: spans(1),
             };
-            #[allow(deprecated)]
             let devices = [Device::flex(), Device::ndarray()];
             for device in devices {
                 let what = format!("{device:?}, {groups} groups");
@@ -404,7 +403,7 @@ mod tests {
                 let (maxima, argmax) =
                     Dispatch::fmp_forward(x.clone().into_dispatch(), regions.clone());
                 let (ref_maxima, ref_argmax) =
-                    fmp_forward_tensor_ops::<Dispatch>(x.into_dispatch(), &regions);
+                    reference_forward::<Dispatch>(x.into_dispatch(), &regions);
                 let floats = |t| Tensor::<4>::from_dispatch(t).into_data();
                 let ints = |t| {
                     Tensor::<4, Int>::from_dispatch(t)
@@ -419,7 +418,7 @@ mod tests {
                     regions.clone(),
                     [side, side],
                 );
-                let ref_x_grad = fmp_backward_tensor_ops::<Dispatch>(
+                let ref_x_grad = reference_backward::<Dispatch>(
                     grad.into_dispatch(),
                     ref_argmax,
                     [side, side],

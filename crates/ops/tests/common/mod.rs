@@ -1,5 +1,5 @@
-//! What the operations' tests share: a device of every backend the operations serve, and
-//! reading values back from one.
+//! What the operations' tests share: a device of every backend the operations serve, reading
+//! values back from one, and comparing them with a reference.
 // Each test file uses a different subset.
 #![allow(dead_code)]
 
@@ -35,3 +35,45 @@ pub fn device(backend: &str) -> Device {
         other => panic!("no backend {other}"),
     }
 }
+
+/// The values of `t`, read back from its device.
+pub fn f32s<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
+}
+
+/// The values of `t`, as f64 for comparing with f64 loops.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    f32s(t).into_iter().map(f64::from).collect()
+}
+
+/// `ours` within `tolerance` (relative, plus as much absolute) of `expected`.
+pub fn close_within<T: Copy + Into<f64>>(ours: &[T], expected: &[T], tolerance: f64, what: &str) {
+    assert_eq!(ours.len(), expected.len(), "{what}");
+    for (i, (a, b)) in ours.iter().zip(expected).enumerate() {
+        let (a, b): (f64, f64) = ((*a).into(), (*b).into());
+        assert!(
+            (a - b).abs() <= tolerance * (1.0 + b.abs()),
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
+}
+
+/// [`close_within`] 1e-4.
+pub fn close(ours: &[f64], expected: &[f64], what: &str) {
+    close_within(ours, expected, 1e-4, what);
+}
+
+/// [`close`] for the output and the three gradients.
+pub fn close_all(ours: &[Vec<f64>; 4], expected: &[Vec<f64>; 4], what: &str) {
+    for ((a, b), name) in
+        ours.iter()
+            .zip(expected)
+            .zip(["output", "x grad", "weight grad", "bias grad"])
+    {
+        close(a, b, &format!("{what}: {name}"));
+    }
+}
+

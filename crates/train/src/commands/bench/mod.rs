@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BackendName, Overrides, RunConfig,
-    accumulate::{self, MicroBatcher},
-    config::split_between_devices,
+    plan::RunPlan,
     device,
     files::{check_output_file, write_atomic, write_json},
     timing::{median_and_min, time_ms},
@@ -419,6 +418,10 @@ fn time_backends(
     let (train_set, batcher) = training_set(config)?;
     let mut results = Vec::new();
     for &backend in backends {
+        let config = &RunConfig {
+            backend,
+            ..config.clone()
+        };
         let devices = match device::init_all(backend, &config.devices) {
             Ok(devices) => devices,
             Err(reason) => {
@@ -426,14 +429,7 @@ fn time_backends(
                 continue;
             }
         };
-        let mut timing = time_backend(
-            config,
-            &train_set,
-            &batcher,
-            backend,
-            &devices[0],
-            [warmup, steps],
-        )
+        let mut timing = time_backend(config, &train_set, &batcher, &devices[0], [warmup, steps])
         .with_context(|| backend.to_string())?;
         if devices.len() > 1 {
             let times = time_multi_device(config, &train_set, &batcher, &devices, [warmup, steps])
@@ -493,22 +489,9 @@ fn time_multi_device(
     let network = config.network();
     let main = devices[0].clone().autodiff();
     let replicas: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
-    let batch_size = config.batch_size.min(train_set.len());
-    let per_device = split_between_devices(batch_size, devices.len()).map_err(Error::msg)?;
-    let name = device::describe(config.backend, &devices[0]);
-    let micro_batches =
-        accumulate::micro_batches(config.accumulate, per_device, &network, &devices[0], &name)?;
-    // The batch may have shrunk to the training split: the config's check no longer holds.
-    if !per_device.is_multiple_of(micro_batches) {
-        bail!(
-            "accumulate: the {per_device} images each of {} devices takes from a batch of \
-             {batch_size} (the training split's size) do not split into {micro_batches} \
-             micro-batches; give a smaller --accumulate",
-            devices.len()
-        );
-    }
-    let micro_batcher =
-        MicroBatcher::new(batcher.clone(), batch_size, devices.len() * micro_batches);
+    let plan = RunPlan::new(config, devices.to_vec(), Some(train_set.len()))?;
+    let (batch_size, micro_batches) = (plan.batch_size, plan.micro_batches);
+    let micro_batcher = plan.train_batcher(batcher.clone());
     let size = micro_batcher.images();
     let mut model = Some(network.init(&main));
     let mut optimizer = config.optimizer();
@@ -569,7 +552,6 @@ fn time_backend(
     config: &RunConfig,
     train_set: &ImageDataset,
     batcher: &ImageBatcher,
-    backend: BackendName,
     device: &Device,
     [warmup, steps]: [usize; 2],
 ) -> Result<BackendTiming> {
@@ -578,20 +560,10 @@ fn time_backend(
     let train_device = device.clone().autodiff();
     let mut model = Some(network.init(&train_device));
     let mut optimizer = config.optimizer();
-    let batch_size = config.batch_size.min(train_set.len());
-    let device_name = device::describe(backend, device);
-    let micro_batches = match batch_size == config.batch_size {
-        true => accumulate::micro_batches(
-            config.accumulate,
-            batch_size,
-            &network,
-            device,
-            &device_name,
-        )?,
-        // A training set smaller than a batch: one batch of all of it.
-        false => 1,
-    };
-    let micro_batcher = MicroBatcher::new(batcher.clone(), batch_size, micro_batches);
+    let plan = RunPlan::new(config, vec![device.clone()], Some(train_set.len()))?;
+    let (batch_size, micro_batches) = (plan.batch_size, plan.micro_batches);
+    let device_name = plan.device_name().to_string();
+    let micro_batcher = plan.train_batcher(batcher.clone());
     let micro_batch = micro_batcher.images();
     let batch = |start: usize, device: &Device| -> ImageBatch {
         let items = train_set
@@ -657,7 +629,7 @@ fn time_backend(
         gflop_per_second,
         matmul_gflop_per_second: Some(peak),
         matmul_share: Some(gflop_per_second / peak),
-        backend: backend.to_string(),
+        backend: config.backend.to_string(),
         config: None,
         device: device_name,
         micro_batches: (micro_batches > 1).then_some(micro_batches),

@@ -52,7 +52,7 @@ pub fn run(args: LoaderBenchArgs) -> Result<()> {
     config.workers = args.workers.unwrap_or(config.workers);
     let (train_set, batcher) = super::training_set(&config)?;
     let batcher = MicroBatcher::new(batcher, config.batch_size, 1);
-    let loader = fit::loader(&config, batcher, train_set, true, &Device::flex());
+    let loader = loader(&config, batcher, train_set, true, &Device::flex());
     let began = Instant::now();
     let mut images = 0;
     let mut read = 0;

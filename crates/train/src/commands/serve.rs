@@ -25,9 +25,9 @@ use tokio::sync::Semaphore;
 
 use crate::{
     Overrides,
-    evaluate::{host_values, pass_probabilities},
+    inference::{host_values, pass_probabilities},
     panics::lock,
-    show,
+    layer_report,
     trained::{ModelArgs, Trained},
 };
 
@@ -209,8 +209,8 @@ async fn show_drawing(State(served): State<Shared>, headers: HeaderMap, body: Bo
         &headers,
         body,
         move |classifier, images| {
-            let shown = show::report(&classifier.trained, images, classifier.passes)?;
-            *lock(&served.report) = Some(show::html("your drawing", &shown)?);
+            let shown = layer_report::report(&classifier.trained, images, classifier.passes)?;
+            *lock(&served.report) = Some(layer_report::html("your drawing", &shown)?);
             Ok(json!({ "report": "/report" }).to_string())
         },
     )

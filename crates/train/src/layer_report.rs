@@ -1,42 +1,17 @@
-//! `train show`: what a trained network does to one image, as a self-contained HTML page: the
-//! padded input, the first feature maps of every layer, the regions of one pass of each FMP
-//! layer drawn over its input, and the class probabilities of each pass and of their average.
+//! What a trained network does to one image, as a self-contained HTML page: the padded input,
+//! the first feature maps of every layer, the regions of one pass of each FMP layer drawn over
+//! its input, and the class probabilities of each pass and of their average. `train show`
+//! writes it; `train serve` shows it for a drawing.
 
 use std::fmt::Write;
 use std::io::Cursor;
-use std::path::PathBuf;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use base64::Engine;
 use burn::{prelude::*, tensor::activation::softmax};
 use ops::{PoolRegions, Span};
 
-use crate::{
-    Overrides,
-    evaluate::host_values,
-    files::write_atomic,
-    predict::read_image,
-    trained::{ModelArgs, Trained},
-};
-
-/// Write an HTML report of what every layer of a trained network does to one image.
-#[derive(clap::Args)]
-pub struct ShowArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// The image (PNG or JPEG), converted to the dataset's channels and size.
-    image: PathBuf,
-    /// Forward passes whose probabilities are shown and averaged; default: the config's
-    /// test_passes (12 for FMP nets).
-    #[arg(long)]
-    passes: Option<usize>,
-    /// Invert grey levels first (dark digits on white paper; MNIST has light on black).
-    #[arg(long)]
-    invert: bool,
-    /// Folder to write report.html to.
-    #[arg(long, default_value = "show")]
-    output: PathBuf,
-}
+use crate::{inference::host_values, trained::Trained};
 
 /// Feature maps drawn per layer: the first channels.
 const MAPS: usize = 8;
@@ -78,30 +53,7 @@ pub struct Report {
     pub classes: [&'static str; 10],
 }
 
-/// Runs `train show`.
-pub fn run(args: ShowArgs) -> Result<()> {
-    let trained = args.model.load(Overrides::default())?;
-    let passes = trained.passes(args.passes)?;
-    let item = read_image(&args.image, trained.dataset(), args.invert)?;
-    let images = trained.batcher()?.tensors(vec![item], &trained.device).0;
-    let report = report(&trained, images, passes)?;
-    std::fs::create_dir_all(&args.output)
-        .map_err(|e| anyhow!("cannot create {}: {e}", args.output.display()))?;
-    let path = args.output.join("report.html");
-    let title = format!("{} on {}", trained.network.name(), args.image.display());
-    write_atomic(&path, html(&title, &report)?.as_bytes())?;
-    let best = argmax(&report.average);
-    say!(
-        "{}: {} ({:.1}% averaged over {passes} passes); report in {}",
-        args.image.display(),
-        report.classes[best],
-        100.0 * report.average[best],
-        path.display()
-    );
-    Ok(())
-}
-
-fn argmax(values: &[f32]) -> usize {
+pub fn argmax(values: &[f32]) -> usize {
     (0..values.len())
         .max_by(|&a, &b| values[a].total_cmp(&values[b]))
         .unwrap_or(0)
@@ -123,9 +75,9 @@ fn maps(x: Tensor<4>, count: usize) -> Result<Vec<Map>> {
 pub fn report(trained: &Trained, images: Tensor<4>, passes: usize) -> Result<Report> {
     let network = trained.network.valid().to_device(&trained.device);
     let table = trained.config.network().layers();
-    let mut seen: Vec<(String, Tensor<4>, Option<PoolRegions>)> = Vec::new();
-    let mut observe = |name: &str, x: Tensor<4>, regions: Option<&PoolRegions>| {
-        seen.push((name.to_string(), x, regions.cloned()));
+    let mut seen: Vec<(Tensor<4>, Option<PoolRegions>)> = Vec::new();
+    let mut observe = |x: Tensor<4>, regions: Option<&PoolRegions>| {
+        seen.push((x, regions.cloned()));
     };
     let first = network.forward_observed(images.clone(), Some(&mut observe));
     let mut probabilities = vec![host_values(softmax(first, 1))?];
@@ -137,17 +89,17 @@ pub fn report(trained: &Trained, images: Tensor<4>, passes: usize) -> Result<Rep
         .map(|k| probabilities.iter().map(|p| p[k]).sum::<f32>() / probabilities.len() as f32)
         .collect();
     let mut layers = Vec::new();
-    for (name, x, regions) in seen {
-        let layer = table.iter().find(|l| l.name == name);
+    // The observed pass shows the layers in the table's order.
+    for ((x, regions), layer) in seen.into_iter().zip(table) {
         layers.push(LayerView {
-            kind: layer.map(|l| l.kind.clone()).unwrap_or_default(),
-            shape: layer.map(|l| l.output).unwrap_or_default(),
             maps: maps(x, MAPS)?,
             regions: regions.map(|r| {
                 let (rows, cols) = r.of(0, 0);
                 (rows.to_vec(), cols.to_vec())
             }),
-            name,
+            name: layer.name,
+            kind: layer.kind,
+            shape: layer.output,
         });
     }
     Ok(Report {
@@ -315,7 +267,11 @@ mod tests {
 
     #[test]
     fn the_report_shows_every_layer_the_regions_and_probabilities_of_each_pass() {
-        for (config, passes) in [("fmp_mnist.toml", 3), ("lenet_mnist.toml", 1)] {
+        for (config, passes) in [
+            ("fmp_mnist.toml", 3),
+            ("lenet_mnist.toml", 1),
+            ("lenet_classic_mnist.toml", 1),
+        ] {
             let trained = trained(config);
             let side = trained.network.input_size();
             let images = Tensor::<4>::ones([1, 1, side, side], &trained.device);

@@ -1,46 +1,14 @@
-//! The stride-1 convolution (`ops::conv2d`) and dense layer (`ops::linear`) operations
-//! against plain f64 loops on every backend: output and the gradients of the input, weight and
-//! bias. Convolutions with valid and explicit padding, square and oblong kernels, 1x1 maps, and
-//! LeNet's 5x5 `Same` kernel; dense layers small and wide enough for flex to split the products
-//! across threads.
+//! The stride-1 convolution (`ops::conv2d`) against plain f64 loops on every backend: output and
+//! the gradients of the input, weight and bias. Valid and explicit padding, square and oblong
+//! kernels, 1x1 maps, and LeNet's 5x5 `Same` kernel; and the FMP net's head on wgpu against flex.
 
 mod common;
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{BatchNormConfig, LinearConfig};
+use burn::nn::BatchNormConfig;
 use burn::{prelude::*, tensor::Distribution};
-use common::{BACKENDS, device};
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-fn close(ours: &[f64], expected: &[f64], what: &str) {
-    assert_eq!(ours.len(), expected.len(), "{what}");
-    for (i, (a, b)) in ours.iter().zip(expected).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-            "{what}[{i}]: {a} vs {b}"
-        );
-    }
-}
-
-/// [`close`] for the output and the three gradients.
-fn close_all(ours: &[Vec<f64>; 4], expected: &[Vec<f64>; 4], what: &str) {
-    for ((a, b), name) in
-        ours.iter()
-            .zip(expected)
-            .zip(["output", "x grad", "weight grad", "bias grad"])
-    {
-        close(a, b, &format!("{what}: {name}"));
-    }
-}
+use common::{BACKENDS, close, close_all, device, values};
 
 /// Output, input gradient, weight gradient and bias gradient of `sum(conv(x) * upstream)` by
 /// direct summation over every (output cell, kernel cell) pair.
@@ -167,67 +135,6 @@ fn strided_convolutions_keep_burns_module() {
         values(ops::conv2d(&conv, x.clone())),
         values(conv.forward(x))
     );
-}
-
-/// Output, input gradient, weight gradient and bias gradient of `sum(linear(x) * upstream)`.
-fn dense_loops(
-    x: &[f64],
-    [m, k]: [usize; 2],
-    weight: &[f64],
-    bias: &[f64],
-    upstream: &[f64],
-) -> [Vec<f64>; 4] {
-    let n = bias.len();
-    let mut output = vec![0.0; m * n];
-    let mut x_grad = vec![0.0; m * k];
-    let mut weight_grad = vec![0.0; k * n];
-    let mut bias_grad = vec![0.0; n];
-    for i in 0..m {
-        for j in 0..n {
-            let g = upstream[i * n + j];
-            output[i * n + j] = bias[j];
-            bias_grad[j] += g;
-            for l in 0..k {
-                output[i * n + j] += x[i * k + l] * weight[l * n + j];
-                x_grad[i * k + l] += g * weight[l * n + j];
-                weight_grad[l * n + j] += g * x[i * k + l];
-            }
-        }
-    }
-    [output, x_grad, weight_grad, bias_grad]
-}
-
-#[test]
-fn dense_layer_matches_plain_loops_on_every_backend() {
-    // (batch, inputs, outputs): 130 outputs make several column parts on flex.
-    let cases = [(3, 5, 2), (9, 300, 130)];
-    for backend in BACKENDS {
-        let device = device(backend).autodiff();
-        for (m, k, n) in cases {
-            let what = format!("{backend} dense {k}->{n}, batch {m}");
-            let layer = LinearConfig::new(k, n).init(&device);
-            let x =
-                Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device).require_grad();
-            let output = ops::linear(&layer, x.clone());
-            let upstream = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
-            let grads = (output.clone() * upstream.clone()).sum().backward();
-            let bias = layer.bias.as_ref().unwrap();
-            let ours = [
-                values(output),
-                values(x.grad(&grads).unwrap()),
-                values(layer.weight.grad(&grads).unwrap()),
-                values(bias.grad(&grads).unwrap()),
-            ];
-            let expected = dense_loops(
-                &values(x.detach()),
-                [m, k],
-                &values(layer.weight.val().detach()),
-                &values(bias.val().detach()),
-                &values(upstream),
-            );
-            close_all(&ours, &expected, &what);
-        }
-    }
 }
 
 /// The FMP net's head (2x2 convolution to 1x1, batch norm + leaky ReLU, 1x1 convolution to

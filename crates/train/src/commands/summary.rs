@@ -7,7 +7,7 @@ use anyhow::Result;
 use data::ImageBatcher;
 use models::{Layer, NetworkConfig, fmp_sizes};
 
-use crate::{Overrides, RunConfig};
+use crate::{Overrides, RunConfig, output::grouped};
 
 /// Print every layer of the config's network (state-dict name, output shape, parameters,
 /// multiply-adds), the totals, and for FMP nets the size chain, padding and pooling ratios.
@@ -22,19 +22,6 @@ pub fn run(args: SummaryArgs) -> Result<()> {
     let config = RunConfig::load(&args.config, &Overrides::default())?;
     say!("{}", describe(&config)?.trim_end());
     Ok(())
-}
-
-/// `1234567` as `1,234,567`.
-pub(crate) fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The whole summary as text.
@@ -176,12 +163,5 @@ mod tests {
             err.contains("28x28") && err.contains("input is 4x4"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn numbers_are_grouped_by_thousands() {
-        assert_eq!(grouped(0), "0");
-        assert_eq!(grouped(999), "999");
-        assert_eq!(grouped(1_256_080), "1,256,080");
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     Overrides,
-    evaluate::host_values,
+    inference::host_values,
     files::write_atomic,
     trained::{EXPORT_BURN, EXPORT_CONFIG, EXPORT_PYTORCH, EXPORT_REFERENCE, ModelArgs, Trained},
     weights::{self, WeightsFormat},

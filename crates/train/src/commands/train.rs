@@ -8,32 +8,29 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::{
-    data::{
-        dataloader::{DataLoader, DataLoaderBuilder},
-        dataset::Dataset,
-    },
+    data::dataset::Dataset,
     prelude::*,
     train::{
-        ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining,
+        ExecutionStrategy, Interrupter, Learner, LearningResult, MultiDeviceOptim,
+        SupervisedTraining,
         metric::{AccuracyMetric, LearningRateMetric, LossMetric},
     },
 };
-use data::{ImageBatcher, ImageDataset};
-use models::ImageBatch;
+use data::{ImageBatcher, ImageDataset, Splits};
+use models::Network;
 use serde::Serialize;
 
 use crate::{
     Overrides, RunConfig,
-    accumulate::{self, MicroBatcher},
     checkpoint::{
         AtomicCheckpointer, check_resumable, last_complete, newest_valid, remove_incomplete,
     },
-    config::split_between_devices,
     curves::{self, CurveWriter, EpochRecord},
     device,
-    evaluate::{accuracy, averaged_note, percent_and_error},
     files::write_atomic,
+    inference::{accuracy, averaged_note, percent_and_error},
     panics,
+    plan::{RunPlan, loader},
     progress::{EpochRenderer, NonFinite},
 };
 
@@ -131,260 +128,70 @@ pub struct TestError {
 /// changes before every check has passed.
 pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     let run = config.output.clone();
-    let resume = start.resume;
     let config_text = toml::to_string(config)?;
     check_output(&run, start, &config_text)?;
 
     // Data first: a missing file is reported before any device starts.
-    let kind = config.dataset_kind();
     let (splits, folder) = config.load_splits()?;
-    let devices = device::init_all(config.backend, &config.devices)?;
-    let device = devices[0].clone();
-    device.seed(config.seed);
-    // The newest checkpoint Burn can restore: its learner panics on one it cannot read.
-    let resumed_from = match resume {
-        true => {
-            let network = config.network().init(&device);
-            let newest = newest_valid(&run, |epoch| check_resumable(&run, epoch, &network));
-            let epoch = newest
-                .map_err(|e| another_network(e, &run, config, start.origin))?
-                .0;
-            // Equal: the last epoch is done and only the test pass and summary are left.
-            if epoch > config.epochs {
-                bail!(
-                    "--resume: the run in {} has trained {epoch} epochs, more than the {} asked \
-                     for; give --epochs above {epoch} to continue it",
-                    run.display(),
-                    config.epochs
-                );
-            }
-            Some(epoch)
-        }
-        false => None,
-    };
-    let model = config.network().init(&device.clone().autodiff());
+    let plan = RunPlan::new(config, device::init_all(config.backend, &config.devices)?, None)?;
+    plan.device().seed(config.seed);
+    let resumed_from = resumed_epoch(config, start, plan.device())?;
+    let network = config.network();
+    let model = network.init(&plan.device().clone().autodiff());
+    let sets = Sets::split(config, splits)?;
+    let batcher = ImageBatcher::new(config.dataset_kind(), sets.train.image_shape(), model.input_size())?;
     let parameters = model.num_params();
-    let device_names: Vec<String> = devices
-        .iter()
-        .map(|d| device::describe(config.backend, d))
-        .collect();
-    let device_name = device_names[0].clone();
-    // Each device takes an equal share of every batch, in micro-batches if it must.
-    let per_device =
-        split_between_devices(config.batch_size, devices.len()).map_err(anyhow::Error::msg)?;
-    let micro_batches = accumulate::micro_batches(
-        config.accumulate,
-        per_device,
-        &config.network(),
-        &device,
-        &device_name,
-    )?;
-    if !per_device.is_multiple_of(micro_batches) {
-        bail!(
-            "accumulate: the {per_device} images each of {} devices takes from a batch do not \
-             split into {micro_batches} micro-batches; pick a batch_size that does",
-            devices.len()
-        );
-    }
-    let micro_batch = per_device / micro_batches;
-    let sizes = [per_device, micro_batches];
-    if let Some(warning) =
-        accumulate::warn_if_too_big(&device, &device_name, &config.network(), sizes)
-    {
+    for warning in plan.warnings(&network) {
         say_err!("{warning}");
     }
-    if device_name.contains("llvmpipe") {
-        say_err!(
-            "note: the wgpu adapter is Mesa's software renderer ({device_name}): no GPU was found, \
-             and --backend flex is much faster on this machine"
-        );
-    }
-
-    let all_train = ImageDataset::new(splits.train_images, splits.train_labels);
-    let held_out = (all_train.len() as f64 * config.validation_fraction).round() as usize;
-    let (train_set, valid_set) = all_train.split_tail(held_out);
-    if train_set.is_empty() {
-        bail!(
-            "validation_fraction: {} holds out all {} training images; give a smaller share",
-            config.validation_fraction,
-            held_out
-        );
-    }
-    let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
-    let batcher = ImageBatcher::new(kind, train_set.image_shape(), model.input_size())?;
-    // Optimiser steps: Burn gives each device a slice of the training set (the last one the
-    // remainder), steps all devices at once and steps the optimiser after `micro_batches`.
-    let largest_slice = train_set.len() - (devices.len() - 1) * (train_set.len() / devices.len());
-    let steps_per_epoch = largest_slice.div_ceil(micro_batch).div_ceil(micro_batches);
-    let mut batching = format!("batch {}", config.batch_size);
-    if devices.len() > 1 {
-        batching += &format!(" split between {} devices", devices.len());
-    }
-    if micro_batches > 1 {
-        batching += &format!(" as {micro_batches} micro-batches of {micro_batch}");
-        if devices.len() > 1 {
-            batching += " each";
-        }
-    }
-    let on = match devices.len() {
-        1 => device_name.clone(),
-        n if device_names.iter().all(|name| *name == device_name) => {
-            format!("{n} devices: {n} x {device_name}")
-        }
-        n => format!("{n} devices: {}", device_names.join("; ")),
-    };
     say!(
-        "{}: {} on {} ({on}), {} parameters, {batching}; {} train / {} valid / {} test images \
-         from {}",
+        "{}: {} on {} ({}), {} parameters, {}; {} train / {} valid / {} test images from {}",
         run.display(),
         model.name(),
         config.backend,
+        plan.on(),
         parameters,
-        train_set.len(),
-        valid_set.len(),
-        test_set.len(),
+        plan.batching(),
+        sets.train.len(),
+        sets.valid.len(),
+        sets.test.len(),
         folder.display()
     );
 
     // Every check has passed: the run directory may change now.
     std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
     write_atomic(&run.join("config.toml"), config_text.as_bytes())?;
-
-    // Training batches are per device and micro-batch; validation runs whole micro-batches on
-    // the first device.
-    let train_batcher = MicroBatcher::new(
-        batcher.clone(),
-        config.batch_size,
-        devices.len() * micro_batches,
-    );
-    let valid_batcher = MicroBatcher::new(batcher.clone(), config.batch_size, micro_batches);
-    let eval_batch = valid_batcher.images();
-    let epochs = Arc::new(Mutex::new(Vec::new()));
+    let steps_per_epoch = plan.steps_per_epoch(sets.train.len());
     let curves = CurveWriter::new(&run, resumed_from);
-    let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&run);
+    let epochs = Arc::new(Mutex::new(Vec::new()));
+    let non_finite = Arc::new(Mutex::new(None));
     let training = SupervisedTraining::new(
         &run,
-        loader(config, train_batcher, train_set, true, &device),
-        loader(config, valid_batcher, valid_set, false, &device),
+        loader(config, plan.train_batcher(batcher.clone()), sets.train, true, plan.device()),
+        loader(config, plan.eval_batcher(batcher.clone()), sets.valid, false, plan.device()),
     );
-    let interrupter = training.interrupter();
-    let non_finite = Arc::new(Mutex::new(None));
     let renderer = EpochRenderer::new(epochs.clone(), curves.clone()).stop_on_non_finite(
-        interrupter.clone(),
-        devices.len() * micro_batches,
+        training.interrupter(),
+        plan.devices.len() * plan.micro_batches,
         non_finite.clone(),
     );
-    let mut training = training
-        .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .metric_train_numeric(LearningRateMetric::new())
-        .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
-        .renderer(Box::new(renderer))
-        .num_epochs(config.epochs);
-    stop_on_signal(&interrupter);
-    panics::stop_on_loader_panic(&interrupter);
-    if let Some(epoch) = resumed_from {
-        training = training.checkpoint(epoch);
-    }
-    if micro_batches > 1 {
-        training = training.grads_accumulation(micro_batches);
-    }
-    if devices.len() > 1 {
-        // Gradients go to the first device, which steps the optimiser (see docs/gpu.md).
-        let strategy = ExecutionStrategy::multi(devices.clone(), MultiDeviceOptim::OptimMainDevice);
-        training = training.with_training_strategy(strategy.into());
-    }
-    let learner = Learner::new(
-        model,
-        config.optimizer(),
-        config.scheduler(steps_per_epoch)?,
-    );
+    let training = learner_options(training, config, &plan, resumed_from, renderer);
+    let learner = Learner::new(model, config.optimizer(), config.scheduler(steps_per_epoch)?);
     let result = training.launch(learner);
-    if result.error.is_some() || result.interrupted.is_some() {
-        remove_incomplete(&run);
-    }
-    if let Some(panic) = panics::loader_panic() {
-        bail!(
-            "training failed: a data-loader thread panicked: {panic}; {}",
-            kept_checkpoint(&run, SAME_COMMAND)
-        );
-    }
-    if let Some(error) = result.error {
-        let error = error.to_string();
-        // cubecl's wording when a buffer does not fit the device (or its largest buffer).
-        if error.contains("can't allocate buffer") {
-            let error = accumulate::does_not_fit(
-                &device,
-                &device_name,
-                &config.network(),
-                [per_device, micro_batches],
-                &error,
-            );
-            return Err(error.context("training failed"));
-        }
-        bail!(
-            "training failed: {error}; {}",
-            kept_checkpoint(&run, SAME_COMMAND)
-        );
-    }
-    let non_finite = *panics::lock(&non_finite);
-    if let Some(NonFinite {
-        epoch,
-        step,
-        learning_rate,
-    }) = non_finite
-    {
-        bail!(
-            "training stopped at epoch {epoch}, step {step}: the training loss or a gradient \
-             became NaN or infinite on {} ({device_name}), at learning rate {learning_rate:.3e}. \
-             Try a lower learning_rate, batch_norm = true for an FMP net, or another --backend; \
-             {}",
-            config.backend,
-            kept_checkpoint(
-                &run,
-                "after changing the config, continue from it with --resume"
-            ),
-        );
-    }
-    if result.interrupted.is_some() {
-        bail!(
-            "training was interrupted by a signal after its current step; {}",
-            kept_checkpoint(&run, SAME_COMMAND)
-        );
-    }
+    let trained = outcome(result, config, &plan, *panics::lock(&non_finite))?;
 
     let test_start = Instant::now();
     let passes = config.test_passes();
-    let [one_pass, averaged] = accuracy(
-        &result.model,
-        &test_set,
-        &batcher,
-        eval_batch,
-        &device,
-        passes,
-    );
+    let eval_batch = plan.eval_batcher(batcher.clone()).images();
+    let [one_pass, averaged] =
+        accuracy(&trained, &sets.test, &batcher, eval_batch, plan.device(), passes);
     let epochs = curves.all(&panics::lock(&epochs));
-    let trained = epochs.len().max(1) as f64;
-    let summary = RunSummary {
-        config: config.clone(),
-        backend: config.backend.to_string(),
-        device: device_name,
-        devices: device_names,
-        micro_batches,
-        parameters,
-        seconds_per_epoch: epochs.iter().map(|e| e.train_seconds).sum::<f64>() / trained,
-        images_per_second: epochs.iter().map(|e| e.images_per_second).sum::<f64>() / trained,
-        epochs,
-        test_accuracy: averaged,
-        test_error: TestError {
-            one_pass: 100.0 - one_pass,
-            averaged: 100.0 - averaged,
-        },
-        test_passes: passes,
-        test_images: test_set.len(),
-        curves_csv: curves::CSV.into(),
-        curves_plot: curves::SVG.into(),
-        resumed_from,
+    let test = TestResult {
+        accuracy: [one_pass, averaged],
+        passes,
+        images: sets.test.len(),
     };
+    let summary = RunSummary::new(config, &plan, parameters, epochs, test, resumed_from);
     let path: PathBuf = run.join("summary.json");
     write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     say!(
@@ -395,24 +202,214 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
         test_start.elapsed().as_secs_f64(),
         path.display()
     );
-    if kind.channels() == 1 {
-        // The digit committed with the project, when run from the repository.
-        let example = Path::new("samples/digit-7.png");
-        let image = match example.is_file() {
-            true => example.display().to_string(),
-            false => "IMAGE.png".into(),
-        };
-        // Said as the user runs the binary: through cargo in a source tree, else as itself.
-        let command = match Path::new("Cargo.toml").is_file() {
-            true => "cargo run --release -p train --".to_string(),
-            false => std::env::args().next().unwrap_or_else(|| "train".into()),
-        };
-        say!(
-            "to see what every layer does to one image: {command} show {} {image}",
-            run.display()
-        );
+    if config.dataset_kind().channels() == 1 {
+        show_hint(&run);
     }
     Ok(summary)
+}
+
+/// What the test pass measured: percent correct after one pass and averaged over `passes`.
+struct TestResult {
+    accuracy: [f64; 2],
+    passes: usize,
+    images: usize,
+}
+
+impl RunSummary {
+    fn new(
+        config: &RunConfig,
+        plan: &RunPlan,
+        parameters: usize,
+        epochs: Vec<EpochRecord>,
+        test: TestResult,
+        resumed_from: Option<usize>,
+    ) -> Self {
+        let trained = epochs.len().max(1) as f64;
+        let [one_pass, averaged] = test.accuracy;
+        Self {
+            config: config.clone(),
+            backend: config.backend.to_string(),
+            device: plan.device_name().to_string(),
+            devices: plan.device_names.clone(),
+            micro_batches: plan.micro_batches,
+            parameters,
+            seconds_per_epoch: epochs.iter().map(|e| e.train_seconds).sum::<f64>() / trained,
+            images_per_second: epochs.iter().map(|e| e.images_per_second).sum::<f64>() / trained,
+            epochs,
+            test_accuracy: averaged,
+            test_error: TestError {
+                one_pass: 100.0 - one_pass,
+                averaged: 100.0 - averaged,
+            },
+            test_passes: test.passes,
+            test_images: test.images,
+            curves_csv: curves::CSV.into(),
+            curves_plot: curves::SVG.into(),
+            resumed_from,
+        }
+    }
+}
+
+/// The training, validation and test sets of a run: the last `validation_fraction` of the
+/// training images held out.
+struct Sets {
+    train: ImageDataset,
+    valid: ImageDataset,
+    test: ImageDataset,
+}
+
+impl Sets {
+    fn split(config: &RunConfig, splits: Splits) -> Result<Self> {
+        let all_train = ImageDataset::new(splits.train_images, splits.train_labels);
+        let held_out = (all_train.len() as f64 * config.validation_fraction).round() as usize;
+        let (train, valid) = all_train.split_tail(held_out);
+        if train.is_empty() {
+            bail!(
+                "validation_fraction: {} holds out all {} training images; give a smaller share",
+                config.validation_fraction,
+                held_out
+            );
+        }
+        Ok(Self {
+            train,
+            valid,
+            test: ImageDataset::new(splits.test_images, splits.test_labels),
+        })
+    }
+}
+
+/// The epoch a resumed run continues from: its newest checkpoint that Burn can restore (its
+/// learner panics on one it cannot read). `None` for a new run.
+fn resumed_epoch(config: &RunConfig, start: Start, device: &Device) -> Result<Option<usize>> {
+    if !start.resume {
+        return Ok(None);
+    }
+    let run = &config.output;
+    let network = config.network().init(device);
+    let newest = newest_valid(run, |epoch| check_resumable(run, epoch, &network));
+    let epoch = newest
+        .map_err(|e| another_network(e, run, config, start.origin))?
+        .0;
+    // Equal: the last epoch is done and only the test pass and summary are left.
+    if epoch > config.epochs {
+        bail!(
+            "--resume: the run in {} has trained {epoch} epochs, more than the {} asked for; \
+             give --epochs above {epoch} to continue it",
+            run.display(),
+            config.epochs
+        );
+    }
+    Ok(Some(epoch))
+}
+
+/// Burn's training options for the run: metrics, checkpoints, the renderer, signals, the
+/// epoch to resume from, gradient accumulation and the devices.
+fn learner_options(
+    training: SupervisedTraining<Network>,
+    config: &RunConfig,
+    plan: &RunPlan,
+    resumed_from: Option<usize>,
+    renderer: EpochRenderer,
+) -> SupervisedTraining<Network> {
+    let [model_ckpt, optim_ckpt, scheduler_ckpt] = AtomicCheckpointer::for_run(&config.output);
+    stop_on_signal(&training.interrupter());
+    panics::stop_on_loader_panic(&training.interrupter());
+    let mut training = training
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
+        .renderer(Box::new(renderer))
+        .num_epochs(config.epochs);
+    if let Some(epoch) = resumed_from {
+        training = training.checkpoint(epoch);
+    }
+    if plan.micro_batches > 1 {
+        training = training.grads_accumulation(plan.micro_batches);
+    }
+    if plan.devices.len() > 1 {
+        // Gradients go to the first device, which steps the optimiser (see docs/gpu.md).
+        let strategy =
+            ExecutionStrategy::multi(plan.devices.clone(), MultiDeviceOptim::OptimMainDevice);
+        training = training.with_training_strategy(strategy.into());
+    }
+    training
+}
+
+/// The trained network, or why training stopped: a loader thread's panic, a failure (a batch
+/// too big for the device named as such), a loss that turned NaN, or a signal. Each names the
+/// checkpoint it kept and how to go on.
+fn outcome(
+    result: LearningResult<Network>,
+    config: &RunConfig,
+    plan: &RunPlan,
+    non_finite: Option<NonFinite>,
+) -> Result<Network> {
+    let run = &config.output;
+    if result.error.is_some() || result.interrupted.is_some() {
+        remove_incomplete(run);
+    }
+    if let Some(panic) = panics::loader_panic() {
+        bail!(
+            "training failed: a data-loader thread panicked: {panic}; {}",
+            kept_checkpoint(run, SAME_COMMAND)
+        );
+    }
+    if let Some(error) = result.error {
+        let error = error.to_string();
+        // cubecl's wording when a buffer does not fit the device (or its largest buffer).
+        if error.contains("can't allocate buffer") {
+            let error = plan.does_not_fit(&config.network(), &error);
+            return Err(error.context("training failed"));
+        }
+        bail!(
+            "training failed: {error}; {}",
+            kept_checkpoint(run, SAME_COMMAND)
+        );
+    }
+    if let Some(NonFinite {
+        epoch,
+        step,
+        learning_rate,
+    }) = non_finite
+    {
+        bail!(
+            "training stopped at epoch {epoch}, step {step}: the training loss or a gradient \
+             became NaN or infinite on {} ({}), at learning rate {learning_rate:.3e}. \
+             Try a lower learning_rate, batch_norm = true for an FMP net, or another --backend; \
+             {}",
+            config.backend,
+            plan.device_name(),
+            kept_checkpoint(
+                run,
+                "after changing the config, continue from it with --resume"
+            ),
+        );
+    }
+    if result.interrupted.is_some() {
+        bail!(
+            "training was interrupted by a signal after its current step; {}",
+            kept_checkpoint(run, SAME_COMMAND)
+        );
+    }
+    Ok(result.model)
+}
+
+/// The `show` command for the run's network and the digit committed with the project, said as
+/// the user runs the binary: through cargo in a source tree, else as itself.
+fn show_hint(run: &Path) {
+    let example = Path::new("samples/digit-7.png");
+    let image = match example.is_file() {
+        true => example.display().to_string(),
+        false => "IMAGE.png".into(),
+    };
+    let command = match Path::new("Cargo.toml").is_file() {
+        true => "cargo run --release -p train --".to_string(),
+        false => std::env::args().next().unwrap_or_else(|| "train".into()),
+    };
+    say!(
+        "to see what every layer does to one image: {command} show {} {image}",
+        run.display()
+    );
 }
 
 /// What a run writes into its directory; `check_output` lets a new run replace these (left by
@@ -561,28 +558,4 @@ fn stop_on_signal(interrupter: &Interrupter) {
         Mutex::new(None)
     });
     *panics::lock(current) = Some(interrupter.clone());
-}
-
-/// A data loader over `dataset` making batches on `device` with `batcher`, at the batcher's
-/// batch size and the config's worker count; for training, shuffled and distorted by
-/// `[augment]`, both seeded by the run's seed.
-pub fn loader(
-    config: &RunConfig,
-    batcher: MicroBatcher,
-    dataset: ImageDataset,
-    train: bool,
-    device: &Device,
-) -> Arc<dyn DataLoader<ImageBatch>> {
-    let batch_size = batcher.images();
-    let builder = if train {
-        DataLoaderBuilder::new(batcher.with_augmentation(&config.augment, config.seed))
-            .shuffle(config.seed)
-    } else {
-        DataLoaderBuilder::new(batcher)
-    };
-    builder
-        .batch_size(batch_size)
-        .num_workers(config.workers)
-        .set_device(device.clone())
-        .build(dataset)
 }

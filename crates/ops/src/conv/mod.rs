@@ -1,0 +1,219 @@
+//! 2-D convolution with stride 1, as one backend operation: unfold + matrix products, as loops
+//! on the CPU backends (flex, ndarray) and as Burn tensor operations on wgpu.
+//!
+//! Flex's own convolution runs one small matrix product per 512-pixel tile of each image, after a
+//! single-threaded NCHW -> NHWC copy, and Burn computes the weight gradient as a convolution whose
+//! kernel is the whole output map: a matrix product four columns wide for a 2x2 kernel. At the FMP
+//! net's and LeNet's shapes that took most of a training step. Here each thread takes its own
+//! images: it unfolds a few of them at a time (channels first, so each copy is a run of input
+//! pixels and the weight is used as stored), runs a single-threaded matrix product into a buffer
+//! it reuses, and for the backward pass adds its share of the weight gradient into its own sum.
+//! Everything a thread touches stays small enough for its caches.
+//!
+//! On wgpu the same unfold + matrix products run as Burn tensor operations, a group of images at
+//! a time, for kernels of up to four cells: Burn's own convolution there has only a direct kernel
+//! for a dense convolution on WGSL, and its weight gradient is a convolution whose kernel is the
+//! whole output map, both far slower than Burn's matrix kernels at the CIFAR net's widths. Larger
+//! kernels and empty shapes keep Burn's convolution. Fusion records the convolution as one
+//! operation and runs it on the Cube backend's kernels, its results contiguous: left to fusion,
+//! the formulation's slices, transposes and reshapes were fused with the operations around the
+//! convolution, and in a network the weight gradients came out wrong (docs/gpu.md).
+
+mod cpu;
+mod tensor_ops;
+
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch,
+    autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
+};
+use burn::nn::{PaddingConfig2d, conv::Conv2d};
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+
+use crate::graph::record;
+use tensor_ops::{reference_backward, reference_forward};
+
+/// The backend operations behind [`conv2d`].
+#[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
+pub trait Conv2dBackend: Backend {
+    /// Convolves `x` `[n, c, h, w]` with `weight` `[out, c, kh, kw]` at stride 1, zero-padded by
+    /// `padding` (rows, columns) on both sides, and adds `bias` `[out]`.
+    ///
+    /// Fusion records the operation whole (its output shape is known) and runs the Cube
+    /// backend's when the stream executes: fused into the surrounding elementwise kernels, the
+    /// tensor-op formulation's views gave wrong values on wgpu (Burn 0.22.1).
+    #[fusion(meta = forward_spec)]
+    fn conv2d_stride1(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        reference_forward::<Self>(x, weight, bias, padding)
+    }
+
+    /// The gradients of `x`, `weight` and `bias` given the output's, `grad`.
+    #[fusion(meta = backward_specs)]
+    fn conv2d_stride1_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference_backward::<Self>(x, weight, bias, padding, grad)
+    }
+}
+
+/// The output of [`Conv2dBackend::conv2d_stride1`] as fusion records it: `[n, out, oh, ow]`.
+fn forward_spec(
+    x: &TensorSpec,
+    weight: &TensorSpec,
+    _bias: &TensorSpec,
+    padding: &[usize; 2],
+) -> TensorSpec {
+    let [n, _, h, w] = x.shape.dims::<4>();
+    let [out, _, kh, kw] = weight.shape.dims::<4>();
+    // Impossible shapes are left to the backend, which reports them; any shape will do here.
+    let side = |size: usize, pad: usize, kernel: usize| (size + 2 * pad + 1).saturating_sub(kernel);
+    let shape = Shape::new([n, out, side(h, padding[0], kh), side(w, padding[1], kw)]);
+    TensorSpec::new(shape, x.dtype)
+}
+
+/// The outputs of [`Conv2dBackend::conv2d_stride1_backward`] as fusion records them: shaped as
+/// the input, the weight and the bias.
+fn backward_specs(
+    x: &TensorSpec,
+    weight: &TensorSpec,
+    bias: &TensorSpec,
+    _padding: &[usize; 2],
+    _grad: &TensorSpec,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (x.clone(), weight.clone(), bias.clone())
+}
+
+pub(super) fn options(padding: [usize; 2]) -> ConvOptions<2> {
+    ConvOptions::new([1, 1], padding, [1, 1], 1)
+}
+
+/// Burn's own gradients of the convolution: input, weight, bias.
+pub(super) fn burns_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    padding: [usize; 2],
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let x_grad = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(padding));
+    let weight_grad = B::conv2d_weight_backward(x.clone(), weight, grad.clone(), options(padding));
+    (x_grad, weight_grad, B::conv2d_bias_backward(x, bias, grad))
+}
+
+impl<B: Conv2dBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
+    fn conv2d_stride1(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        record::<B, C, _, 3>(
+            [x, weight, bias],
+            |[x, weight, bias]| {
+                let output = B::conv2d_stride1(x.clone(), weight.clone(), bias.clone(), padding);
+                (output, ([x, weight, bias], padding))
+            },
+            |([x, weight, bias], padding), grad| {
+                let (x, weight, bias) = B::conv2d_stride1_backward(x, weight, bias, padding, grad);
+                [x, weight, bias]
+            },
+        )
+    }
+
+    fn conv2d_stride1_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Only reached when differentiating a gradient: not needed for training, so the results
+        // are constants.
+        let (x_grad, weight_grad, bias_grad) = B::conv2d_stride1_backward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+            padding,
+            grad.into_primitive(),
+        );
+        (
+            Self::from_inner(x_grad),
+            Self::from_inner(weight_grad),
+            Self::from_inner(bias_grad),
+        )
+    }
+}
+
+/// `conv` applied to `x` `[n, c, h, w]`, as `Conv2d::forward` computes it. Convolutions with
+/// stride 1, no dilation, one group, a bias and the same padding on both sides (every one in
+/// this project's networks) run through [`conv2d_stride1`]; others through Burn's module.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match (&conv.bias, symmetric_padding(conv)) {
+        (Some(bias), Some(padding))
+            if conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 =>
+        {
+            conv2d_stride1(x, conv.weight.val(), bias.val(), padding)
+        }
+        _ => conv.forward(x),
+    }
+}
+
+/// `x` `[n, c, h, w]` convolved at stride 1 with `weight` `[out, c, kh, kw]`, zero-padded by
+/// `padding` (rows, columns) on both sides, plus `bias` `[out]`: [`Conv2dBackend`]'s operation.
+pub fn conv2d_stride1(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    padding: [usize; 2],
+) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv2d_stride1(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        padding,
+    ))
+}
+
+/// The rows and columns of zeros `conv` adds on each side at stride 1, if both sides get the
+/// same (`Same` does for odd kernels).
+fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
+    let [kh, kw] = conv.kernel_size;
+    match conv.padding {
+        PaddingConfig2d::Valid => Some([0, 0]),
+        PaddingConfig2d::Same if kh % 2 == 1 && kw % 2 == 1 => Some([kh / 2, kw / 2]),
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            Some([top, left])
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod test_values {
+    /// Irregular values in [-1, 1).
+    pub fn values(count: usize, seed: usize) -> Vec<f32> {
+        (0..count)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    pub fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        for (a, b) in a.iter().zip(b) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{what}: {a} vs {b}"
+            );
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! `train show`: what a trained network does to one image, as a self-contained HTML page: the
+//! padded input, the first feature maps of every layer, the regions of one pass of each FMP
+//! layer drawn over its input, and the class probabilities of each pass and of their average.
+
+use std::fmt::Write;
+use std::io::Cursor;
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use base64::Engine;
+use burn::{prelude::*, tensor::activation::softmax};
+use ops::{PoolRegions, Span};
+
+use crate::{
+    Overrides,
+    files::write_atomic,
+    inference::read_image,
+    layer_report::{argmax, html, report},
+    trained::ModelArgs,
+};
+
+/// Write an HTML report of what every layer of a trained network does to one image.
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The image (PNG or JPEG), converted to the dataset's channels and size.
+    image: PathBuf,
+    /// Forward passes whose probabilities are shown and averaged; default: the config's
+    /// test_passes (12 for FMP nets).
+    #[arg(long)]
+    passes: Option<usize>,
+    /// Invert grey levels first (dark digits on white paper; MNIST has light on black).
+    #[arg(long)]
+    invert: bool,
+    /// Folder to write report.html to.
+    #[arg(long, default_value = "show")]
+    output: PathBuf,
+}
+
+/// Runs `train show`.
+pub fn run(args: ShowArgs) -> Result<()> {
+    let trained = args.model.load(Overrides::default())?;
+    let passes = trained.passes(args.passes)?;
+    let item = read_image(&args.image, trained.dataset(), args.invert)?;
+    let images = trained.batcher()?.tensors(vec![item], &trained.device).0;
+    let report = report(&trained, images, passes)?;
+    std::fs::create_dir_all(&args.output)
+        .map_err(|e| anyhow!("cannot create {}: {e}", args.output.display()))?;
+    let path = args.output.join("report.html");
+    let title = format!("{} on {}", trained.network.name(), args.image.display());
+    write_atomic(&path, html(&title, &report)?.as_bytes())?;
+    let best = argmax(&report.average);
+    say!(
+        "{}: {} ({:.1}% averaged over {passes} passes); report in {}",
+        args.image.display(),
+        report.classes[best],
+        100.0 * report.average[best],
+        path.display()
+    );
+    Ok(())
+}
