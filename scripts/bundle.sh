@@ -3,8 +3,10 @@
 #
 #   scripts/bundle.sh [--out DIR]
 #
-# Writes DIR/cnn-course-<version>-x86_64-linux.tar.xz (default DIR: dist/): the stripped `train`
-# binary, configs/, samples/, the GPU check's scripts and a README of its own. It runs on an
+# Writes DIR/cnn-course-<version>-x86_64-linux.tar.xz (default DIR: dist/): two stripped builds
+# of `train` (`train` compiles wgpu's kernels to WGSL, `train-spirv` to SPIR-V, so that the GPU
+# check times both compilers on the same adapter; docs/gpu.md), configs/, samples/, the GPU
+# check's scripts and a README of its own. It runs on an
 # x86-64 Linux whose glibc is at least the build machine's, with a Vulkan loader (libvulkan1) and
 # a driver for wgpu; the CPU backends need neither.
 set -euo pipefail
@@ -23,7 +25,6 @@ done
 max_bytes=$((40 * 1000 * 1000))
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -p train
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 name="cnn-course-$version-x86_64-linux"
 stage=$(mktemp -d)
@@ -31,8 +32,13 @@ trap 'rm -rf "$stage"' EXIT
 root="$stage/$name"
 mkdir -p "$root/scripts" "$out"
 
+# The SPIR-V build first, so that release/train is the default build afterwards (cargo keeps
+# both builds' dependencies: switching back only links).
+cargo build --release -p train --features spirv
+cp "$CARGO_TARGET_DIR/release/train" "$root/train-spirv"
+cargo build --release -p train
 cp "$CARGO_TARGET_DIR/release/train" "$root/train"
-strip "$root/train"
+strip "$root/train" "$root/train-spirv"
 cp -r configs samples "$root/"
 cp scripts/gpu_check.sh scripts/torch_reference.py scripts/cnn_models.py "$root/scripts/"
 cp scripts/bundle_readme.md "$root/README.md"
@@ -41,10 +47,14 @@ echo "built $(date -u +%Y-%m-%d) from $(git rev-parse --short HEAD 2>/dev/null |
   > "$root/BUILD"
 
 archive="$out/$name.tar.xz"
-tar -C "$stage" -cf - "$name" | xz -9 -T0 > "$archive.tmp"
+# The two builds share most of their code: one xz stream whose dictionary spans both (a third
+# smaller than two separate ones; unpacking needs 256 MiB of memory).
+(cd "$stage" && tar -cf - "$name/train" "$name/train-spirv" \
+  $(find "$name" -mindepth 1 -maxdepth 1 ! -name train ! -name train-spirv | sort)) \
+  | xz -T1 --lzma2=preset=9,dict=256MiB > "$archive.tmp"
 mv "$archive.tmp" "$archive"
 bytes=$(stat -c %s "$archive")
-echo "$archive: $((bytes / 1000000)) MB (train $(($(stat -c %s "$root/train") / 1000000)) MB stripped), needs glibc >= $glibc"
+echo "$archive: $((bytes / 1000000)) MB (train $(($(stat -c %s "$root/train") / 1000000)) MB, train-spirv $(($(stat -c %s "$root/train-spirv") / 1000000)) MB stripped), needs glibc >= $glibc"
 if [ "$bytes" -gt "$max_bytes" ]; then
   echo "the bundle is over $((max_bytes / 1000000)) MB" >&2
   exit 1

@@ -11,15 +11,17 @@
 # MNIST and the modern LeNet, next to scripts/torch_reference.py --device cuda where PyTorch has
 # CUDA. Each line gives ms per step, images/s, achieved GFLOP/s and its share of the device's
 # own 2048^3 matrix-product ceiling, and the first step apart (kernel compilation and tuning);
-# each phase prints its wall time. Names the adapter and the compiler wgpu chose (SPIR-V or
-# WGSL). Where wgpu sees several adapters, times the CIFAR-10 net split between all of them
+# each phase prints its wall time. Names the adapter and the compiler wgpu chose, and times wgpu
+# with both compilers where a SPIR-V build is at hand (the bundle's train-spirv; from a source
+# tree with cargo, built here): WGSL (the default build) and SPIR-V. Where wgpu sees several adapters, times the CIFAR-10 net split between all of them
 # (--devices all) against one. Ends with one table of every timing, and writes
 # DIR/gpu_check.json and DIR/gpu_check.svg (images per second).
 #
 # --quick: the FMP net on the MNIST sample, one step, for a software renderer (lavapipe) and CI.
 # --no-tests: leave the wgpu tests out (CI has just run them with every other test).
-# --budget SECONDS: start no new phase once this much time has passed (default 420: the default
-#   run is sized to finish within 8 minutes on one H100); what was timed is still tabled.
+# --budget SECONDS: start no new phase once this much time has passed since the binaries were
+#   ready (default 420: the default run is sized to finish within 8 minutes on one H100); what
+#   was timed is still tabled.
 # CIFAR-10 is generated in its official format when absent (timing does not depend on pixel
 # values).
 set -euo pipefail
@@ -41,7 +43,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 mkdir -p "$out"
-started=$SECONDS
 
 # The Vulkan loader and a driver: wgpu finds no adapter without both.
 # (grep without -q: under pipefail, ldconfig killed by an early-exiting grep would fail the test.)
@@ -84,16 +85,21 @@ if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
   fi
 fi
 
-# The binary: the bundle's own, else the source tree's (built here where cargo is installed).
+# The binaries: the bundle's own, else the source tree's (built here where cargo is installed;
+# the SPIR-V build first, kept as train-spirv, so that release/train is the default build).
 if [ -x train ] && [ ! -f Cargo.toml ]; then
   train="$PWD/train"
+  train_spirv="$PWD/train-spirv"
   cargo_here=false
 else
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
   train="$CARGO_TARGET_DIR/release/train"
+  train_spirv="$CARGO_TARGET_DIR/release/train-spirv"
   cargo_here=false
   if command -v cargo >/dev/null; then
     cargo_here=true
+    cargo build --release -p train --features spirv
+    cp "$train" "$train_spirv.tmp" && mv "$train_spirv.tmp" "$train_spirv"
     cargo build --release -p train
   elif [ ! -x "$train" ]; then
     echo "no $train and no cargo to build it: build it first (cargo build --release -p train)," >&2
@@ -102,6 +108,14 @@ else
   fi
 fi
 echo "== $("$train" --version) ($train)"
+if [ -x "$train_spirv" ]; then
+  echo "== and the SPIR-V build: $train_spirv"
+else
+  echo "(no SPIR-V build at $train_spirv: wgpu is timed with WGSL alone)"
+  train_spirv=""
+fi
+# The budget counts from here: building is not part of the check.
+started=$SECONDS
 
 # Wall time of each phase; false once the budget is spent (checked between phases: a phase that
 # has started finishes).
@@ -186,6 +200,15 @@ for config in "${configs[@]}"; do
   "$train" bench "configs/$config.toml" --backends wgpu,flex --steps "$steps" \
     --warmup "$warmup" --accumulate auto --json "$out/$config.json"
   include+=(--include "$out/$config.json")
+  if [ -n "$train_spirv" ]; then
+    echo "== $config, wgpu with SPIR-V"
+    if "$train_spirv" bench "configs/$config.toml" --backends wgpu --steps "$steps" \
+        --warmup "$warmup" --accumulate auto --json "$out/$config.spirv.json"; then
+      include+=(--include "$out/$config.spirv.json")
+    else
+      echo "   (SPIR-V not timed: see the lines above)"
+    fi
+  fi
   if [ -z "${adapter:-}" ]; then
     adapter=$(grep -m1 -o '"device": "[^"]*wgpu<[^"]*"' "$out/$config.json" | cut -d'"' -f4 || true)
     echo "== adapter and compiler: ${adapter:-no wgpu adapter (see the wgpu line above)}"

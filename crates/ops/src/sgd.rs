@@ -139,27 +139,27 @@ impl<B: CpuBackend> SgdBackend for B {
         const CHUNK: usize = 1 << 14;
         let fill = |new_param: &mut [MaybeUninit<f32>], new_velocity: &mut [MaybeUninit<f32>]| {
             new_param
-            .par_chunks_mut(CHUNK)
-            .zip(new_velocity.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(index, (new_param, new_velocity))| {
-                let at = index * CHUNK..;
-                let (new_param, new_velocity) = (zeroed(new_param), zeroed(new_velocity));
-                let old = param[at.clone()]
-                    .iter()
-                    .zip(&velocity[at.clone()])
-                    .zip(&grad[at]);
-                for ((new_p, new_v), ((&p, &v), &g)) in
-                    new_param.iter_mut().zip(new_velocity).zip(old)
-                {
-                    // Burn's operations in Burn's order, so the results are the same floats.
-                    let g = if decay > 0.0 { p * decay + g } else { g };
-                    let v = g * a + v * b;
-                    let update = if nesterov { v * momentum + g } else { v };
-                    *new_v = v;
-                    *new_p = p - update * rate;
-                }
-            });
+                .par_chunks_mut(CHUNK)
+                .zip(new_velocity.par_chunks_mut(CHUNK))
+                .enumerate()
+                .for_each(|(index, (new_param, new_velocity))| {
+                    let at = index * CHUNK..;
+                    let (new_param, new_velocity) = (zeroed(new_param), zeroed(new_velocity));
+                    let old = param[at.clone()]
+                        .iter()
+                        .zip(&velocity[at.clone()])
+                        .zip(&grad[at]);
+                    for ((new_p, new_v), ((&p, &v), &g)) in
+                        new_param.iter_mut().zip(new_velocity).zip(old)
+                    {
+                        // Burn's operations in Burn's order, so the results are the same floats.
+                        let g = if decay > 0.0 { p * decay + g } else { g };
+                        let v = g * a + v * b;
+                        let update = if nesterov { v * momentum + g } else { v };
+                        *new_v = v;
+                        *new_p = p - update * rate;
+                    }
+                });
         };
         // SAFETY: the chunks cover both buffers, and `zeroed` initialised each.
         let (new_param, (new_velocity, ())) =

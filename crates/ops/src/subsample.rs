@@ -134,34 +134,35 @@ impl<B: CpuBackend> SubsampleBackend for B {
         // Per plane: the sums of grad * block sum and of grad, for the map's two parameters.
         let fill = |x_grad: &mut [MaybeUninit<f32>]| -> Vec<(f64, f64)> {
             x_grad
-            .par_chunks_mut((h * w).max(1))
-            .enumerate()
-            .map(|(plane, x_grad)| {
-                // Every plane zeroed, even one too small to pool (no output cells).
-                let x_grad = zeroed(x_grad);
-                let x = &xs[plane * h * w..][..h * w];
-                let grad = &gs[plane * oh * ow..][..oh * ow];
-                let k = coefficient[plane % c];
-                let (mut weighted, mut total) = (0f64, 0f64);
-                for (i, grad) in grad.chunks(ow.max(1)).enumerate() {
-                    let (top, bottom) = (&x[2 * i * w..][..w], &x[(2 * i + 1) * w..][..w]);
-                    let mut row_weighted = 0f32;
-                    for (j, &g) in grad.iter().enumerate() {
-                        let sum = top[2 * j] + top[2 * j + 1] + bottom[2 * j] + bottom[2 * j + 1];
-                        row_weighted += g * sum;
-                    }
-                    weighted += f64::from(row_weighted);
-                    total += f64::from(grad.iter().sum::<f32>());
-                    for row in [2 * i, 2 * i + 1] {
-                        let target = &mut x_grad[row * w..][..2 * ow];
-                        for (pair, &g) in target.chunks_exact_mut(2).zip(grad) {
-                            pair.fill(k * g);
+                .par_chunks_mut((h * w).max(1))
+                .enumerate()
+                .map(|(plane, x_grad)| {
+                    // Every plane zeroed, even one too small to pool (no output cells).
+                    let x_grad = zeroed(x_grad);
+                    let x = &xs[plane * h * w..][..h * w];
+                    let grad = &gs[plane * oh * ow..][..oh * ow];
+                    let k = coefficient[plane % c];
+                    let (mut weighted, mut total) = (0f64, 0f64);
+                    for (i, grad) in grad.chunks(ow.max(1)).enumerate() {
+                        let (top, bottom) = (&x[2 * i * w..][..w], &x[(2 * i + 1) * w..][..w]);
+                        let mut row_weighted = 0f32;
+                        for (j, &g) in grad.iter().enumerate() {
+                            let sum =
+                                top[2 * j] + top[2 * j + 1] + bottom[2 * j] + bottom[2 * j + 1];
+                            row_weighted += g * sum;
+                        }
+                        weighted += f64::from(row_weighted);
+                        total += f64::from(grad.iter().sum::<f32>());
+                        for row in [2 * i, 2 * i + 1] {
+                            let target = &mut x_grad[row * w..][..2 * ow];
+                            for (pair, &g) in target.chunks_exact_mut(2).zip(grad) {
+                                pair.fill(k * g);
+                            }
                         }
                     }
-                }
-                (weighted, total)
-            })
-            .collect();
+                    (weighted, total)
+                })
+                .collect()
         };
         // SAFETY: the planes cover the gradient, and each was zeroed before it was written.
         let (x_grad, plane_sums) = unsafe { written(len, fill) };

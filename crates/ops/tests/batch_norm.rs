@@ -68,10 +68,7 @@ fn training_batch_norm_matches_burns_and_plain_loops_on_every_backend() {
 
         // Plain f64 loops for the output and the gamma gradient (sum of upstream * x_hat).
         let xs: Vec<f64> = f32s(x.clone()).into_iter().map(f64::from).collect();
-        let gs: Vec<f64> = f32s(upstream.clone())
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        let gs: Vec<f64> = f32s(upstream.clone()).into_iter().map(f64::from).collect();
         let [n, c, h, w] = SHAPE;
         let plane = h * w;
         let gamma = [0.5, 1.5, -1.0, 2.0];

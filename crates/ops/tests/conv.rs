@@ -4,11 +4,11 @@
 
 mod common;
 
+use burn::nn::BatchNormConfig;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::BatchNormConfig;
 use burn::{prelude::*, tensor::Distribution};
-use common::{BACKENDS, close, close_all, device, values};
+use common::{BACKENDS, close_all, device, values};
 
 /// Output, input gradient, weight gradient and bias gradient of `sum(conv(x) * upstream)` by
 /// direct summation over every (output cell, kernel cell) pair.

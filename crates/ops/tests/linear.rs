@@ -68,4 +68,3 @@ fn dense_layer_matches_plain_loops_on_every_backend() {
         }
     }
 }
-

@@ -3,7 +3,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{BACKENDS, device};
+use common::{BACKENDS, device, f32s};
 
 /// Output and input gradient of LeCun's squashing function against f64, on every backend
 /// (the loops on flex and ndarray, the reference formulation on wgpu) and through Burn's
@@ -28,8 +28,8 @@ fn scaled_tanh_and_its_gradient_match_f64() {
         };
         let weights = Tensor::<1>::from_floats(upstream.as_slice(), &device);
         let grads = (y.clone() * weights).sum().backward();
-        let y = y.into_data().to_vec::<f32>().unwrap();
-        let x_grad = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        let y = f32s(y);
+        let x_grad = f32s(x.grad(&grads).unwrap());
         for (i, &v) in values.iter().enumerate() {
             let (g, u) = (f64::from(x_grad[i]), f64::from(upstream[i]));
             assert!(

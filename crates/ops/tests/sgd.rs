@@ -20,8 +20,7 @@ fn steps_and_records_equal_burns_sgd() {
         for (momentum, nesterov, decay) in
             [(0.9, true, 0.0), (0.8, false, 5e-3), (0.0, false, 1e-2)]
         {
-            let what =
-                format!("{backend} momentum {momentum} nesterov {nesterov} decay {decay}");
+            let what = format!("{backend} momentum {momentum} nesterov {nesterov} decay {decay}");
             let ours = ops::Sgd::new(momentum, nesterov, decay);
             let burns = SgdConfig::new()
                 .with_momentum((momentum > 0.0).then(|| {
@@ -36,8 +35,7 @@ fn steps_and_records_equal_burns_sgd() {
             let (mut a, mut b) = (start.clone(), start);
             let (mut state_a, mut state_b) = (None, None);
             for _ in 0..3 {
-                let grad =
-                    Tensor::<2>::random([37, 29], Distribution::Normal(0.0, 1.0), &device);
+                let grad = Tensor::<2>::random([37, 29], Distribution::Normal(0.0, 1.0), &device);
                 (a, state_a) = ours.step(0.05, a, grad.clone(), state_a);
                 (b, state_b) = burns.step(0.05, b, grad, state_b);
             }
@@ -60,7 +58,8 @@ fn steps_and_records_equal_burns_sgd() {
                 source.insert_tensor(name, data);
             }
             let loaded =
-                <ops::Sgd as Optimizer>::State::<2>::state_unflatten("p", &mut source, &device).expect("a state");
+                <ops::Sgd as Optimizer>::State::<2>::state_unflatten("p", &mut source, &device)
+                    .expect("a state");
             assert_eq!(loaded.momentum.is_some(), momentum > 0.0, "{what}");
         }
     }

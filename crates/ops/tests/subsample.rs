@@ -3,7 +3,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{BACKENDS, device};
+use common::{BACKENDS, device, f32s};
 
 /// Output and the three gradients on every backend (the loops on flex and ndarray, the
 /// reference formulation on wgpu) against f64 loops, on maps with an odd row and column.
@@ -61,14 +61,9 @@ fn subsampling_and_its_gradients_match_f64_loops() {
         let grads = (out.clone() * weights.reshape([n, c, oh, ow]))
             .sum()
             .backward();
-        let values = |t: Tensor<1>| t.into_data().to_vec::<f32>().unwrap();
-        close(values(out.flatten(0, 3)), &y, "output");
-        close(
-            values(input.grad(&grads).unwrap().flatten(0, 3)),
-            &x_grad,
-            "x",
-        );
-        close(values(k.grad(&grads).unwrap()), &k_grad, "coefficient");
-        close(values(b.grad(&grads).unwrap()), &b_grad, "bias");
+        close(f32s(out), &y, "output");
+        close(f32s(input.grad(&grads).unwrap()), &x_grad, "x");
+        close(f32s(k.grad(&grads).unwrap()), &k_grad, "coefficient");
+        close(f32s(b.grad(&grads).unwrap()), &b_grad, "bias");
     }
 }

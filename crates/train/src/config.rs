@@ -420,9 +420,11 @@ impl RunConfig {
         // `all` and the default device are counted when the backend opens them (`RunPlan`).
         let devices = match &self.devices {
             DeviceList::Indices(indices) if indices.is_empty() => {
-                return Err("devices: the list is empty; give indices from `train devices` \
+                return Err(
+                    "devices: the list is empty; give indices from `train devices` \
                             (e.g. \"0,1\") or \"all\""
-                    .into());
+                        .into(),
+                );
             }
             DeviceList::Indices(indices) => indices.len(),
             DeviceList::Default | DeviceList::All => 1,

@@ -233,7 +233,44 @@ pub fn adapters(backend: BackendName) -> Vec<Adapter> {
 }
 
 /// The devices of `list` for `backend`, opened: the default device alone, or those listed.
+/// Refused where this build is known to crash on one.
 pub fn init_all(backend: BackendName, list: &DeviceList) -> anyhow::Result<Vec<Device>> {
+    let devices = open_all(backend, list)?;
+    for device in &devices {
+        refuse_known_crash(backend, device)?;
+    }
+    Ok(devices)
+}
+
+/// Set to try CubeCL's SPIR-V on Mesa's software driver all the same (a newer Mesa or CubeCL).
+const SPIRV_ON_LAVAPIPE: &str = "CNN_SPIRV_ON_LAVAPIPE";
+
+/// Mesa's software Vulkan driver (lavapipe, `llvmpipe` adapters) ends the process with a
+/// segmentation fault compiling the SPIR-V of CubeCL 0.11 (Mesa 22.3.6 and 25.0.7;
+/// docs/gpu.md): a build with the `spirv` feature is refused there, with the way on.
+fn refuse_known_crash(backend: BackendName, device: &Device) -> anyhow::Result<()> {
+    if backend != BackendName::Wgpu || std::env::var_os(SPIRV_ON_LAVAPIPE).is_some() {
+        return Ok(());
+    }
+    let name = describe(backend, device);
+    if crashes_on(&name) {
+        bail!(
+            "{name}: Mesa's software Vulkan driver crashes on the SPIR-V kernels of this build \
+             (the `spirv` feature; docs/gpu.md). Use the default build, which compiles WGSL, or \
+             --backend flex; {SPIRV_ON_LAVAPIPE}=1 tries it all the same"
+        );
+    }
+    Ok(())
+}
+
+/// Whether a device of this description (see [`describe`]) crashes on the kernels this build
+/// compiles for it: SPIR-V on lavapipe.
+fn crashes_on(description: &str) -> bool {
+    description.contains("llvmpipe") && description.contains("wgpu<spirv>")
+}
+
+/// The devices of `list`, opened.
+fn open_all(backend: BackendName, list: &DeviceList) -> anyhow::Result<Vec<Device>> {
     let indices = match list {
         DeviceList::Default => return Ok(vec![init(backend)?]),
         DeviceList::All => None,
@@ -357,6 +394,13 @@ pub fn memory_limits(device: &Device) -> Option<MemoryLimits> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spirv_on_lavapipe_is_known_to_crash_and_nothing_else() {
+        assert!(crashes_on("llvmpipe (LLVM 15.0.6, 256 bits), wgpu<spirv>"));
+        assert!(!crashes_on("llvmpipe (LLVM 15.0.6, 256 bits), wgpu<wgsl>"));
+        assert!(!crashes_on("NVIDIA H100 80GB HBM3, wgpu<spirv>"));
+    }
 
     #[test]
     fn device_lists_read_as_flags_and_as_toml() {

@@ -244,10 +244,10 @@ pub fn html(title: &str, report: &Report) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::RunConfig;
+    use crate::{Overrides, RunConfig};
 
     fn trained(config: &str) -> Trained {
         let path = Path::new(

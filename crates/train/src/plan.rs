@@ -6,10 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use burn::{
-    data::{
-        dataloader::{DataLoader, DataLoaderBuilder},
-        dataset::Dataset,
-    },
+    data::dataloader::{DataLoader, DataLoaderBuilder},
     prelude::*,
 };
 use data::{ImageBatcher, ImageDataset};
@@ -44,11 +41,13 @@ impl RunPlan {
             .collect();
         // The training split may be smaller than a batch (`bench` on a sample).
         let split = |micro_batches| {
-            split_batch(batch_size, devices.len(), micro_batches).map_err(|e| match batch_size
-                < config.batch_size
-            {
-                true => anyhow::anyhow!("{e} (the batch is the training split's {batch_size} images)"),
-                false => anyhow::Error::msg(e),
+            split_batch(batch_size, devices.len(), micro_batches).map_err(|e| {
+                match batch_size < config.batch_size {
+                    true => anyhow::anyhow!(
+                        "{e} (the batch is the training split's {batch_size} images)"
+                    ),
+                    false => anyhow::Error::msg(e),
+                }
             })
         };
         let per_device = split(1)?;
@@ -191,18 +190,34 @@ pub fn loader(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Overrides;
+    use crate::{Overrides, accumulate::Accumulate};
 
-    fn plan(config: &str, devices: usize, images: Option<usize>) -> Result<RunPlan> {
-        let config: RunConfig = RunConfig::parse(config, std::path::Path::new("plan.toml"), &Overrides::default())?;
+    /// The quick start's config at `batch_size` and `accumulate`, on `devices` replicas on the
+    /// CPU, its batch at most `images`.
+    fn plan(
+        batch_size: usize,
+        accumulate: usize,
+        devices: usize,
+        images: Option<usize>,
+    ) -> Result<RunPlan> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
+        let overrides = Overrides {
+            batch_size: Some(batch_size),
+            accumulate: Some(Accumulate::Fixed(accumulate)),
+            ..Overrides::default()
+        };
+        let config = RunConfig::load(&path, &overrides)?;
         RunPlan::new(&config, vec![Device::flex(); devices], images)
     }
 
     #[test]
     fn a_batch_splits_between_devices_and_micro_batches_and_says_so() {
-        let toml = "batch_size = 64\naccumulate = 2\n[model]\nkind = \"lenet5_modern\"\n";
-        let two = plan(toml, 2, None).unwrap();
-        assert_eq!([two.per_device, two.micro_batches, two.micro_batch()], [32, 2, 16]);
+        let two = plan(64, 2, 2, None).unwrap();
+        assert_eq!(
+            [two.per_device, two.micro_batches, two.micro_batch()],
+            [32, 2, 16]
+        );
         assert_eq!(
             two.batching(),
             "batch 64 split between 2 devices as 2 micro-batches of 16 each"
@@ -210,7 +225,7 @@ mod tests {
         assert!(two.on().starts_with("2 devices: 2 x "), "{}", two.on());
         // 1,000 images: the larger slice is 500, 32 micro-batches of 16, 16 steps.
         assert_eq!(two.steps_per_epoch(1000), 16);
-        let one = plan(toml, 1, None).unwrap();
+        let one = plan(64, 2, 1, None).unwrap();
         assert_eq!(one.batching(), "batch 64 as 2 micro-batches of 32");
         assert_eq!(one.steps_per_epoch(1000), 16);
         assert_eq!(one.on(), one.device_name());
@@ -218,14 +233,16 @@ mod tests {
 
     #[test]
     fn a_batch_that_does_not_split_is_named_with_what_to_change() {
-        let toml = "batch_size = 12\naccumulate = 2\n[model]\nkind = \"lenet5_modern\"\n";
-        let err = plan(toml, 1, Some(9)).err().unwrap().to_string();
+        let err = plan(12, 2, 1, Some(9)).err().unwrap().to_string();
         assert!(
             err.contains("batch_size 9 does not split into 2 equal micro-batches")
                 && err.ends_with("(the batch is the training split's 9 images)"),
             "{err}"
         );
-        let err = plan(toml, 5, None).err().unwrap().to_string();
-        assert!(err.contains("does not split evenly between 5 devices"), "{err}");
+        let err = plan(12, 2, 5, None).err().unwrap().to_string();
+        assert!(
+            err.contains("does not split evenly between 5 devices"),
+            "{err}"
+        );
     }
 }

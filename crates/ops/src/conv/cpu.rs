@@ -172,37 +172,37 @@ pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry) -> 
     let len = n * out * plane;
     let fill = |output: &mut [MaybeUninit<f32>]| {
         output
-        .par_chunks_mut(group * out * plane)
-        .zip(x.par_chunks(group * g.image()))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(unfolded, product), (output, images)| {
-                unfold(images, g, unfolded);
-                let columns = images.len() / g.image() * plane;
-                let unfolded = View::rows(unfolded, [g.rows(), columns]);
-                if columns == plane {
-                    // One image: its output `[out, cell]` is the product's layout, so the
-                    // product adds straight onto the bias there.
-                    let output = zeroed(output);
-                    for (row, &b) in output.chunks_mut(plane).zip(bias) {
-                        row.fill(b);
+            .par_chunks_mut(group * out * plane)
+            .zip(x.par_chunks(group * g.image()))
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(unfolded, product), (output, images)| {
+                    unfold(images, g, unfolded);
+                    let columns = images.len() / g.image() * plane;
+                    let unfolded = View::rows(unfolded, [g.rows(), columns]);
+                    if columns == plane {
+                        // One image: its output `[out, cell]` is the product's layout, so the
+                        // product adds straight onto the bias there.
+                        let output = zeroed(output);
+                        for (row, &b) in output.chunks_mut(plane).zip(bias) {
+                            row.fill(b);
+                        }
+                        multiply(output, weight, unfolded, true, parallel);
+                        return;
                     }
-                    multiply(output, weight, unfolded, true, parallel);
-                    return;
-                }
-                product.resize(out * columns, 0.0);
-                multiply(product, weight, unfolded, false, parallel);
-                // [out, (image, cell)] -> [image, out, cell], plus the bias.
-                for (o, (row, &b)) in product.chunks(columns).zip(bias).enumerate() {
-                    for (image, source) in row.chunks(plane).enumerate() {
-                        let target = &mut output[(image * out + o) * plane..][..plane];
-                        for (t, s) in target.iter_mut().zip(source) {
-                            t.write(s + b);
+                    product.resize(out * columns, 0.0);
+                    multiply(product, weight, unfolded, false, parallel);
+                    // [out, (image, cell)] -> [image, out, cell], plus the bias.
+                    for (o, (row, &b)) in product.chunks(columns).zip(bias).enumerate() {
+                        for (image, source) in row.chunks(plane).enumerate() {
+                            let target = &mut output[(image * out + o) * plane..][..plane];
+                            for (t, s) in target.iter_mut().zip(source) {
+                                t.write(s + b);
+                            }
                         }
                     }
-                }
-            },
-        );
+                },
+            );
     };
     // SAFETY: the groups cover the batch, and each wrote every channel and cell of its images.
     unsafe { written(len, fill) }.0
@@ -228,60 +228,60 @@ pub(super) fn backward(
     // Zeroed group by group below, just before each is folded into.
     let fill = |x_grad: &mut [MaybeUninit<f32>]| -> Vec<(Vec<f32>, Vec<f64>)> {
         x_grad
-        .par_chunks_mut(part * g.image())
-        .zip(x.par_chunks(part * g.image()))
-        .zip(grad.par_chunks(part * out * plane))
-        .map(|((x_grad, x), grad)| {
-            let mut weight_grad = vec![0f32; out * rows];
-            let mut bias_grad = vec![0f64; out];
-            let (mut unfolded, mut grad_rows, mut unfolded_grad) =
-                (Vec::new(), Vec::new(), Vec::new());
-            let groups = x_grad
-                .chunks_mut(group * g.image())
-                .zip(x.chunks(group * g.image()))
-                .zip(grad.chunks(group * out * plane));
-            for ((x_grad, images), grad) in groups {
-                let columns = images.len() / g.image() * plane;
-                unfold(images, g, &mut unfolded);
-                // The output gradient as [out, (image, cell)]: as it lies for one image, copied
-                // into that order for several.
-                let grad_rows = if columns == plane {
-                    grad
-                } else {
-                    grad_rows.resize(out * columns, 0.0);
-                    for (o, row) in grad_rows.chunks_mut(columns).enumerate() {
-                        for (image, target) in row.chunks_mut(plane).enumerate() {
-                            target.copy_from_slice(&grad[(image * out + o) * plane..][..plane]);
+            .par_chunks_mut(part * g.image())
+            .zip(x.par_chunks(part * g.image()))
+            .zip(grad.par_chunks(part * out * plane))
+            .map(|((x_grad, x), grad)| {
+                let mut weight_grad = vec![0f32; out * rows];
+                let mut bias_grad = vec![0f64; out];
+                let (mut unfolded, mut grad_rows, mut unfolded_grad) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                let groups = x_grad
+                    .chunks_mut(group * g.image())
+                    .zip(x.chunks(group * g.image()))
+                    .zip(grad.chunks(group * out * plane));
+                for ((x_grad, images), grad) in groups {
+                    let columns = images.len() / g.image() * plane;
+                    unfold(images, g, &mut unfolded);
+                    // The output gradient as [out, (image, cell)]: as it lies for one image, copied
+                    // into that order for several.
+                    let grad_rows = if columns == plane {
+                        grad
+                    } else {
+                        grad_rows.resize(out * columns, 0.0);
+                        for (o, row) in grad_rows.chunks_mut(columns).enumerate() {
+                            for (image, target) in row.chunks_mut(plane).enumerate() {
+                                target.copy_from_slice(&grad[(image * out + o) * plane..][..plane]);
+                            }
                         }
+                        &grad_rows
+                    };
+                    for (total, row) in bias_grad.iter_mut().zip(grad_rows.chunks(columns)) {
+                        let [sum] = sums(row, row, |v, _| [v]);
+                        *total += sum;
                     }
-                    &grad_rows
-                };
-                for (total, row) in bias_grad.iter_mut().zip(grad_rows.chunks(columns)) {
-                    let [sum] = sums(row, row, |v, _| [v]);
-                    *total += sum;
+                    let grad_rows = View::rows(grad_rows, [out, columns]);
+                    let unfolded = View::rows(&unfolded, [rows, columns]);
+                    multiply(
+                        &mut weight_grad,
+                        grad_rows,
+                        unfolded.transposed(),
+                        true,
+                        parallel,
+                    );
+                    unfolded_grad.resize(rows * columns, 0.0);
+                    multiply(
+                        &mut unfolded_grad,
+                        weight.transposed(),
+                        grad_rows,
+                        false,
+                        parallel,
+                    );
+                    fold(&unfolded_grad, g, zeroed(x_grad));
                 }
-                let grad_rows = View::rows(grad_rows, [out, columns]);
-                let unfolded = View::rows(&unfolded, [rows, columns]);
-                multiply(
-                    &mut weight_grad,
-                    grad_rows,
-                    unfolded.transposed(),
-                    true,
-                    parallel,
-                );
-                unfolded_grad.resize(rows * columns, 0.0);
-                multiply(
-                    &mut unfolded_grad,
-                    weight.transposed(),
-                    grad_rows,
-                    false,
-                    parallel,
-                );
-                fold(&unfolded_grad, g, zeroed(x_grad));
-            }
-            (weight_grad, bias_grad)
-        })
-        .collect();
+                (weight_grad, bias_grad)
+            })
+            .collect()
     };
     // SAFETY: the groups cover the batch, and each group's gradient was zeroed before folding.
     let (x_grad, partial) = unsafe { written(x.len(), fill) };

@@ -4,7 +4,6 @@
 use std::ops::Range;
 
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
-use burn::prelude::*;
 use burn::tensor::Slice;
 use burn::tensor::ops::PadMode;
 use burn_cubecl::{CubeBackend, kernel::into_contiguous};
@@ -175,11 +174,7 @@ fn kernel_cells(g: &Geometry) -> impl Iterator<Item = (usize, usize)> {
 /// `images` of `x` (`[c, n, h + 2 pad, w + 2 pad]`, from [`channels_first`]) unfolded as
 /// `[(ky, kx, channel), (image, oy, ox)]`: the block of rows of cell `(ky, kx)` is the input
 /// shifted by the cell.
-fn unfold<B: Backend>(
-    x: FloatTensor<B>,
-    g: &Geometry,
-    images: Range<usize>,
-) -> FloatTensor<B> {
+fn unfold<B: Backend>(x: FloatTensor<B>, g: &Geometry, images: Range<usize>) -> FloatTensor<B> {
     let [oh, ow] = g.output;
     let columns = images.len() * g.plane();
     let cells = kernel_cells(g)
@@ -198,11 +193,7 @@ fn unfold<B: Backend>(
 
 /// The reverse of [`unfold`] for `count` images: each cell's block of rows shifted
 /// back into place and summed, the padding cut off, as `[count, c, h, w]`.
-fn fold<B: Backend>(
-    unfolded: FloatTensor<B>,
-    g: &Geometry,
-    count: usize,
-) -> FloatTensor<B> {
+fn fold<B: Backend>(unfolded: FloatTensor<B>, g: &Geometry, count: usize) -> FloatTensor<B> {
     let [_, c, h, w] = g.input;
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.output;

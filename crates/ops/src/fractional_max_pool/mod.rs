@@ -263,34 +263,34 @@ impl<B: CpuBackend> FractionalMaxPoolBackend for B {
         let len = n * c * oh * ow;
         let fill = |maxima: &mut [MaybeUninit<f32>], argmax: &mut [MaybeUninit<i32>]| {
             maxima
-            .par_chunks_mut(oh * ow)
-            .zip(argmax.par_chunks_mut(oh * ow))
-            .enumerate()
-            .for_each(|(plane, (maxima, argmax))| {
-                let (rows, cols) = regions.of(plane / c, plane % c);
-                let input = &input[plane * h * w..(plane + 1) * h * w];
-                let outputs = maxima.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
-                for (row, (maxima, argmax)) in rows.iter().zip(outputs) {
-                    // First and last cell of each interval (equal when it is 1 wide), as in
-                    // `corner_indices`: four candidates per region, compared without branches
-                    // because on real data the winner is unpredictable.
-                    let (r0, r1) = ends(row);
-                    for ((col, max), arg) in cols.iter().zip(maxima).zip(argmax) {
-                        let (c0, c1) = ends(col);
-                        let mut best = r0 * w + c0;
-                        let mut value = input[best];
-                        for i in [r0 * w + c1, r1 * w + c0, r1 * w + c1] {
-                            // `>` keeps the first of equal maxima, in row-major order.
-                            let candidate = input[i];
-                            let better = candidate > value;
-                            best = if better { i } else { best };
-                            value = if better { candidate } else { value };
+                .par_chunks_mut(oh * ow)
+                .zip(argmax.par_chunks_mut(oh * ow))
+                .enumerate()
+                .for_each(|(plane, (maxima, argmax))| {
+                    let (rows, cols) = regions.of(plane / c, plane % c);
+                    let input = &input[plane * h * w..(plane + 1) * h * w];
+                    let outputs = maxima.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
+                    for (row, (maxima, argmax)) in rows.iter().zip(outputs) {
+                        // First and last cell of each interval (equal when it is 1 wide), as in
+                        // `corner_indices`: four candidates per region, compared without branches
+                        // because on real data the winner is unpredictable.
+                        let (r0, r1) = ends(row);
+                        for ((col, max), arg) in cols.iter().zip(maxima).zip(argmax) {
+                            let (c0, c1) = ends(col);
+                            let mut best = r0 * w + c0;
+                            let mut value = input[best];
+                            for i in [r0 * w + c1, r1 * w + c0, r1 * w + c1] {
+                                // `>` keeps the first of equal maxima, in row-major order.
+                                let candidate = input[i];
+                                let better = candidate > value;
+                                best = if better { i } else { best };
+                                value = if better { candidate } else { value };
+                            }
+                            max.write(value);
+                            arg.write(best as i32);
                         }
-                        max.write(value);
-                        arg.write(best as i32);
                     }
-                }
-            });
+                });
         };
         // SAFETY: the planes cover both buffers, and each wrote every region of its plane.
         let (maxima, (argmax, ())) =
@@ -418,11 +418,8 @@ mod tests {
                     regions.clone(),
                     [side, side],
                 );
-                let ref_x_grad = reference_backward::<Dispatch>(
-                    grad.into_dispatch(),
-                    ref_argmax,
-                    [side, side],
-                );
+                let ref_x_grad =
+                    reference_backward::<Dispatch>(grad.into_dispatch(), ref_argmax, [side, side]);
                 assert_eq!(floats(x_grad), floats(ref_x_grad), "{what}");
             }
         }

@@ -76,4 +76,3 @@ pub fn close_all(ours: &[Vec<f64>; 4], expected: &[Vec<f64>; 4], what: &str) {
         close(a, b, &format!("{what}: {name}"));
     }
 }
-

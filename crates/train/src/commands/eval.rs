@@ -4,16 +4,16 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use burn::{
-    data::{dataloader::batcher::Batcher, dataset::Dataset},
-    prelude::*,
-    tensor::activation::softmax,
-};
-use data::{ImageBatcher, ImageDataset};
-use models::{ImageBatch, Network};
+use burn::data::dataset::Dataset;
+use data::ImageDataset;
 use serde::Serialize;
 
-use crate::{Overrides, files::write_json, trained::ModelArgs};
+use crate::{
+    Overrides,
+    files::write_json,
+    inference::{accuracy, averaged_note, percent_and_error},
+    trained::ModelArgs,
+};
 
 /// Evaluate a trained network on its dataset's test set.
 #[derive(clap::Args)]

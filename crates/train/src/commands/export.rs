@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::{
     Overrides,
-    inference::host_values,
     files::write_atomic,
+    inference::host_values,
     trained::{EXPORT_BURN, EXPORT_CONFIG, EXPORT_PYTORCH, EXPORT_REFERENCE, ModelArgs, Trained},
     weights::{self, WeightsFormat},
 };

@@ -1,18 +1,16 @@
 //! `train predict`: classifies image files (PNG, JPEG) with a trained network.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use burn::data::dataloader::batcher::Batcher;
-use data::{DatasetKind, ImageItem};
-use image::imageops::FilterType;
 use models::ImageBatch;
 use serde::Serialize;
 
 use crate::{
     Overrides,
-    inference::{host_values, pass_probabilities, read_image},
     files::write_json,
+    inference::{host_values, pass_probabilities, read_image},
     trained::{ModelArgs, Trained},
 };
 

@@ -26,8 +26,8 @@ use tokio::sync::Semaphore;
 use crate::{
     Overrides,
     inference::{host_values, pass_probabilities},
-    panics::lock,
     layer_report,
+    panics::lock,
     trained::{ModelArgs, Trained},
 };
 

@@ -2,14 +2,9 @@
 //! padded input, the first feature maps of every layer, the regions of one pass of each FMP
 //! layer drawn over its input, and the class probabilities of each pass and of their average.
 
-use std::fmt::Write;
-use std::io::Cursor;
 use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
-use base64::Engine;
-use burn::{prelude::*, tensor::activation::softmax};
-use ops::{PoolRegions, Span};
 
 use crate::{
     Overrides,

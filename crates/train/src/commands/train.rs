@@ -133,13 +133,21 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
 
     // Data first: a missing file is reported before any device starts.
     let (splits, folder) = config.load_splits()?;
-    let plan = RunPlan::new(config, device::init_all(config.backend, &config.devices)?, None)?;
+    let plan = RunPlan::new(
+        config,
+        device::init_all(config.backend, &config.devices)?,
+        None,
+    )?;
     plan.device().seed(config.seed);
     let resumed_from = resumed_epoch(config, start, plan.device())?;
     let network = config.network();
     let model = network.init(&plan.device().clone().autodiff());
     let sets = Sets::split(config, splits)?;
-    let batcher = ImageBatcher::new(config.dataset_kind(), sets.train.image_shape(), model.input_size())?;
+    let batcher = ImageBatcher::new(
+        config.dataset_kind(),
+        sets.train.image_shape(),
+        model.input_size(),
+    )?;
     let parameters = model.num_params();
     for warning in plan.warnings(&network) {
         say_err!("{warning}");
@@ -167,8 +175,20 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     let non_finite = Arc::new(Mutex::new(None));
     let training = SupervisedTraining::new(
         &run,
-        loader(config, plan.train_batcher(batcher.clone()), sets.train, true, plan.device()),
-        loader(config, plan.eval_batcher(batcher.clone()), sets.valid, false, plan.device()),
+        loader(
+            config,
+            plan.train_batcher(batcher.clone()),
+            sets.train,
+            true,
+            plan.device(),
+        ),
+        loader(
+            config,
+            plan.eval_batcher(batcher.clone()),
+            sets.valid,
+            false,
+            plan.device(),
+        ),
     );
     let renderer = EpochRenderer::new(epochs.clone(), curves.clone()).stop_on_non_finite(
         training.interrupter(),
@@ -176,15 +196,25 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
         non_finite.clone(),
     );
     let training = learner_options(training, config, &plan, resumed_from, renderer);
-    let learner = Learner::new(model, config.optimizer(), config.scheduler(steps_per_epoch)?);
+    let learner = Learner::new(
+        model,
+        config.optimizer(),
+        config.scheduler(steps_per_epoch)?,
+    );
     let result = training.launch(learner);
     let trained = outcome(result, config, &plan, *panics::lock(&non_finite))?;
 
     let test_start = Instant::now();
     let passes = config.test_passes();
     let eval_batch = plan.eval_batcher(batcher.clone()).images();
-    let [one_pass, averaged] =
-        accuracy(&trained, &sets.test, &batcher, eval_batch, plan.device(), passes);
+    let [one_pass, averaged] = accuracy(
+        &trained,
+        &sets.test,
+        &batcher,
+        eval_batch,
+        plan.device(),
+        passes,
+    );
     let epochs = curves.all(&panics::lock(&epochs));
     let test = TestResult {
         accuracy: [one_pass, averaged],

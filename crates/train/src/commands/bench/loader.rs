@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::{Overrides, RunConfig, accumulate::MicroBatcher, files::write_json, fit};
+use crate::{Overrides, RunConfig, accumulate::MicroBatcher, files::write_json, plan::loader};
 
 /// Time the training data loader (augmentation, padding, batching) in images per second.
 #[derive(clap::Args)]

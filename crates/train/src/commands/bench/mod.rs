@@ -6,7 +6,7 @@ mod loader;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Error, Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::{
     data::{
         dataloader::{DataLoaderIterator, Progress, batcher::Batcher},
@@ -22,10 +22,9 @@ use models::{FmpNet, ImageBatch, Network};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BackendName, Overrides, RunConfig,
-    plan::RunPlan,
-    device,
+    BackendName, Overrides, RunConfig, device,
     files::{check_output_file, write_atomic, write_json},
+    plan::RunPlan,
     timing::{median_and_min, time_ms},
 };
 
@@ -430,7 +429,7 @@ fn time_backends(
             }
         };
         let mut timing = time_backend(config, &train_set, &batcher, &devices[0], [warmup, steps])
-        .with_context(|| backend.to_string())?;
+            .with_context(|| backend.to_string())?;
         if devices.len() > 1 {
             let times = time_multi_device(config, &train_set, &batcher, &devices, [warmup, steps])
                 .with_context(|| format!("{backend} on {} devices", devices.len()))?;
