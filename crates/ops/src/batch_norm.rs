@@ -73,7 +73,7 @@ fn reference_forward<B: Backend>(
     beta: FloatTensor<B>,
     settings: NormSettings,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let (output, mean, variance) = burns_forward::<B>(x, gamma, beta, settings.epsilon);
+    let (output, mean, variance) = reference_norm_forward::<B>(x, gamma, beta, settings.epsilon);
     (activate::<B>(output, settings.slope), mean, variance)
 }
 
@@ -105,7 +105,7 @@ fn reference_backward<B: Backend>(
         );
         leaky_relu::reference_backward::<B>(normalised, settings.slope, grad)
     };
-    burns_backward::<B>(x, gamma, mean, variance, settings.epsilon, grad)
+    reference_norm_backward::<B>(x, gamma, mean, variance, settings.epsilon, grad)
 }
 
 /// The leaky ReLU of `slope` from Burn's operations, or `x` itself for slope 1.
@@ -133,7 +133,7 @@ fn affine([gamma, beta, mean, variance]: [&[f32]; 4], epsilon: f64) -> (Vec<f32>
 /// Training batch norm from Burn's tensor operations: output, mean, biased variance. As Burn's
 /// `batch_norm_train`, but each channel's sums are taken one dimension at a time
 /// ([`channel_total`]).
-fn burns_forward<B: Backend>(
+fn reference_norm_forward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
@@ -154,9 +154,9 @@ fn burns_forward<B: Backend>(
     (output, statistic(mean), statistic(variance))
 }
 
-/// The gradients of [`burns_forward`] (Burn's `batch_norm_train_backward`, with the channel
+/// The gradients of [`reference_norm_forward`] (Burn's `batch_norm_train_backward`, with the channel
 /// sums of [`channel_total`]): input, gamma, beta.
-fn burns_backward<B: Backend>(
+fn reference_norm_backward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     mean: FloatTensor<B>,
