@@ -155,7 +155,8 @@ pub fn plot(epochs: &[EpochRecord]) -> Result<String> {
                     .filter(|(_, v)| v.is_finite())
                     .collect();
                 chart
-                    .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                    // Markers too: a one-epoch run has one point and no line.
+                    .draw_series(LineSeries::new(points, colour.stroke_width(2)).point_size(3))
                     .map_err(plotting)?
                     .label(label)
                     .legend(move |(x, y)| {
@@ -215,7 +216,13 @@ mod tests {
         for text in ["loss", "accuracy (%)", "train", "valid", "epoch"] {
             assert!(svg.contains(text), "{text} missing");
         }
-        // A single epoch or NaN metrics still plot.
+        // A single epoch shows as markers (a line needs two points); NaN metrics still plot.
+        let one = plot(&[record(1, 0.5)]).unwrap();
+        assert_eq!(
+            one.matches("<circle").count(),
+            4,
+            "train and valid, two panels"
+        );
         let mut nan = record(1, f64::NAN);
         nan.valid_accuracy = f64::NAN;
         assert!(plot(&[nan]).is_ok());

@@ -4,14 +4,16 @@
 //! writes it; `train serve` shows it for a drawing.
 
 use std::fmt::Write;
-use std::io::Cursor;
 
 use anyhow::Result;
-use base64::Engine;
 use burn::{prelude::*, tensor::activation::softmax};
 use ops::{PoolRegions, Span};
 
-use crate::{inference::host_values, trained::Trained};
+use crate::{
+    images::png_data,
+    inference::{argmax, host_values},
+    trained::Trained,
+};
 
 /// Feature maps drawn per layer: the first channels.
 const MAPS: usize = 8;
@@ -51,12 +53,6 @@ pub struct Report {
     pub average: Vec<f32>,
     /// The classes' names.
     pub classes: [&'static str; 10],
-}
-
-pub fn argmax(values: &[f32]) -> usize {
-    (0..values.len())
-        .max_by(|&a, &b| values[a].total_cmp(&values[b]))
-        .unwrap_or(0)
 }
 
 /// The first map of `x` `[1, c, h, w]`, or the first [`MAPS`] with `maps`.
@@ -124,9 +120,7 @@ fn png(map: &Map, scale: f32) -> Result<String> {
             [fade(t), fade(t), 255]
         };
     }
-    let mut bytes = Vec::new();
-    image.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    png_data(&image.into())
 }
 
 /// The largest magnitude among `maps`: one colour scale per layer.
@@ -155,11 +149,19 @@ fn figure(
             out,
             "<svg class=\"regions\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {w} {h}\">"
         )?;
-        for r in rows {
-            for c in cols {
+        // Neighbouring regions in alternating colours (overlapping ones share cells), and the
+        // one in the middle filled, so that a reader can follow one region.
+        let middle = (rows.len() / 2, cols.len() / 2);
+        for (i, r) in rows.iter().enumerate() {
+            for (j, c) in cols.iter().enumerate() {
+                let class = match ((i, j) == middle, (i + j) % 2) {
+                    (true, _) => "picked",
+                    (false, 0) => "even",
+                    (false, _) => "odd",
+                };
                 write!(
                     out,
-                    "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>",
+                    "<rect class=\"{class}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>",
                     c.start, r.start, c.len, r.len
                 )?;
             }
@@ -176,10 +178,26 @@ pub fn html(title: &str, report: &Report) -> Result<String> {
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>\
          body{{font-family:sans-serif;margin:2em}} .maps{{display:flex;flex-wrap:wrap;gap:6px}}\
          .map{{position:relative}} .map img{{image-rendering:pixelated;display:block}}\
-         .regions{{position:absolute;left:0;top:0}} .regions rect{{fill:none;\
-         stroke:rgba(0,120,0,0.55);stroke-width:0.08}} td,th{{padding:2px 6px;text-align:right}}\
-         .bar{{background:#c33;height:10px}}</style></head><body><h1>{title}</h1>"
+         .regions{{position:absolute;left:0;top:0}} .regions rect{{fill:none;stroke-width:0.12}}\
+         .regions .even{{stroke:rgba(0,130,0,0.8)}} .regions .odd{{stroke:rgba(230,120,0,0.8)}}\
+         .regions .picked{{stroke:#000;stroke-width:0.25;fill:rgba(255,230,0,0.45)}}\
+         td,th{{padding:2px 6px;text-align:right}} .bar{{background:#c33;height:10px}}\
+         .legend{{display:inline-block;width:120px;height:10px;vertical-align:middle;\
+         background:linear-gradient(to right,#00f,#fff,#f00)}}</style></head><body>\
+         <h1>{title}</h1>"
     );
+    let best = argmax(&report.average);
+    write!(
+        out,
+        "<p class=\"prediction\">prediction: <b>{}</b>, {:.1}% averaged over {} pass(es)</p>\
+         <p>Each map is drawn on its layer's own colour scale: blue for negative values, white \
+         for 0, red for positive, the strongest colour at the layer's largest magnitude (given \
+         beside each layer). In an FMP layer's regions, neighbouring regions alternate green and \
+         orange, and the one in the middle is filled.</p>",
+        report.classes[best],
+        100.0 * report.average[best],
+        report.passes.len()
+    )?;
     let input_scale = scale(std::slice::from_ref(&report.input));
     write!(
         out,
@@ -208,8 +226,12 @@ pub fn html(title: &str, report: &Report) -> Result<String> {
                 Some(regions),
             )?;
         }
-        out += "<div class=\"maps\">";
         let s = scale(&layer.maps);
+        write!(
+            out,
+            "<p>colour scale: -{s:.3} <span class=\"legend\"></span> +{s:.3}</p>"
+        )?;
+        out += "<div class=\"maps\">";
         for map in &layer.maps {
             out += &figure(map, s, (112 / map.size[1].max(1)).max(2), None)?;
         }
@@ -296,6 +318,9 @@ mod tests {
                 }
             }
             let page = html("t", &report).unwrap();
+            assert!(page.contains("prediction: <b>"), "{config}");
+            let legends = page.matches("colour scale: -").count();
+            assert_eq!(legends, report.layers.len(), "{config}: a legend per layer");
             for name in expected {
                 assert!(page.contains(&format!("id=\"{name}\"")), "{name}");
             }
@@ -303,6 +328,11 @@ mod tests {
             assert_eq!(page.matches("<tr class=\"pass\">").count(), passes + 1);
             if passes > 1 {
                 assert_eq!(page.matches("<svg class=\"regions\"").count(), 6);
+                assert_eq!(
+                    page.matches("class=\"picked\"").count(),
+                    6,
+                    "one region each"
+                );
             }
         }
     }

@@ -5,12 +5,13 @@
 //! `predict`, `export`, `bench` (with its chart and `loader-bench`), `summary`, `show`, `serve`,
 //! `tiny_cnn` and `devices`. No command imports another; what they share sits beside them:
 //! `config` (the TOML run config and the flags that override it), `plan` (a config's batch on
-//! its devices), [`device`] (backend name and `--devices` to Burn devices), `inference` (the
-//! evaluation pass, tensors read back, image files read), `layer_report` (what every layer does
-//! to one image), `trained` (a trained network found from a run directory, export folder or
+//! its devices), [`device`] (backend name and `--devices` to Burn devices), `inference` (forward
+//! passes, tensors read back), `evaluation` (accuracy, confusion matrices, the worst mistakes),
+//! `images` (image files and drawings as the network's input), `layer_report` (what every layer
+//! does to one image), `trained` (a trained network found from a run directory, export folder or
 //! weights file), `weights` (its file formats), `accumulate` (micro-batches), `checkpoint`,
-//! `curves` and `progress` (what a run writes and shows), `panics` (a loader thread's panic
-//! fails the run), `output` (printing a closed pipe cannot crash), `timing` and `files` (atomic
+//! `curves` and `progress` (what a run writes and shows), `panics` (a loader thread's panic fails
+//! the run), `output` (printing a closed pipe cannot crash), `timing` and `files` (atomic
 //! writes).
 //!
 //! Public API: [`Cli`] and [`run`] (all the binary calls); [`RunConfig`] and [`Overrides`];
@@ -26,7 +27,9 @@ mod commands;
 mod config;
 mod curves;
 pub mod device;
+mod evaluation;
 mod files;
+mod images;
 mod inference;
 mod layer_report;
 mod panics;

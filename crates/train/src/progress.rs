@@ -1,10 +1,11 @@
 //! What the user sees while training: a progress bar on a terminal, one line per epoch
-//! elsewhere (CI logs), and the per-epoch figures kept for the run summary.
+//! elsewhere (CI logs), and the per-epoch figures kept for the run summary; and the same for a
+//! long phase outside an epoch ([`Phase`]: a test pass, an evaluation, timed steps).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::curves::{CurveWriter, EpochRecord};
 use burn::train::{
@@ -16,6 +17,64 @@ use burn::train::{
         MetricsRendererTraining,
     },
 };
+
+/// A long phase outside an epoch (a test pass, an evaluation, a benchmark's steps, whose first
+/// one on a GPU compiles and tunes kernels for minutes): a bar on a terminal, else a line when it
+/// starts and one when it ends (logs). Ends when dropped.
+pub struct Phase {
+    bar: Option<indicatif::ProgressBar>,
+    name: String,
+    started: Instant,
+}
+
+impl Phase {
+    /// Starts `name`, `total` `unit` long.
+    pub fn start(name: impl Into<String>, total: usize, unit: &str) -> Self {
+        let name = name.into();
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let template =
+                format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{elapsed_precise}}");
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(&template)
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(name.clone());
+            // The clock moves while one step compiles kernels for minutes.
+            bar.enable_steady_tick(Duration::from_millis(500));
+            bar
+        });
+        if bar.is_none() {
+            say_err!("{name}: {total} {unit}");
+        }
+        Self {
+            bar,
+            name,
+            started: Instant::now(),
+        }
+    }
+
+    /// `done` more units are done.
+    pub fn advance(&self, done: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(done as u64);
+        }
+    }
+}
+
+impl Drop for Phase {
+    fn drop(&mut self) {
+        match self.bar.take() {
+            Some(bar) => bar.finish_and_clear(),
+            None => say_err!(
+                "{}: done in {:.1} s",
+                self.name,
+                self.started.elapsed().as_secs_f64()
+            ),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Mean {

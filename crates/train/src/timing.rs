@@ -6,9 +6,12 @@ use std::time::Instant;
 use anyhow::{Result, anyhow};
 use burn::prelude::*;
 
-/// Milliseconds of each of `steps` timed runs of `run`, after `warmup` untimed ones. Before
-/// each run, `prepare(step)` makes its input outside the timing.
+use crate::progress::Phase;
+
+/// Milliseconds of each of `steps` timed runs of `run`, after `warmup` untimed ones, shown as
+/// the phase `name`. Before each run, `prepare(step)` makes its input outside the timing.
 pub fn time_ms<T>(
+    name: &str,
     device: &Device,
     warmup: usize,
     steps: usize,
@@ -21,6 +24,7 @@ pub fn time_ms<T>(
             .map_err(|e| anyhow!("device sync failed: {e:?}"))
     };
     let mut times = Vec::with_capacity(steps);
+    let phase = Phase::start(name, warmup + steps, "runs");
     for step in 0..warmup + steps {
         let input = prepare(step);
         sync()?;
@@ -30,6 +34,7 @@ pub fn time_ms<T>(
         if step >= warmup {
             times.push(began.elapsed().as_secs_f64() * 1e3);
         }
+        phase.advance(1);
     }
     Ok(times)
 }

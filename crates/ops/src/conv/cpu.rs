@@ -343,7 +343,7 @@ impl<B: CpuBackend> Conv2dBackend for B {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_values::{close, values};
+    use super::super::test_values::{case, close};
     use super::*;
     use burn::backend::Flex;
 
@@ -351,8 +351,7 @@ mod tests {
     /// the results must not depend on it beyond float rounding.
     #[test]
     fn results_do_not_depend_on_the_number_of_threads() {
-        let (x, weight) = (values(5 * 3 * 6 * 7, 1), values(4 * 3 * 3 * 2, 2));
-        let (bias, grad) = (vec![0.5f32, -1.0, 0.0, 2.0], values(5 * 4 * 6 * 8, 3));
+        let [x, weight, bias, grad] = case();
         let g = Geometry::new(
             &Flex::float(x.clone(), [5, 3, 6, 7]),
             &Flex::float(weight.clone(), [4, 3, 3, 2]),

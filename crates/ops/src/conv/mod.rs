@@ -200,13 +200,16 @@ fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
 
 #[cfg(test)]
 mod test_values {
+    //! What the unit tests of the convolution's formulations share.
+
     /// Irregular values in [-1, 1).
-    pub fn values(count: usize, seed: usize) -> Vec<f32> {
+    fn values(count: usize, seed: usize) -> Vec<f32> {
         (0..count)
             .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
             .collect()
     }
 
+    /// `a` within 1e-5 (relative, plus as much absolute) of `b`.
     pub fn close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: length");
         for (a, b) in a.iter().zip(b) {
@@ -215,5 +218,16 @@ mod test_values {
                 "{what}: {a} vs {b}"
             );
         }
+    }
+
+    /// The values of one convolution, padded by 1: input `[5, 3, 6, 7]`, weight `[4, 3, 3, 2]`,
+    /// bias `[4]` and output gradient `[5, 4, 6, 8]`.
+    pub fn case() -> [Vec<f32>; 4] {
+        [
+            values(5 * 3 * 6 * 7, 1),
+            values(4 * 3 * 3 * 2, 2),
+            vec![0.5, -1.0, 0.0, 2.0],
+            values(5 * 4 * 6 * 8, 3),
+        ]
     }
 }

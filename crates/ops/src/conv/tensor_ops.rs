@@ -250,7 +250,7 @@ impl Conv2dBackend for CubeBackend {
 #[cfg(test)]
 mod tests {
     use super::super::cpu::{backward, forward};
-    use super::super::test_values::{close, values};
+    use super::super::test_values::{case, close};
     use super::*;
     use crate::cpu::CpuBackend;
     use burn::backend::Flex;
@@ -259,8 +259,7 @@ mod tests {
     /// not split, against the loops (themselves tested against f64 loops) on the same values.
     #[test]
     fn tensor_op_groups_match_the_loops() {
-        let (x, weight) = (values(5 * 3 * 6 * 7, 1), values(4 * 3 * 3 * 2, 2));
-        let (bias, grad) = (vec![0.5f32, -1.0, 0.0, 2.0], values(5 * 4 * 6 * 8, 3));
+        let [x, weight, bias, grad] = case();
         let tensors = || {
             [
                 Flex::float(x.clone(), [5, 3, 6, 7]),

@@ -1,17 +1,18 @@
-//! `train eval`: a trained network's accuracy on its dataset's test set, and the multi-pass
-//! evaluation that training's test pass and `predict` share.
+//! `train eval`: a trained network's evaluation on its dataset's test set: accuracy after one
+//! pass and averaged over several, the confusion matrix and per-class accuracy, and optionally
+//! a page with the worst mistakes.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use burn::data::dataset::Dataset;
 use data::ImageDataset;
 use serde::Serialize;
 
 use crate::{
     Overrides,
-    files::write_json,
-    inference::{accuracy, averaged_note, percent_and_error},
+    evaluation::{Evaluated, evaluate},
+    files::{write_atomic, write_json},
+    inference::{averaged_note, percent_and_error},
     trained::ModelArgs,
 };
 
@@ -32,29 +33,34 @@ pub struct EvalArgs {
     /// Also write the result as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write a page with the confusion matrices and the worst mistakes to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Seed of an FMP net's pooling regions; default: the run's seed, so that an evaluation
+    /// repeats exactly.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
-/// Accuracy of a trained network on its dataset's test set.
+/// A trained network's evaluation on its dataset's test set.
 #[derive(Debug, Serialize)]
 pub struct Evaluation {
     /// The weights evaluated.
     pub weights: PathBuf,
     /// The dataset's name.
     pub dataset: String,
-    /// Test images.
-    pub images: usize,
-    /// Forward passes averaged per image.
-    pub passes: usize,
-    /// Percent correct after one pass.
-    pub accuracy_one_pass: f64,
-    /// Percent correct from the probabilities averaged over `passes`.
-    pub accuracy: f64,
+    /// The seed of the pooling regions (FMP nets).
+    pub seed: u64,
+    /// What was measured: accuracy, per pass, confusion matrices, the worst mistakes.
+    #[serde(flatten)]
+    pub evaluated: Evaluated,
 }
 
 /// Runs `train eval`: loads the network, evaluates it on the test set, prints and writes the
 /// result.
 pub fn run(args: EvalArgs) -> Result<()> {
     crate::files::check_output_file("--json", args.json.as_deref())?;
+    crate::files::check_output_file("--html", args.html.as_deref())?;
     let overrides = Overrides {
         data_dir: args.data_dir,
         batch_size: args.batch_size,
@@ -64,29 +70,43 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let passes = trained.passes(args.passes)?;
     let (splits, _) = trained.config.load_splits()?;
     let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
-    let [accuracy_one_pass, accuracy] = accuracy(
+    let seed = args.seed.unwrap_or(trained.config.seed);
+    trained.network.reseed(seed);
+    let kind = trained.dataset();
+    let evaluated = evaluate(
         &trained.network,
         &test_set,
+        kind,
         &trained.batcher()?,
         trained.config.batch_size,
         &trained.device,
         passes,
-    );
-    let evaluation = Evaluation {
-        weights: trained.weights.clone(),
-        dataset: trained.dataset().name().to_string(),
-        images: test_set.len(),
-        passes,
-        accuracy_one_pass,
-        accuracy,
-    };
+    )?;
     say!(
         "{}: test accuracy {}{} on {} {} images",
-        evaluation.weights.display(),
-        percent_and_error(accuracy_one_pass),
-        averaged_note(passes, accuracy),
-        evaluation.images,
-        evaluation.dataset
+        trained.weights.display(),
+        percent_and_error(evaluated.accuracy_one_pass),
+        averaged_note(passes, evaluated.accuracy),
+        evaluated.images,
+        kind.name()
     );
+    say!("{}", evaluated.table().trim_end());
+    if let Some(note) = evaluated.spread_note() {
+        say!("{note}");
+    }
+    if let Some(html) = &args.html {
+        let title = format!("{} on {}", trained.network.name(), kind.name());
+        write_atomic(html, evaluated.html(&title, &test_set, kind)?.as_bytes())?;
+        say!(
+            "confusion matrices and the worst mistakes: {}",
+            html.display()
+        );
+    }
+    let evaluation = Evaluation {
+        weights: trained.weights.clone(),
+        dataset: kind.name().to_string(),
+        seed,
+        evaluated,
+    };
     write_json(args.json.as_deref(), &evaluation)
 }

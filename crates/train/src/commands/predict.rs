@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::data::dataloader::batcher::Batcher;
+use data::ImageItem;
 use models::ImageBatch;
 use serde::Serialize;
 
 use crate::{
     Overrides,
     files::write_json,
-    inference::{host_values, pass_probabilities, read_image},
+    images::{Preparation, read_image},
+    inference::{argmax, host_values, pass_probabilities},
     trained::{ModelArgs, Trained},
 };
 
@@ -25,9 +27,15 @@ pub struct PredictArgs {
     /// Forward passes averaged per image; default: the config's test_passes (12 for FMP nets).
     #[arg(long)]
     passes: Option<usize>,
-    /// Invert grey levels first (dark digits on white paper; MNIST has light on black).
+    /// Invert grey levels first (dark digits on white paper; MNIST has light on black). Without
+    /// it, grey images on a mostly light ground are inverted, with a note.
     #[arg(long)]
     invert: bool,
+    /// Read images as they are: no inversion unless --invert, and digits not laid out as
+    /// MNIST's (by default a digit's ink is scaled into a 20x20 box and centred by its mass in
+    /// the 28x28 field, as MNIST's were).
+    #[arg(long)]
+    raw: bool,
     /// Classes listed per image, most probable first.
     #[arg(long, default_value_t = 3)]
     top: usize,
@@ -47,12 +55,30 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
 }
 
-/// Runs `train predict`: one line per image with its most probable classes by name.
+/// Runs `train predict`: one line per image with its most probable classes by name. An image
+/// that cannot be read is named and the others still classified; the command then fails.
 pub fn run(args: PredictArgs) -> Result<()> {
     crate::files::check_output_file("--json", args.json.as_deref())?;
     let trained = args.model.load(Overrides::default())?;
     let passes = trained.passes(args.passes)?;
-    let predictions = predict(&trained, &args.images, passes, args.invert)?;
+    let preparation = Preparation::from_flags(args.invert, args.raw);
+    let mut read = Vec::new();
+    for file in &args.images {
+        match read_image(file, trained.dataset(), preparation) {
+            Ok(prepared) => {
+                if prepared.inverted_light_ground {
+                    say_err!(
+                        "note: {}: inverted: its ground is light (MNIST has light digits on \
+                         black); --raw reads it as it is",
+                        file.display()
+                    );
+                }
+                read.push((file.clone(), prepared.item));
+            }
+            Err(error) => say_err!("{error:#}"),
+        }
+    }
+    let predictions = predict(&trained, read, passes)?;
     let names = trained.dataset().class_names();
     for prediction in &predictions {
         let mut ranked: Vec<usize> = (0..prediction.probabilities.len()).collect();
@@ -65,35 +91,38 @@ pub fn run(args: PredictArgs) -> Result<()> {
             .collect();
         say!("{}: {}", prediction.file.display(), listed.join(", "));
     }
-    write_json(args.json.as_deref(), &predictions)
+    write_json(args.json.as_deref(), &predictions)?;
+    let unread = args.images.len() - predictions.len();
+    if unread > 0 {
+        bail!(
+            "{unread} of {} images could not be read (named above); the others were classified",
+            args.images.len()
+        );
+    }
+    Ok(())
 }
 
-/// Classifies image files (PNG or JPEG): each is converted to the dataset's channels (grey or
-/// RGB) and image size, optionally inverted (dark strokes on white paper, where MNIST has light
-/// on black), padded and normalised as in training. The probabilities are averaged over
-/// `passes` forward passes (an FMP net pools over new regions on each).
+/// Classifies images read from files (see [`read_image`]), padded and normalised as in
+/// training. The probabilities are averaged over `passes` forward passes (an FMP net pools over
+/// new regions on each).
 pub fn predict(
     trained: &Trained,
-    files: &[PathBuf],
+    images: Vec<(PathBuf, ImageItem)>,
     passes: usize,
-    invert: bool,
 ) -> Result<Vec<Prediction>> {
-    let kind = trained.dataset();
-    let items = files
-        .iter()
-        .map(|file| read_image(file, kind, invert))
-        .collect::<Result<Vec<_>>>()?;
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (files, items): (Vec<PathBuf>, Vec<ImageItem>) = images.into_iter().unzip();
     let batch: ImageBatch = trained.batcher()?.batch(items, &trained.device);
     let [_, probabilities] = pass_probabilities(&trained.network, batch.images, passes);
     let [count, classes] = probabilities.dims();
     let values = host_values(probabilities)?;
-    let names = kind.class_names();
+    let names = trained.dataset().class_names();
     Ok((0..count)
         .map(|i| {
             let row = values[i * classes..(i + 1) * classes].to_vec();
-            let best = (0..classes)
-                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
-                .unwrap_or(0);
+            let best = argmax(&row);
             Prediction {
                 file: files[i].clone(),
                 class: names[best].to_string(),

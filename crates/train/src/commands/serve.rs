@@ -13,18 +13,19 @@ use axum::{
     routing::{get, post},
 };
 use burn::prelude::*;
-use data::ImageItem;
 use hyper::server::conn::http1;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
+use image::GrayImage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::{
     Overrides,
+    images::{Invert, Preparation, prepare_grey},
     inference::{host_values, pass_probabilities},
     layer_report,
     panics::lock,
@@ -45,6 +46,10 @@ pub struct ServeArgs {
     /// Forward passes averaged per drawing; default: the config's test_passes.
     #[arg(long)]
     passes: Option<usize>,
+    /// Classify drawings as they are drawn: by default a digit is laid out as MNIST's were
+    /// (scaled into a 20x20 box, centred by its mass in the 28x28 field).
+    #[arg(long)]
+    raw: bool,
 }
 
 /// The largest request body accepted: a drawing is a few kilobytes of JSON.
@@ -85,6 +90,8 @@ const MAX_CONNECTIONS: usize = 64;
 struct Classifier {
     trained: Trained,
     passes: usize,
+    /// Whether a drawing is laid out as MNIST's digits (see [`prepare_grey`]).
+    layout: bool,
 }
 
 /// What the handlers share: the network, and the newest drawing's report (a lock of its own, so
@@ -115,7 +122,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         trained.network.name()
     );
     let served = Shared {
-        classifier: Arc::new(Mutex::new(Classifier { trained, passes })),
+        classifier: Arc::new(Mutex::new(Classifier {
+            trained,
+            passes,
+            layout: !args.raw,
+        })),
         report: Arc::default(),
     };
     let app = Router::new()
@@ -254,7 +265,7 @@ async fn answer(
     };
     let computed = tokio::task::spawn_blocking(move || {
         let classifier = lock(&classifier);
-        let images = drawing(&classifier.trained, &body)?;
+        let images = drawing(&classifier.trained, &body, classifier.layout)?;
         work(&classifier, images).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await;
@@ -273,8 +284,9 @@ fn bad_request(message: String) -> Refusal {
 }
 
 /// The network's input for the drawing in `body`: `{"pixels": [...]}`, one grey byte per
-/// pixel of the dataset's image size.
-fn drawing(trained: &Trained, body: &[u8]) -> Result<Tensor<4>, Refusal> {
+/// pixel of the dataset's image size, light strokes on black; laid out as MNIST's digits if
+/// `layout` (see [`prepare_grey`]).
+fn drawing(trained: &Trained, body: &[u8], layout: bool) -> Result<Tensor<4>, Refusal> {
     let drawing: Drawing = serde_json::from_slice(body)
         .map_err(|e| bad_request(format!("expected {{\"pixels\": [bytes]}}: {e}")))?;
     let side = trained.dataset().image_side();
@@ -284,10 +296,13 @@ fn drawing(trained: &Trained, body: &[u8]) -> Result<Tensor<4>, Refusal> {
             drawing.pixels.len()
         )));
     }
-    let item = ImageItem {
-        pixels: drawing.pixels,
-        label: 0,
+    let grey = GrayImage::from_raw(side as u32, side as u32, drawing.pixels)
+        .ok_or_else(|| bad_request(format!("expected {side} x {side} pixels")))?;
+    let preparation = Preparation {
+        invert: Invert::Never,
+        layout,
     };
+    let item = prepare_grey(grey, trained.dataset(), preparation).item;
     let batcher = trained
         .batcher()
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

@@ -9,8 +9,9 @@ use anyhow::{Result, anyhow};
 use crate::{
     Overrides,
     files::write_atomic,
-    inference::read_image,
-    layer_report::{argmax, html, report},
+    images::{Preparation, read_image},
+    inference::argmax,
+    layer_report::{html, report},
     trained::ModelArgs,
 };
 
@@ -25,9 +26,14 @@ pub struct ShowArgs {
     /// test_passes (12 for FMP nets).
     #[arg(long)]
     passes: Option<usize>,
-    /// Invert grey levels first (dark digits on white paper; MNIST has light on black).
+    /// Invert grey levels first (dark digits on white paper; MNIST has light on black). Without
+    /// it, a grey image on a mostly light ground is inverted, with a note.
     #[arg(long)]
     invert: bool,
+    /// Read the image as it is: no inversion unless --invert, and a digit not laid out as
+    /// MNIST's (scaled into a 20x20 box, centred by its mass in the 28x28 field).
+    #[arg(long)]
+    raw: bool,
     /// Folder to write report.html to.
     #[arg(long, default_value = "show")]
     output: PathBuf,
@@ -37,8 +43,19 @@ pub struct ShowArgs {
 pub fn run(args: ShowArgs) -> Result<()> {
     let trained = args.model.load(Overrides::default())?;
     let passes = trained.passes(args.passes)?;
-    let item = read_image(&args.image, trained.dataset(), args.invert)?;
-    let images = trained.batcher()?.tensors(vec![item], &trained.device).0;
+    let preparation = Preparation::from_flags(args.invert, args.raw);
+    let prepared = read_image(&args.image, trained.dataset(), preparation)?;
+    if prepared.inverted_light_ground {
+        say_err!(
+            "note: {}: inverted: its ground is light (MNIST has light digits on black); --raw \
+             reads it as it is",
+            args.image.display()
+        );
+    }
+    let images = trained
+        .batcher()?
+        .tensors(vec![prepared.item], &trained.device)
+        .0;
     let report = report(&trained, images, passes)?;
     std::fs::create_dir_all(&args.output)
         .map_err(|e| anyhow!("cannot create {}: {e}", args.output.display()))?;

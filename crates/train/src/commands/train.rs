@@ -27,8 +27,9 @@ use crate::{
     },
     curves::{self, CurveWriter, EpochRecord},
     device,
+    evaluation::{Evaluated, evaluate},
     files::write_atomic,
-    inference::{accuracy, averaged_note, percent_and_error},
+    inference::{averaged_note, percent_and_error},
     panics,
     plan::{RunPlan, loader},
     progress::{EpochRenderer, NonFinite},
@@ -112,6 +113,8 @@ pub struct RunSummary {
     pub curves_plot: String,
     /// The epoch this process resumed from, if it did.
     pub resumed_from: Option<usize>,
+    /// The test pass in full: accuracy per pass, confusion matrices, the worst mistakes.
+    pub test: Evaluated,
 }
 
 /// Test error, percent, of one forward pass and of the averaged passes.
@@ -133,23 +136,15 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
 
     // Data first: a missing file is reported before any device starts.
     let (splits, folder) = config.load_splits()?;
-    let plan = RunPlan::new(
-        config,
-        device::init_all(config.backend, &config.devices)?,
-        None,
-    )?;
+    let devices = device::init_all(config.backend, &config.devices)?;
+    let plan = RunPlan::new(config, devices, None)?;
     plan.device().seed(config.seed);
     let resumed_from = resumed_epoch(config, start, plan.device())?;
-    let network = config.network();
-    let model = network.init(&plan.device().clone().autodiff());
+    let model = config.network().init(&plan.device().clone().autodiff());
     let sets = Sets::split(config, splits)?;
-    let batcher = ImageBatcher::new(
-        config.dataset_kind(),
-        sets.train.image_shape(),
-        model.input_size(),
-    )?;
-    let parameters = model.num_params();
-    for warning in plan.warnings(&network) {
+    let input = model.input_size();
+    let batcher = ImageBatcher::new(config.dataset_kind(), sets.train.image_shape(), input)?;
+    for warning in plan.warnings(&config.network()) {
         say_err!("{warning}");
     }
     say!(
@@ -158,7 +153,7 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
         model.name(),
         config.backend,
         plan.on(),
-        parameters,
+        model.num_params(),
         plan.batching(),
         sets.train.len(),
         sets.valid.len(),
@@ -169,68 +164,29 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     // Every check has passed: the run directory may change now.
     std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
     write_atomic(&run.join("config.toml"), config_text.as_bytes())?;
-    let steps_per_epoch = plan.steps_per_epoch(sets.train.len());
-    let curves = CurveWriter::new(&run, resumed_from);
-    let epochs = Arc::new(Mutex::new(Vec::new()));
-    let non_finite = Arc::new(Mutex::new(None));
-    let training = SupervisedTraining::new(
-        &run,
-        loader(
-            config,
-            plan.train_batcher(batcher.clone()),
-            sets.train,
-            true,
-            plan.device(),
-        ),
-        loader(
-            config,
-            plan.eval_batcher(batcher.clone()),
-            sets.valid,
-            false,
-            plan.device(),
-        ),
-    );
-    let renderer = EpochRenderer::new(epochs.clone(), curves.clone()).stop_on_non_finite(
-        training.interrupter(),
-        plan.devices.len() * plan.micro_batches,
-        non_finite.clone(),
-    );
-    let training = learner_options(training, config, &plan, resumed_from, renderer);
-    let learner = Learner::new(
-        model,
-        config.optimizer(),
-        config.scheduler(steps_per_epoch)?,
-    );
-    let result = training.launch(learner);
-    let trained = outcome(result, config, &plan, *panics::lock(&non_finite))?;
-
-    let test_start = Instant::now();
-    let passes = config.test_passes();
-    let eval_batch = plan.eval_batcher(batcher.clone()).images();
-    let [one_pass, averaged] = accuracy(
-        &trained,
-        &sets.test,
-        &batcher,
-        eval_batch,
-        plan.device(),
-        passes,
-    );
-    let epochs = curves.all(&panics::lock(&epochs));
-    let test = TestResult {
-        accuracy: [one_pass, averaged],
-        passes,
-        images: sets.test.len(),
-    };
+    let parameters = model.num_params();
+    let training_sets = [sets.train, sets.valid];
+    let (trained, epochs) = launch(config, &plan, model, training_sets, &batcher, resumed_from)?;
+    let (test, seconds) = test_pass(config, &plan, &trained, &sets.test, &batcher)?;
+    let title = format!("{} on {}", trained.name(), config.dataset);
+    let page = test.html(&title, &sets.test, config.dataset_kind())?;
+    write_atomic(&run.join(EVALUATION_HTML), page.as_bytes())?;
     let summary = RunSummary::new(config, &plan, parameters, epochs, test, resumed_from);
-    let path: PathBuf = run.join("summary.json");
+    let path = run.join("summary.json");
     write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    let test = &summary.test;
+    say!("{}", test.table().trim_end());
+    if let Some(note) = test.spread_note() {
+        say!("{note}");
+    }
     say!(
-        "test accuracy {}{} on {} images ({:.1} s); summary in {}",
-        percent_and_error(one_pass),
-        averaged_note(passes, averaged),
-        summary.test_images,
-        test_start.elapsed().as_secs_f64(),
-        path.display()
+        "test accuracy {}{} on {} images ({seconds:.1} s); summary in {}, confusion matrices \
+         and the worst mistakes in {}",
+        percent_and_error(test.accuracy_one_pass),
+        averaged_note(test.passes, test.accuracy),
+        test.images,
+        path.display(),
+        run.join(EVALUATION_HTML).display()
     );
     if config.dataset_kind().channels() == 1 {
         show_hint(&run);
@@ -238,11 +194,66 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// What the test pass measured: percent correct after one pass and averaged over `passes`.
-struct TestResult {
-    accuracy: [f64; 2],
-    passes: usize,
-    images: usize,
+/// Trains `model` on the training set, validating on the validation set, with Burn's learner
+/// as `plan` and the config say; continues from `resumed_from`'s checkpoint when given. Returns
+/// the trained network and every epoch's figures, those of earlier processes of the run included.
+fn launch(
+    config: &RunConfig,
+    plan: &RunPlan,
+    model: Network,
+    [train_set, valid_set]: [ImageDataset; 2],
+    batcher: &ImageBatcher,
+    resumed_from: Option<usize>,
+) -> Result<(Network, Vec<EpochRecord>)> {
+    let steps_per_epoch = plan.steps_per_epoch(train_set.len());
+    let device = plan.device();
+    let curves = CurveWriter::new(&config.output, resumed_from);
+    let epochs = Arc::new(Mutex::new(Vec::new()));
+    let non_finite = Arc::new(Mutex::new(None));
+    let train = loader(
+        config,
+        plan.train_batcher(batcher.clone()),
+        train_set,
+        true,
+        device,
+    );
+    let valid = loader(
+        config,
+        plan.eval_batcher(batcher.clone()),
+        valid_set,
+        false,
+        device,
+    );
+    let training = SupervisedTraining::new(&config.output, train, valid);
+    let renderer = EpochRenderer::new(epochs.clone(), curves.clone()).stop_on_non_finite(
+        training.interrupter(),
+        plan.devices.len() * plan.micro_batches,
+        non_finite.clone(),
+    );
+    let training = learner_options(training, config, plan, resumed_from, renderer);
+    let scheduler = config.scheduler(steps_per_epoch)?;
+    let result = training.launch(Learner::new(model, config.optimizer(), scheduler));
+    let trained = outcome(result, config, plan, *panics::lock(&non_finite))?;
+    let epochs = curves.all(&panics::lock(&epochs));
+    Ok((trained, epochs))
+}
+
+/// The test pass, in the evaluation batches of `plan` on its first device, over the config's
+/// passes; and its seconds.
+fn test_pass(
+    config: &RunConfig,
+    plan: &RunPlan,
+    trained: &Network,
+    test_set: &ImageDataset,
+    batcher: &ImageBatcher,
+) -> Result<(Evaluated, f64)> {
+    let started = Instant::now();
+    let batch_size = plan.eval_batcher(batcher.clone()).images();
+    let kind = config.dataset_kind();
+    let device = plan.device();
+    let passes = config.test_passes();
+    let evaluated = evaluate(trained, test_set, kind, batcher, batch_size, device, passes)?;
+    Ok((evaluated, started.elapsed().as_secs_f64()))
 }
 
 impl RunSummary {
@@ -251,11 +262,11 @@ impl RunSummary {
         plan: &RunPlan,
         parameters: usize,
         epochs: Vec<EpochRecord>,
-        test: TestResult,
+        test: Evaluated,
         resumed_from: Option<usize>,
     ) -> Self {
         let trained = epochs.len().max(1) as f64;
-        let [one_pass, averaged] = test.accuracy;
+        let (one_pass, averaged) = (test.accuracy_one_pass, test.accuracy);
         Self {
             config: config.clone(),
             backend: config.backend.to_string(),
@@ -273,6 +284,7 @@ impl RunSummary {
             },
             test_passes: test.passes,
             test_images: test.images,
+            test,
             curves_csv: curves::CSV.into(),
             curves_plot: curves::SVG.into(),
             resumed_from,
@@ -442,11 +454,15 @@ fn show_hint(run: &Path) {
     );
 }
 
+/// The page of the test pass's confusion matrices and worst mistakes, in the run directory.
+const EVALUATION_HTML: &str = "evaluation.html";
+
 /// What a run writes into its directory; `check_output` lets a new run replace these (left by
 /// an attempt that stopped before its first checkpoint) and nothing else.
-const RUN_FILES: [&str; 8] = [
+const RUN_FILES: [&str; 9] = [
     "config.toml",
     "summary.json",
+    EVALUATION_HTML,
     curves::CSV,
     curves::SVG,
     "experiment.log",

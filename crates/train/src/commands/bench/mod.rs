@@ -370,16 +370,23 @@ fn time_pooling(
             })
             .collect()
     };
-    time_ms(device, warmup, steps, inputs, |inputs| {
-        let loss = net
-            .pooling_layers()
-            .zip(inputs)
-            .map(|((pool, _), x)| pool.forward(x).sum())
-            .reduce(|a, b| a + b)
-            .expect("an FMP net has pooling layers");
-        // The gradients are computed here; they are not needed afterwards.
-        let _gradients = loss.backward();
-    })
+    time_ms(
+        "FMP layers alone",
+        device,
+        warmup,
+        steps,
+        inputs,
+        |inputs| {
+            let loss = net
+                .pooling_layers()
+                .zip(inputs)
+                .map(|((pool, _), x)| pool.forward(x).sum())
+                .reduce(|a, b| a + b)
+                .expect("an FMP net has pooling layers");
+            // The gradients are computed here; they are not needed afterwards.
+            let _gradients = loss.backward();
+        },
+    )
 }
 
 /// Side of the square matrices whose product measures a device's practical peak.
@@ -393,6 +400,7 @@ fn matmul_gflops(device: &Device, warmup: usize, steps: usize) -> Result<f64> {
     let a = Tensor::<2>::random(shape, Distribution::Default, device);
     let b = Tensor::<2>::random(shape, Distribution::Default, device);
     let times = time_ms(
+        "2048^3 matrix products",
         device,
         warmup.max(1),
         steps,
@@ -497,6 +505,11 @@ fn time_multi_device(
     let step = MultiDevicesTrainStep::<Network>::new(&replicas);
     let mut failure = None;
     let times = time_ms(
+        &format!(
+            "{}: training steps on {} devices",
+            config.backend,
+            devices.len()
+        ),
         &devices[0],
         warmup,
         steps,
@@ -573,6 +586,10 @@ fn time_backend(
     let mut reserved = None::<u64>;
     // Every step timed, the warm-up too: the first one compiles and tunes the kernels.
     let all = time_ms(
+        &format!(
+            "{}: training steps (the first compiles kernels on a GPU)",
+            config.backend
+        ),
         device,
         0,
         warmup + steps,
@@ -603,6 +620,7 @@ fn time_backend(
     // Evaluation: the trained model as the test pass runs it.
     let evaluated = model.valid().to_device(device);
     let eval_times = time_ms(
+        &format!("{}: evaluation", config.backend),
         device,
         warmup,
         steps,
