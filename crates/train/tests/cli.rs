@@ -32,6 +32,15 @@ fn short_training_on_the_sample_learns() {
     assert_eq!(csv.lines().count(), 4);
     let svg = std::fs::read_to_string(run.path().join("curves.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("accuracy"));
+    // The quick start's `data_dir = "samples"` is saved absolute: the run is evaluated from
+    // any folder.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(elsewhere.path())
+        .args(["eval", run.path().to_str().unwrap(), "--passes", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
 }
 
 #[test]

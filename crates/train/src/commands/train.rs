@@ -131,7 +131,7 @@ pub struct TestError {
 /// changes before every check has passed.
 pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     let run = config.output.clone();
-    let config_text = toml::to_string(config)?;
+    let config_text = toml::to_string(&saved(config))?;
     check_output(&run, start, &config_text)?;
 
     // Data first: a missing file is reported before any device starts.
@@ -456,6 +456,22 @@ fn show_hint(run: &Path) {
 
 /// The page of the test pass's confusion matrices and worst mistakes, in the run directory.
 const EVALUATION_HTML: &str = "evaluation.html";
+
+/// `config` as the run saves it: a relative `data_dir` made absolute, so that `eval` and the
+/// other commands find the data from any folder.
+fn saved(config: &RunConfig) -> RunConfig {
+    let data_dir = config
+        .data_dir
+        .as_ref()
+        .map(|dir| match std::path::absolute(dir) {
+            Ok(absolute) => absolute,
+            Err(_) => dir.clone(),
+        });
+    RunConfig {
+        data_dir,
+        ..config.clone()
+    }
+}
 
 /// What a run writes into its directory; `check_output` lets a new run replace these (left by
 /// an attempt that stopped before its first checkpoint) and nothing else.
