@@ -10,12 +10,13 @@
 # x86-64 Linux whose glibc is at least the build machine's, with a Vulkan loader (libvulkan1) and
 # a driver for wgpu; the CPU backends need neither.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 
-out=dist
+out=$PWD/dist
 while [ $# -gt 0 ]; do
   case "$1" in
-    --out) out="$2"; shift ;;
+    --out) out=$(cd "$caller" && realpath -m "$2"); shift ;;
     *) echo "usage: scripts/bundle.sh [--out DIR]" >&2; exit 2 ;;
   esac
   shift

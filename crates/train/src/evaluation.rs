@@ -88,7 +88,10 @@ pub fn evaluate(
     let mut mistakes = Vec::new();
     let indices: Vec<usize> = (0..dataset.len()).collect();
     let phase = Phase::start(
-        format!("evaluating {} images, {passes} passes each", dataset.len()),
+        format!(
+            "evaluating {} images, {passes} pass(es) each",
+            dataset.len()
+        ),
         dataset.len() * passes,
         "image passes",
     );
@@ -160,10 +163,12 @@ fn labels_of(probabilities: Tensor<2>) -> Result<Vec<usize>> {
 }
 
 impl Evaluated {
-    /// Mean and standard deviation of the per-pass accuracies (percent); `None` with one pass.
+    /// Mean and standard deviation of the per-pass accuracies (percent); `None` with one pass,
+    /// or where every pass gives the same (a network without random pooling).
     pub fn pass_spread(&self) -> Option<[f64; 2]> {
         let n = self.accuracy_per_pass.len();
-        if n < 2 {
+        let first = self.accuracy_per_pass.first()?;
+        if n < 2 || self.accuracy_per_pass.iter().all(|a| a == first) {
             return None;
         }
         let mean = self.accuracy_per_pass.iter().sum::<f64>() / n as f64;
@@ -192,7 +197,14 @@ impl Evaluated {
     /// terminal table, rows the true class, columns the predicted one.
     pub fn table(&self) -> String {
         let short = |name: &str| name.chars().take(7).collect::<String>();
-        let mut out = format!("{:>9}", "true\\pred");
+        let mut out = match self.passes {
+            1 => "confusion matrix and per-class accuracy:\n".to_string(),
+            n => format!(
+                "confusion matrix averaged over {n} passes, per-class accuracy averaged and \
+                 after 1 pass:\n"
+            ),
+        };
+        out += &format!("{:>9}", "true\\pred");
         for name in &self.classes {
             out += &format!(" {:>7}", short(name));
         }
@@ -225,8 +237,9 @@ impl Evaluated {
         Some(format!(
             "each pass pools over regions of its own: over these {} passes the one-pass accuracy \
              was {mean:.2}% +- {deviation:.2}% (standard deviation), about how much a one-pass \
-             figure moves with the regions drawn; `train eval --seed N` draws others (by \
-             default the run's seed, so that an evaluation repeats exactly)",
+             figure moves with the regions drawn. `train eval` draws them from the run's seed, \
+             so that the same command repeats exactly (the test pass at the end of training \
+             drew other regions); `--seed N` draws others",
             self.passes
         ))
     }
@@ -242,20 +255,33 @@ impl Evaluated {
              td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}\
              .grid{{display:flex;flex-wrap:wrap;gap:1em}}.grid figure{{margin:0;text-align:center}}\
              .grid img{{width:84px;image-rendering:pixelated}}</style></head><body><h1>{title}</h1>\
-             <p>{} images, {} pass(es): accuracy {:.2}% after one pass, {:.2}% averaged.</p>",
-            self.images, self.passes, self.accuracy_one_pass, self.accuracy
+             <p>{} images: accuracy {}</p>",
+            self.images,
+            match self.passes {
+                1 => format!("{:.2}%.", self.accuracy),
+                n => format!(
+                    "{:.2}% after one pass, {:.2}% averaged over {n} passes.",
+                    self.accuracy_one_pass, self.accuracy
+                ),
+            }
         )?;
         if let Some(note) = self.spread_note() {
             write!(page, "<p>{note}.</p>")?;
         }
-        let mut matrices = vec![("averaged over the passes", &self.confusion)];
+        let mut matrices = vec![(
+            match self.passes {
+                1 => "",
+                _ => ", averaged over the passes",
+            },
+            &self.confusion,
+        )];
         if self.passes > 1 {
-            matrices.push(("after one pass", &self.confusion_one_pass));
+            matrices.push((", after one pass", &self.confusion_one_pass));
         }
         for (what, matrix) in matrices {
             write!(
                 page,
-                "<h2>Confusion matrix, {what}</h2>{}",
+                "<h2>Confusion matrix{what}</h2>{}",
                 self.matrix_html(matrix)
             )?;
         }
@@ -351,5 +377,8 @@ mod tests {
         assert!(table.contains("75.00%") && table.contains(" -"), "{table}");
         assert!(e.spread_note().unwrap().contains("92.00% +- 2.00%"));
         assert!(evaluated(vec![vec![1]], vec![50.0]).pass_spread().is_none());
+        // A LeNet's passes are all the same: no spread to speak of.
+        let same = evaluated(vec![vec![1]], vec![50.0, 50.0]);
+        assert!(same.pass_spread().is_none() && same.spread_note().is_none());
     }
 }

@@ -27,6 +27,13 @@ pub fn check_output_file(flag: &str, path: Option<&Path>) -> Result<()> {
             folder.display()
         );
     }
+    if path.is_dir() {
+        anyhow::bail!(
+            "{flag} {}: is a folder; give a file path, e.g. {}",
+            path.display(),
+            path.join("out").display()
+        );
+    }
     Ok(())
 }
 
@@ -135,5 +142,7 @@ mod tests {
         assert!(check_output_file("--json", Some(&dir.path().join("x.json"))).is_ok());
         assert!(check_output_file("--json", Some(Path::new("x.json"))).is_ok());
         assert!(check_output_file("--json", None).is_ok());
+        let err = check_output_file("--html", Some(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("is a folder"), "{err}");
     }
 }

@@ -192,11 +192,16 @@ pub fn html(title: &str, report: &Report) -> Result<String> {
         "<p class=\"prediction\">prediction: <b>{}</b>, {:.1}% averaged over {} pass(es)</p>\
          <p>Each map is drawn on its layer's own colour scale: blue for negative values, white \
          for 0, red for positive, the strongest colour at the layer's largest magnitude (given \
-         beside each layer). In an FMP layer's regions, neighbouring regions alternate green and \
-         orange, and the one in the middle is filled.</p>",
+         beside each layer).{}</p>",
         report.classes[best],
         100.0 * report.average[best],
-        report.passes.len()
+        report.passes.len(),
+        match report.layers.iter().any(|l| l.regions.is_some()) {
+            true =>
+                " In an FMP layer's regions, neighbouring regions alternate green and orange, \
+                     and the one in the middle is filled.",
+            false => "",
+        }
     )?;
     let input_scale = scale(std::slice::from_ref(&report.input));
     write!(

@@ -48,12 +48,19 @@ pub use config::{ConfigError, Overrides, RunConfig};
 pub use curves::{CSV as CURVES_CSV, EpochRecord, read_curves};
 pub use device::BackendName;
 
+/// The version, and the language this build compiles wgpu's kernels to: the `spirv` feature's
+/// build and the default one are otherwise the same program.
+const VERSION: &str = match cfg!(feature = "spirv") {
+    true => concat!(env!("CARGO_PKG_VERSION"), " (wgpu kernels: SPIR-V)"),
+    false => concat!(env!("CARGO_PKG_VERSION"), " (wgpu kernels: WGSL)"),
+};
+
 /// Train LeNet-5 and friends with Burn on CPU (flex, ndarray) or GPU (wgpu).
 ///
 /// Data is looked up in the config's data_dir, then $CNN_DATA_DIR, then ./data; full MNIST is
 /// downloaded there when absent.
 #[derive(Parser)]
-#[command(name = "train", version, args_conflicts_with_subcommands = true)]
+#[command(name = "train", version = VERSION, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -93,13 +93,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     write_json(args.json.as_deref(), &predictions)?;
     let unread = args.images.len() - predictions.len();
-    if unread > 0 {
-        bail!(
-            "{unread} of {} images could not be read (named above); the others were classified",
+    match unread {
+        0 => Ok(()),
+        n if n == args.images.len() => bail!("no image could be read (named above)"),
+        n => bail!(
+            "{n} of {} images could not be read (named above); the others were classified",
             args.images.len()
-        );
+        ),
     }
-    Ok(())
 }
 
 /// Classifies images read from files (see [`read_image`]), padded and normalised as in

@@ -218,11 +218,11 @@ impl BackendTiming {
             self.device
         );
         if let Some(first) = self.first_step_ms {
-            say!(
-                "{:>8}  first step: {:.1} s (on wgpu, mostly compiling and tuning kernels)",
-                "",
-                first / 1e3
-            );
+            let why = match self.backend.starts_with("wgpu") {
+                true => " (mostly compiling and tuning kernels)",
+                false => "",
+            };
+            say!("{:>8}  first step: {:.1} s{why}", "", first / 1e3);
         }
         say!(
             "{:>8}  evaluation (forward only): {:.1} ms per batch, {:.1} img/s",
