@@ -237,7 +237,9 @@ pub fn adapters(backend: BackendName) -> Vec<Adapter> {
 pub fn init_all(backend: BackendName, list: &DeviceList) -> anyhow::Result<Vec<Device>> {
     let devices = open_all(backend, list)?;
     for device in &devices {
-        refuse_known_crash(backend, device)?;
+        if let Some(refusal) = known_crash(backend, device) {
+            bail!("{refusal}");
+        }
     }
     Ok(devices)
 }
@@ -245,22 +247,22 @@ pub fn init_all(backend: BackendName, list: &DeviceList) -> anyhow::Result<Vec<D
 /// Set to try CubeCL's SPIR-V on Mesa's software driver all the same (a newer Mesa or CubeCL).
 const SPIRV_ON_LAVAPIPE: &str = "CNN_SPIRV_ON_LAVAPIPE";
 
-/// Mesa's software Vulkan driver (lavapipe, `llvmpipe` adapters) ends the process with a
-/// segmentation fault compiling the SPIR-V of CubeCL 0.11 (Mesa 22.3.6 and 25.0.7;
-/// docs/gpu.md): a build with the `spirv` feature is refused there, with the way on.
-fn refuse_known_crash(backend: BackendName, device: &Device) -> anyhow::Result<()> {
+/// Why this build must not run on `device`, if it must not: Mesa's software Vulkan driver
+/// (lavapipe, `llvmpipe` adapters) ends the process with a segmentation fault compiling the
+/// SPIR-V of CubeCL 0.11 (Mesa 22.3.6 and 25.0.7; docs/gpu.md), so a build with the `spirv`
+/// feature is refused there, with the way on.
+pub fn known_crash(backend: BackendName, device: &Device) -> Option<String> {
     if backend != BackendName::Wgpu || std::env::var_os(SPIRV_ON_LAVAPIPE).is_some() {
-        return Ok(());
+        return None;
     }
     let name = describe(backend, device);
-    if crashes_on(&name) {
-        bail!(
+    crashes_on(&name).then(|| {
+        format!(
             "{name}: Mesa's software Vulkan driver crashes on the SPIR-V kernels of this build \
              (the `spirv` feature; docs/gpu.md). Use the default build, which compiles WGSL, or \
              --backend flex; {SPIRV_ON_LAVAPIPE}=1 tries it all the same"
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Whether a device of this description (see [`describe`]) crashes on the kernels this build

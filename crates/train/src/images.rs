@@ -61,6 +61,8 @@ pub struct Prepared {
     pub item: ImageItem,
     /// Whether the grey levels were inverted because the ground was light.
     pub inverted_light_ground: bool,
+    /// Whether the image is one grey level throughout: nothing drawn, so any answer is noise.
+    pub blank: bool,
 }
 
 /// Decodes `file` into an item of `kind`'s layout: channels x side x side bytes, prepared as
@@ -90,15 +92,22 @@ pub fn read_image(file: &Path, kind: DatasetKind, preparation: Preparation) -> R
     let decoded = open()?.decode().with_context(cannot_decode)?;
     Ok(match kind.channels() {
         1 => prepare_grey(decoded.to_luma8(), kind, preparation),
-        _ => Prepared {
-            item: colour_item(&decoded, kind),
-            inverted_light_ground: false,
-        },
+        _ => {
+            let item = colour_item(&decoded, kind);
+            let blank = item.pixels.iter().all(|&p| p == item.pixels[0]);
+            Prepared {
+                item,
+                inverted_light_ground: false,
+                blank,
+            }
+        }
     })
 }
 
 /// A grey image (a file's, or a drawing) as an item of `kind`, prepared as `preparation` says.
 pub fn prepare_grey(mut grey: GrayImage, kind: DatasetKind, preparation: Preparation) -> Prepared {
+    let first = grey.pixels().next().map_or(0, |p| p.0[0]);
+    let blank = grey.pixels().all(|p| p.0[0] == first);
     let light = light_ground(&grey);
     let invert = match preparation.invert {
         Invert::Always => true,
@@ -120,6 +129,7 @@ pub fn prepare_grey(mut grey: GrayImage, kind: DatasetKind, preparation: Prepara
             label: 0,
         },
         inverted_light_ground: invert && preparation.invert == Invert::IfLightGround,
+        blank,
     }
 }
 
@@ -268,9 +278,12 @@ mod tests {
                 "{cx}, {cy}"
             );
         }
-        // No ink: an empty field.
+        // No ink: an empty field, said to be blank.
         let empty = mnist_layout(&GrayImage::new(28, 28));
         assert!(empty.pixels().all(|p| p.0[0] == 0));
+        let page = GrayImage::from_pixel(40, 40, image::Luma([255]));
+        let default = Preparation::from_flags(false, false);
+        assert!(prepare_grey(page, DatasetKind::Mnist, default).blank);
     }
 
     /// A dark digit on a white page is inverted (and said to be), then laid out; a light digit

@@ -441,6 +441,13 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(written.as_array().unwrap().len(), 2);
+    // A blank image is classified but said to be blank; --top 0 is refused.
+    let blank = dir.path().join("blank.png");
+    image::GrayImage::new(28, 28).save(&blank).unwrap();
+    let out = run_ok(&["predict", path(&run), path(&blank)]);
+    assert!(out.contains("blank.png: the image is blank"), "{out}");
+    let err = run_err(&["predict", path(&run), first, "--top", "0"]);
+    assert!(err.contains("--top 0"), "{err}");
 
     // A truncated safetensors file.
     let export = dir.path().join("export");

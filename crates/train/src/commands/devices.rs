@@ -31,7 +31,14 @@ pub fn run(args: DevicesArgs) -> Result<()> {
         }
         for (index, adapter) in adapters.iter().enumerate() {
             let detail = match (backend, adapter.open(backend)) {
-                (BackendName::Wgpu, Ok(device)) => device::compiler(&device),
+                (BackendName::Wgpu, Ok(device)) => match device::known_crash(backend, &device) {
+                    Some(_) => format!(
+                        "{}, refused: Mesa's software driver crashes on this build's SPIR-V \
+                         (the default build compiles WGSL)",
+                        device::compiler(&device)
+                    ),
+                    None => device::compiler(&device),
+                },
                 (_, Ok(_)) => "one device: repeat its index (0,0) for replicas sharing it".into(),
                 (_, Err(e)) => format!("cannot start: {e:#}"),
             };

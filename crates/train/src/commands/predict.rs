@@ -59,6 +59,9 @@ pub struct Prediction {
 /// that cannot be read is named and the others still classified; the command then fails.
 pub fn run(args: PredictArgs) -> Result<()> {
     crate::files::check_output_file("--json", args.json.as_deref())?;
+    if args.top == 0 {
+        bail!("--top 0: give how many classes to list per image, 1 or more");
+    }
     let trained = args.model.load(Overrides::default())?;
     let passes = trained.passes(args.passes)?;
     let preparation = Preparation::from_flags(args.invert, args.raw);
@@ -66,6 +69,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
     for file in &args.images {
         match read_image(file, trained.dataset(), preparation) {
             Ok(prepared) => {
+                if prepared.blank {
+                    say_err!(
+                        "note: {}: the image is blank (one grey level), so its answer means \
+                         nothing",
+                        file.display()
+                    );
+                }
                 if prepared.inverted_light_ground {
                     say_err!(
                         "note: {}: inverted: its ground is light (MNIST has light digits on \
@@ -86,7 +96,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             .sort_by(|&a, &b| prediction.probabilities[b].total_cmp(&prediction.probabilities[a]));
         let listed: Vec<String> = ranked
             .iter()
-            .take(args.top.max(1))
+            .take(args.top)
             .map(|&c| format!("{} {:.1}%", names[c], 100.0 * prediction.probabilities[c]))
             .collect();
         say!("{}: {}", prediction.file.display(), listed.join(", "));
