@@ -28,6 +28,27 @@ pub struct Preparation {
     pub layout: bool,
 }
 
+/// The flags of the commands that read image files.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ImageArgs {
+    /// Invert grey levels first (dark digits on white paper; MNIST has light on black). Without
+    /// it, a grey image on a mostly light ground is inverted, with a note.
+    #[arg(long)]
+    invert: bool,
+    /// Read images as they are: no inversion unless --invert, and digits not laid out as
+    /// MNIST's (by default a digit's ink is scaled into a 20x20 box and centred by its mass in
+    /// the 28x28 field, as MNIST's were).
+    #[arg(long)]
+    raw: bool,
+}
+
+impl ImageArgs {
+    /// How these flags read an image.
+    pub fn preparation(self) -> Preparation {
+        Preparation::from_flags(self.invert, self.raw)
+    }
+}
+
 impl Preparation {
     /// What `--invert` and `--raw` ask for: by default, invert where the ground is light and lay
     /// digits out as MNIST's; `--raw` does neither unless `--invert` asks.
@@ -63,6 +84,25 @@ pub struct Prepared {
     pub inverted_light_ground: bool,
     /// Whether the image is one grey level throughout: nothing drawn, so any answer is noise.
     pub blank: bool,
+}
+
+impl Prepared {
+    /// Says what a reader of `file`'s answer should know: that it was blank, or inverted.
+    pub fn say_notes(&self, file: &Path) {
+        if self.blank {
+            say_err!(
+                "note: {}: the image is blank (one grey level), so its answer means nothing",
+                file.display()
+            );
+        }
+        if self.inverted_light_ground {
+            say_err!(
+                "note: {}: inverted: its ground is light (MNIST has light digits on black); \
+                 --raw reads it as it is",
+                file.display()
+            );
+        }
+    }
 }
 
 /// Decodes `file` into an item of `kind`'s layout: channels x side x side bytes, prepared as

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::{
     Overrides,
     files::write_json,
-    images::{Preparation, read_image},
+    images::{ImageArgs, read_image},
     inference::{argmax, host_values, pass_probabilities},
     trained::{ModelArgs, Trained},
 };
@@ -27,15 +27,8 @@ pub struct PredictArgs {
     /// Forward passes averaged per image; default: the config's test_passes (12 for FMP nets).
     #[arg(long)]
     passes: Option<usize>,
-    /// Invert grey levels first (dark digits on white paper; MNIST has light on black). Without
-    /// it, grey images on a mostly light ground are inverted, with a note.
-    #[arg(long)]
-    invert: bool,
-    /// Read images as they are: no inversion unless --invert, and digits not laid out as
-    /// MNIST's (by default a digit's ink is scaled into a 20x20 box and centred by its mass in
-    /// the 28x28 field, as MNIST's were).
-    #[arg(long)]
-    raw: bool,
+    #[command(flatten)]
+    reading: ImageArgs,
     /// Classes listed per image, most probable first.
     #[arg(long, default_value_t = 3)]
     top: usize,
@@ -64,25 +57,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     let trained = args.model.load(Overrides::default())?;
     let passes = trained.passes(args.passes)?;
-    let preparation = Preparation::from_flags(args.invert, args.raw);
+    let preparation = args.reading.preparation();
     let mut read = Vec::new();
     for file in &args.images {
         match read_image(file, trained.dataset(), preparation) {
             Ok(prepared) => {
-                if prepared.blank {
-                    say_err!(
-                        "note: {}: the image is blank (one grey level), so its answer means \
-                         nothing",
-                        file.display()
-                    );
-                }
-                if prepared.inverted_light_ground {
-                    say_err!(
-                        "note: {}: inverted: its ground is light (MNIST has light digits on \
-                         black); --raw reads it as it is",
-                        file.display()
-                    );
-                }
+                prepared.say_notes(file);
                 read.push((file.clone(), prepared.item));
             }
             Err(error) => say_err!("{error:#}"),

@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use crate::{
     Overrides,
     files::write_atomic,
-    images::{Preparation, read_image},
+    images::{ImageArgs, read_image},
     inference::argmax,
     layer_report::{html, report},
     trained::ModelArgs,
@@ -26,14 +26,8 @@ pub struct ShowArgs {
     /// test_passes (12 for FMP nets).
     #[arg(long)]
     passes: Option<usize>,
-    /// Invert grey levels first (dark digits on white paper; MNIST has light on black). Without
-    /// it, a grey image on a mostly light ground is inverted, with a note.
-    #[arg(long)]
-    invert: bool,
-    /// Read the image as it is: no inversion unless --invert, and a digit not laid out as
-    /// MNIST's (scaled into a 20x20 box, centred by its mass in the 28x28 field).
-    #[arg(long)]
-    raw: bool,
+    #[command(flatten)]
+    reading: ImageArgs,
     /// Folder to write report.html to.
     #[arg(long, default_value = "show")]
     output: PathBuf,
@@ -43,15 +37,8 @@ pub struct ShowArgs {
 pub fn run(args: ShowArgs) -> Result<()> {
     let trained = args.model.load(Overrides::default())?;
     let passes = trained.passes(args.passes)?;
-    let preparation = Preparation::from_flags(args.invert, args.raw);
-    let prepared = read_image(&args.image, trained.dataset(), preparation)?;
-    if prepared.inverted_light_ground {
-        say_err!(
-            "note: {}: inverted: its ground is light (MNIST has light digits on black); --raw \
-             reads it as it is",
-            args.image.display()
-        );
-    }
+    let prepared = read_image(&args.image, trained.dataset(), args.reading.preparation())?;
+    prepared.say_notes(&args.image);
     let images = trained
         .batcher()?
         .tensors(vec![prepared.item], &trained.device)
