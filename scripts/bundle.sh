@@ -5,8 +5,8 @@
 #
 # Writes DIR/cnn-course-<version>-x86_64-linux.tar.xz (default DIR: dist/): two stripped builds
 # of `train` (`train` compiles wgpu's kernels to WGSL, `train-spirv` to SPIR-V, so that the GPU
-# check times both compilers on the same adapter; docs/gpu.md), configs/, samples/, the GPU
-# check's scripts and a README of its own. It runs on an
+# check times both compilers on the same adapter; docs/gpu.md), configs/, samples/, the trained
+# weights/, the GPU check's scripts and a README of its own. It runs on an
 # x86-64 Linux whose glibc is at least the build machine's, with a Vulkan loader (libvulkan1) and
 # a driver for wgpu; the CPU backends need neither.
 set -euo pipefail
@@ -33,14 +33,16 @@ trap 'rm -rf "$stage"' EXIT
 root="$stage/$name"
 mkdir -p "$root/scripts" "$out"
 
-# The SPIR-V build first, so that release/train is the default build afterwards (cargo keeps
-# both builds' dependencies: switching back only links).
-cargo build --release -p train --features spirv
-cp "$CARGO_TARGET_DIR/release/train" "$root/train-spirv"
-cargo build --release -p train
-cp "$CARGO_TARGET_DIR/release/train" "$root/train"
+# The dev profile, which optimises (Cargo.toml): the build the README's commands and the tests
+# use, so that after them the default build only links. Cargo names its folder "debug". The
+# SPIR-V build first, so that debug/train is the default build afterwards (cargo keeps both
+# builds' dependencies: switching back only links).
+cargo build -p train --features spirv
+cp "$CARGO_TARGET_DIR/debug/train" "$root/train-spirv"
+cargo build -p train
+cp "$CARGO_TARGET_DIR/debug/train" "$root/train"
 strip "$root/train" "$root/train-spirv"
-cp -r configs samples "$root/"
+cp -r configs samples weights "$root/"
 cp scripts/gpu_check.sh scripts/torch_reference.py scripts/cnn_models.py "$root/scripts/"
 cp scripts/bundle_readme.md "$root/README.md"
 glibc=$(ldd --version | sed -n '1s/.* //p')

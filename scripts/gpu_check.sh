@@ -86,23 +86,24 @@ if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
 fi
 
 # The binaries: the bundle's own, else the source tree's (built here where cargo is installed;
-# the SPIR-V build first, kept as train-spirv, so that release/train is the default build).
+# the dev profile, which optimises, as the README's commands do; the SPIR-V build first, kept as
+# train-spirv, so that debug/train is the default build).
 if [ -x train ] && [ ! -f Cargo.toml ]; then
   train="$PWD/train"
   train_spirv="$PWD/train-spirv"
   cargo_here=false
 else
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-  train="$CARGO_TARGET_DIR/release/train"
-  train_spirv="$CARGO_TARGET_DIR/release/train-spirv"
+  train="$CARGO_TARGET_DIR/debug/train"
+  train_spirv="$CARGO_TARGET_DIR/debug/train-spirv"
   cargo_here=false
   if command -v cargo >/dev/null; then
     cargo_here=true
-    cargo build --release -p train --features spirv
+    cargo build -p train --features spirv
     cp "$train" "$train_spirv.tmp" && mv "$train_spirv.tmp" "$train_spirv"
-    cargo build --release -p train
+    cargo build -p train
   elif [ ! -x "$train" ]; then
-    echo "no $train and no cargo to build it: build it first (cargo build --release -p train)," >&2
+    echo "no $train and no cargo to build it: build it first (cargo build -p train)," >&2
     echo "or run this script from an unpacked release bundle (scripts/bundle.sh)" >&2
     exit 1
   fi
@@ -159,7 +160,7 @@ within_budget=true
 if $tests; then
   echo "== wgpu tests"
   if $cargo_here; then
-    cargo test --release --workspace -- wgpu
+    cargo test --workspace -- wgpu
   else
     echo "NOT RUN: no cargo and source tree here; run the wgpu tests where the binary was built"
   fi

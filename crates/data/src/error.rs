@@ -43,8 +43,8 @@ pub enum DataError {
         /// The accepted digests, comma-separated.
         expected: String,
     },
-    /// The files are absent and could not be downloaded.
-    #[error("{name} not found in {searched} and the download failed: {reason}")]
+    /// The files are absent and could not be downloaded, or were not: why, and what to do.
+    #[error("{name} not found in {searched}: {reason}")]
     Missing {
         /// The dataset file.
         name: String,

@@ -66,7 +66,12 @@ pub fn locate(
     if kind.mirrors().is_empty() {
         return Err(missing(
             &format!("{} files", kind.name()),
-            "this dataset is not downloadable; restore it from the repository".into(),
+            format!(
+                "{} is not downloaded but ships with the project (samples/{}/); set data_dir \
+                 or --data-dir to the folder holding it (samples in the project)",
+                kind.name(),
+                kind.folder()
+            ),
         ));
     }
     if std::env::var_os(OFFLINE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
@@ -90,7 +95,12 @@ pub fn locate(
             download.digests,
             progress,
         )
-        .map_err(|e| missing(&download.file, format!("{e}. {advice}")))?;
+        .map_err(|e| {
+            missing(
+                &download.file,
+                format!("the download failed: {e}. {advice}"),
+            )
+        })?;
     }
     Ok(target)
 }

@@ -18,6 +18,10 @@ use crate::{files::replace, weights};
 /// The parts of a checkpoint, as Burn's Learner saves them.
 const PARTS: [&str; 3] = ["model", "optim", "scheduler"];
 
+/// The newest epochs whose checkpoints a run keeps: the one a resumed run continues from, and
+/// the one before in case that one is damaged.
+pub const KEPT: usize = 2;
+
 /// A Burn checkpointer writing `<dir>/<name>-<epoch>.bpk` atomically.
 pub struct AtomicCheckpointer {
     directory: PathBuf,
@@ -111,8 +115,21 @@ pub fn last_complete(run: &Path) -> Option<usize> {
 /// Removes what a stopped run left of epochs it did not finish saving: their parts without the
 /// others (Burn saves the three on separate threads) and temporary files.
 pub fn remove_incomplete(run: &Path) {
-    let dir = run.join("checkpoint");
     let complete = complete_epochs(run);
+    remove_parts(run, |epoch| !complete.contains(&epoch));
+}
+
+/// Removes every checkpoint but the [`KEPT`] newest complete ones, once a run has trained: the
+/// learner deletes the epoch [`KEPT`] before each one it saves, so an epoch it had not yet
+/// deleted when a process was killed would stay for good.
+pub fn remove_stale(run: &Path) {
+    let kept: Vec<usize> = complete_epochs(run).into_iter().take(KEPT).collect();
+    remove_parts(run, |epoch| !kept.contains(&epoch));
+}
+
+/// Removes the checkpoint files of `run` whose epoch `remove` picks, and every temporary one.
+fn remove_parts(run: &Path, remove: impl Fn(usize) -> bool) {
+    let dir = run.join("checkpoint");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
@@ -124,8 +141,7 @@ pub fn remove_incomplete(run: &Path) {
                 .parse::<usize>()
                 .ok()
         });
-        let partial = name.ends_with(".tmp") || epoch.is_some_and(|e| !complete.contains(&e));
-        if epoch.is_some() && partial {
+        if epoch.is_some_and(|epoch| name.ends_with(".tmp") || remove(epoch)) {
             let _ = std::fs::remove_file(dir.join(&name));
         }
     }
@@ -201,42 +217,57 @@ mod tests {
 
     #[test]
     fn last_complete_ignores_partial_checkpoints() {
-        let run = tempfile::tempdir().unwrap();
-        let dir = run.path().join("checkpoint");
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(last_complete(run.path()), None);
-        for part in PARTS {
-            std::fs::write(dir.join(format!("{part}-1.bpk")), b"x").unwrap();
-        }
-        std::fs::write(dir.join("model-2.bpk"), b"x").unwrap();
-        std::fs::write(dir.join("optim-2.bpk.tmp"), b"x").unwrap();
+        assert_eq!(last_complete(run_holding(&[]).path()), None);
+        let others = ["model-2.bpk", "optim-2.bpk.tmp"].map(String::from);
+        let run = run_holding(&[parts(1), others.to_vec()].concat());
         assert_eq!(last_complete(run.path()), Some(1));
     }
 
-    #[test]
-    fn a_stopped_runs_partial_epochs_and_temporaries_are_removed() {
+    /// A run folder whose checkpoint folder holds `names` (empty files).
+    fn run_holding(names: &[String]) -> tempfile::TempDir {
         let run = tempfile::tempdir().unwrap();
         let dir = run.path().join("checkpoint");
         std::fs::create_dir_all(&dir).unwrap();
-        for name in [
-            "model-1.bpk",
-            "optim-1.bpk",
-            "scheduler-1.bpk",
-            "model-2.bpk",
-        ] {
+        for name in names {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
-        std::fs::write(dir.join("optim-2.bpk.tmp"), b"x").unwrap();
-        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
-        remove_incomplete(run.path());
-        let mut left: Vec<String> = std::fs::read_dir(&dir)
+        run
+    }
+
+    /// The names left in the checkpoint folder of `run`, sorted.
+    fn left_in(run: &Path) -> Vec<String> {
+        let mut left: Vec<String> = std::fs::read_dir(run.join("checkpoint"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
+        left
+    }
+
+    /// The three parts of `epoch`'s checkpoint.
+    fn parts(epoch: usize) -> Vec<String> {
+        PARTS.map(|part| format!("{part}-{epoch}.bpk")).to_vec()
+    }
+
+    #[test]
+    fn a_stopped_runs_partial_epochs_and_temporaries_are_removed() {
+        let others = ["model-2.bpk", "optim-2.bpk.tmp", "notes.txt"].map(String::from);
+        let run = run_holding(&[parts(1), others.to_vec()].concat());
+        remove_incomplete(run.path());
         assert_eq!(
-            left,
+            left_in(run.path()),
             ["model-1.bpk", "notes.txt", "optim-1.bpk", "scheduler-1.bpk"]
         );
+    }
+
+    #[test]
+    fn a_trained_run_keeps_its_newest_epochs_only() {
+        // Epoch 2 was left by a killed process; 5 is partial.
+        let others = ["model-5.bpk", "optim-4.bpk.tmp", "notes.txt"].map(String::from);
+        let run = run_holding(&[parts(2), parts(3), parts(4), others.to_vec()].concat());
+        remove_stale(run.path());
+        let mut kept = [parts(3), parts(4), vec!["notes.txt".into()]].concat();
+        kept.sort();
+        assert_eq!(left_in(run.path()), kept);
     }
 }

@@ -351,10 +351,18 @@ const LIMITS: [(&str, u64); 5] = [
 impl RunConfig {
     /// Reads and validates `path`, then applies `overrides`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let error = |message: String| ConfigError {
             path: path.to_path_buf(),
-            message: format!("cannot read: {e}"),
-        })?;
+            message,
+        };
+        if path.is_dir() {
+            let own = path.join("config.toml");
+            return Err(error(match own.is_file() {
+                true => format!("is a run's folder; its config is {}", own.display()),
+                false => "is a folder; give a config file, e.g. configs/quickstart.toml".into(),
+            }));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
         Self::parse(&text, path, overrides)
     }
 
@@ -457,39 +465,90 @@ impl RunConfig {
 
     /// How the network of `self` (called `ours`) differs from that of `other` (`theirs`): each
     /// key of `dataset` and the `[model]` table with another value, both values named.
-    pub fn network_differences(&self, other: &RunConfig, [ours, theirs]: [&str; 2]) -> String {
-        let keys = |config: &RunConfig| {
-            let mut keys = vec![("dataset".to_string(), format!("{:?}", config.dataset))];
-            if let Ok(toml::Value::Table(model)) = toml::Value::try_from(&config.model) {
-                keys.extend(
-                    model
-                        .into_iter()
-                        .map(|(k, v)| (format!("model.{k}"), v.to_string())),
-                );
-            }
-            keys
-        };
-        let other_keys = keys(other);
-        // Networks of two kinds differ in every key: their kinds say it.
-        let same_kind = std::mem::discriminant(&self.model) == std::mem::discriminant(&other.model);
-        let differences: Vec<String> = keys(self)
-            .into_iter()
-            .filter(|(key, _)| same_kind || key == "dataset" || key == "model.kind")
-            .filter_map(|(key, value)| {
-                let other = other_keys
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| v.as_str());
-                (other != Some(value.as_str())).then(|| {
-                    let other = other.unwrap_or("absent");
-                    format!("{key} is {value} in {ours} and {other} in {theirs}")
-                })
-            })
-            .collect();
+    pub fn network_differences(&self, other: &RunConfig, names: [&str; 2]) -> String {
+        let differences = self.differences(other, |key| key == "dataset" || key == "model", names);
         match differences.is_empty() {
             true => "the same dataset and [model]".into(),
             false => differences.join(", "),
         }
+    }
+
+    /// The settings of a run that a resumed process must keep: everything but those a run may
+    /// change between processes (its length, where it runs and reads, its test passes). How
+    /// `other` differs from this config in them, as in [`Self::network_differences`].
+    pub fn training_differences(&self, other: &RunConfig, names: [&str; 2]) -> Vec<String> {
+        const MAY_CHANGE: [&str; 8] = [
+            "epochs",
+            "backend",
+            "devices",
+            "accumulate",
+            "workers",
+            "output",
+            "data_dir",
+            "test_passes",
+        ];
+        self.differences(other, |key| !MAY_CHANGE.contains(&key), names)
+    }
+
+    /// The keys under the top-level keys `compared` picks where `other` differs from this
+    /// config, tables flattened to `table.key`: "key is A in ours and B in theirs". A table
+    /// whose `kind` differs is named by its kind alone: tables of two kinds differ in every key.
+    fn differences(
+        &self,
+        other: &RunConfig,
+        compared: impl Fn(&str) -> bool,
+        [ours, theirs]: [&str; 2],
+    ) -> Vec<String> {
+        let flattened = |config: &RunConfig| -> Vec<(String, String)> {
+            let Ok(toml::Value::Table(table)) = toml::Value::try_from(config) else {
+                return Vec::new();
+            };
+            let mut keys = Vec::new();
+            for (key, value) in table.into_iter().filter(|(key, _)| compared(key)) {
+                match value {
+                    toml::Value::Table(inner) => keys.extend(
+                        inner
+                            .into_iter()
+                            .map(|(k, v)| (format!("{key}.{k}"), v.to_string())),
+                    ),
+                    value => keys.push((key, value.to_string())),
+                }
+            }
+            keys
+        };
+        let (mine, others) = (flattened(self), flattened(other));
+        let value = |keys: &[(String, String)], key: &str| {
+            let found = keys.iter().find(|(k, _)| k == key);
+            found.map(|(_, v)| v.clone())
+        };
+        let kind_differs = |table: &str| {
+            let key = format!("{table}.kind");
+            value(&mine, &key) != value(&others, &key)
+        };
+        let mut keys: Vec<&str> = mine
+            .iter()
+            .chain(&others)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|key| match key.split_once('.') {
+                Some((table, inner)) => inner == "kind" || !kind_differs(table),
+                None => true,
+            })
+            .filter_map(|key| {
+                let (a, b) = (value(&mine, key), value(&others, key));
+                let absent = || "absent".to_string();
+                (a != b).then(|| {
+                    format!(
+                        "{key} is {} in {ours} and {} in {theirs}",
+                        a.unwrap_or_else(absent),
+                        b.unwrap_or_else(absent)
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The dataset (validated at load time).

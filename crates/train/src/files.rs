@@ -37,6 +37,18 @@ pub fn check_output_file(flag: &str, path: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Checks, before a command does its work, that the folder `flag` names is not a file: the
+/// command would create it, or write `what` into it. Nothing is written.
+pub fn check_output_folder(flag: &str, path: &Path, what: &str) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        anyhow::bail!(
+            "{flag} {}: is a file; give a folder to write {what} into (created if absent)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes `value` as pretty JSON to `path`, atomically, when a path is given.
 pub fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
     match path {

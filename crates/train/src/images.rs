@@ -113,14 +113,15 @@ pub fn read_image(file: &Path, kind: DatasetKind, preparation: Preparation) -> R
             .and_then(|reader| reader.with_guessed_format())
             .with_context(|| format!("cannot read {}", file.display()))
     };
-    let cannot_decode = || {
-        format!(
-            "{}: cannot decode the image (PNG or JPEG expected)",
+    // The decoder's message already ends with its cause: no chain of sources after it.
+    let cannot_decode = |e: image::ImageError| {
+        anyhow::anyhow!(
+            "{}: cannot decode the image (PNG or JPEG expected): {e}",
             file.display()
         )
     };
     // The header alone says the size: a small file may declare a huge image.
-    let (width, height) = open()?.into_dimensions().with_context(cannot_decode)?;
+    let (width, height) = open()?.into_dimensions().map_err(cannot_decode)?;
     if width as u64 * height as u64 > MAX_IMAGE_PIXELS {
         bail!(
             "{}: the image declares {width} x {height} pixels, more than the {} this reads; \
@@ -129,7 +130,7 @@ pub fn read_image(file: &Path, kind: DatasetKind, preparation: Preparation) -> R
             crate::output::grouped(MAX_IMAGE_PIXELS)
         );
     }
-    let decoded = open()?.decode().with_context(cannot_decode)?;
+    let decoded = open()?.decode().map_err(cannot_decode)?;
     Ok(match kind.channels() {
         1 => prepare_grey(decoded.to_luma8(), kind, preparation),
         _ => {

@@ -36,8 +36,15 @@ pub fn host_values<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>> {
 
 /// Softmax probabilities of `images` after the first forward pass and averaged over `passes`
 /// passes (at least one): an FMP net pools over new regions on each, so the passes form an
-/// ensemble.
-pub fn pass_probabilities(model: &Network, images: Tensor<4>, passes: usize) -> [Tensor<2>; 2] {
+/// ensemble. The regions are drawn from `seed`, so that an image's answer depends on the
+/// image, the batch it is given in and the seed, not on what was classified before.
+pub fn pass_probabilities(
+    model: &Network,
+    images: Tensor<4>,
+    passes: usize,
+    seed: u64,
+) -> [Tensor<2>; 2] {
+    model.reseed(seed);
     let first = softmax(model.forward(images.clone()), 1);
     let mut sum = first.clone();
     for _ in 1..passes.max(1) {

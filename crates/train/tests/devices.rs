@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{kill_and_resume, summary, text, train, train_without_gpu};
+use common::{kill_and_resume, read_json, summary, text, train, train_without_gpu};
 
 /// Trains the quick start (4 epochs) with `extra` flags; returns its output and summary.
 fn quickstart(extra: &[&str]) -> (String, serde_json::Value) {
@@ -126,8 +126,7 @@ fn bench_times_one_and_two_devices() {
     let message = text(&output);
     assert!(output.status.success(), "{message}");
     assert!(message.contains("on 2 devices"), "{message}");
-    let timings: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let timings: serde_json::Value = read_json(&json);
     let multi = &timings[0]["multi_device"];
     assert_eq!(multi["devices"].as_array().unwrap().len(), 2, "{multi}");
     assert_eq!(multi["step_ms"].as_array().unwrap().len(), 2, "{multi}");

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{not_run, repo, text, train};
+use common::{not_run, read_json, repo, text, train};
 
 /// The three architectures, as `[model]` tables; the FMP net narrow (8n) and per channel, so
 /// that the PyTorch check covers regions drawn per image and channel.
@@ -64,9 +64,7 @@ fn run_err(args: &[&str]) -> String {
 }
 
 fn reference_logits(export: &Path) -> Vec<f64> {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(export.join("reference.json")).unwrap())
-            .unwrap();
+    let json: serde_json::Value = read_json(&export.join("reference.json"));
     json["logits"]
         .as_array()
         .unwrap()
@@ -140,8 +138,7 @@ fn export_reloads_to_the_same_logits_on_every_backend_and_in_pytorch() {
         let eval = |source: &Path| {
             let json = dir.path().join("eval.json");
             run_ok(&["eval", path(source), "--passes", "2", "--json", path(&json)]);
-            let value: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            let value: serde_json::Value = read_json(&json);
             [&value["accuracy_one_pass"], &value["accuracy"]].map(|v| v.as_f64().unwrap())
         };
         let from_run = eval(&run);
@@ -180,8 +177,7 @@ fn export_reloads_to_the_same_logits_on_every_backend_and_in_pytorch() {
 #[test]
 fn eval_gives_confusion_matrices_per_pass_accuracy_and_the_worst_mistakes() {
     let (dir, _, run) = trained(MODELS[2].1);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = read_json(&run.join("summary.json"));
     assert_eq!(summary["test"]["accuracy"], summary["test_accuracy"]);
     let page = std::fs::read_to_string(run.join("evaluation.html")).unwrap();
     assert!(page.contains("Confusion matrix") && page.contains("data:image/png;base64,"));
@@ -195,8 +191,7 @@ fn eval_gives_confusion_matrices_per_pass_accuracy_and_the_worst_mistakes() {
             args.extend(["--seed", seed]);
         }
         let out = run_ok(&args);
-        let value: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let value: serde_json::Value = read_json(&json);
         (out, value)
     };
     let (out, value) = eval(None);
@@ -310,8 +305,7 @@ fn predict_lays_digits_out_as_mnist_did() {
             }
             args.extend(files.iter().map(|f| path(f)));
             run_ok(&args);
-            let predicted: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            let predicted: serde_json::Value = read_json(&json);
             let right = predicted
                 .as_array()
                 .unwrap()
@@ -369,8 +363,7 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
         let noted = out.contains("inverted: its ground is light");
         let dark_on_light = path(pick(&files[0])).ends_with(".jpg");
         assert_eq!(noted, dark_on_light && flags.is_empty(), "{out}");
-        let value: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let value: serde_json::Value = read_json(&json);
         value
             .as_array()
             .unwrap()
@@ -419,6 +412,15 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
         err.contains("broken.png") && err.contains("cannot decode"),
         "{err}"
     );
+    // The decoder's cause is said once.
+    let line = err.lines().find(|l| l.contains("cannot decode")).unwrap();
+    let parts: Vec<&str> = line.split(": ").map(|p| p.trim_end_matches('.')).collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} repeated in {line}"
+        );
+    }
     // Among others: named, and the others still classified and written.
     let (first, last) = (path(&files[0].0), path(&files[1].0));
     let args = [
@@ -438,8 +440,7 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
             && err.contains("1 of 3 images could not be read"),
         "{err}"
     );
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let written: serde_json::Value = read_json(&json);
     assert_eq!(written.as_array().unwrap().len(), 2);
     // A blank image is classified but said to be blank; --top 0 is refused.
     let blank = dir.path().join("blank.png");
@@ -452,6 +453,19 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
     // A truncated safetensors file.
     let export = dir.path().join("export");
     run_ok(&["export", path(&run), "--output", path(&export)]);
+    // The exported config carries no data folder of this machine.
+    let exported = std::fs::read_to_string(export.join("config.toml")).unwrap();
+    assert!(!exported.contains("data_dir"), "{exported}");
+    // An output folder that is a file: named before any work, nothing written.
+    for command in ["export", "show"] {
+        let mut args = vec![command, path(&run)];
+        if command == "show" {
+            args.push(first);
+        }
+        args.extend(["--output", path(&blank)]);
+        let err = run_err(&args);
+        assert!(err.contains("blank.png: is a file"), "{command}: {err}");
+    }
     let full = std::fs::read(export.join("model.safetensors")).unwrap();
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
@@ -509,6 +523,64 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
     std::fs::remove_file(dir.path().join("config.toml")).unwrap();
     let err = run_err(&["eval", path(&lone)]);
     assert!(err.contains("pass --config"), "{err}");
+}
+
+#[test]
+fn an_fmp_nets_answer_for_an_image_depends_on_the_image_and_the_seed_alone() {
+    let (dir, _, run) = trained(MODELS[2].1);
+    let digits = sample_digits(3);
+    let files: Vec<PathBuf> = digits
+        .iter()
+        .enumerate()
+        .map(|(i, (pixels, _))| {
+            let file = dir.path().join(format!("{i}.png"));
+            let image = image::GrayImage::from_raw(28, 28, pixels.clone()).unwrap();
+            image.save(&file).unwrap();
+            file
+        })
+        .collect();
+    let json = dir.path().join("predictions.json");
+    // The first image's probabilities, given among `images`.
+    let probabilities = |images: &[&PathBuf], seed: Option<&str>| {
+        let mut args = vec!["predict", path(&run), "--json", path(&json)];
+        args.extend(images.iter().map(|f| path(f)));
+        if let Some(seed) = seed {
+            args.extend(["--seed", seed]);
+        }
+        run_ok(&args);
+        let value: serde_json::Value = read_json(&json);
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["file"] == path(images[0]))
+            .unwrap()["probabilities"]
+            .clone()
+    };
+    let alone = probabilities(&[&files[0]], None);
+    assert_eq!(
+        probabilities(&[&files[0], &files[1], &files[2]], None),
+        alone
+    );
+    assert_eq!(probabilities(&[&files[0], &files[2]], None), alone);
+    // Another seed draws other regions: other probabilities, the same again when repeated.
+    let seeded = probabilities(&[&files[0]], Some("8"));
+    assert_ne!(seeded, alone);
+    assert_eq!(probabilities(&[&files[1], &files[0]], Some("8")), seeded);
+    // `show` gives the image the answer `predict` gives.
+    let out = run_ok(&["predict", path(&run), path(&files[0]), "--top", "1"]);
+    let top = out.lines().last().unwrap().split(": ").nth(1).unwrap();
+    let (class, percent) = top.split_once(' ').unwrap();
+    let report = dir.path().join("report");
+    let shown = run_ok(&[
+        "show",
+        path(&run),
+        path(&files[0]),
+        "--output",
+        path(&report),
+    ]);
+    let expected = format!("{class} ({}", percent.trim_end_matches('%'));
+    assert!(shown.contains(&expected), "{expected:?} not in {shown}");
 }
 
 #[test]

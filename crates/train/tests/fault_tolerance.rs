@@ -471,3 +471,64 @@ fn a_loader_threads_panic_fails_the_run_and_writes_no_summary() {
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(summary(&run)["resumed_from"], 1);
 }
+
+#[test]
+fn a_finished_run_is_not_resumed_and_a_resumed_run_keeps_its_settings() {
+    let (run, _) = train_sample(1);
+    let out = run.path().to_str().unwrap();
+    let own = run.path().join("config.toml");
+    let own = own.to_str().unwrap();
+    let before = snapshot(run.path());
+    // Finished: nothing to resume; the ways on are named.
+    let output = train(&[own, "--resume"]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    for part in ["is finished", "--epochs above 1", "train eval"] {
+        assert!(message.contains(part), "no {part:?} in: {message}");
+    }
+    // Another seed or learning rate is another run, even with more epochs.
+    for (flags, named) in [
+        (
+            &["--seed", "7"][..],
+            "seed is 42 in the run's config and 7 in",
+        ),
+        (&["--epochs", "2", "--seed", "7"][..], "seed is 42"),
+    ] {
+        let output = train(&[&[own, "--resume"][..], flags].concat());
+        let message = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        for part in [named, "trained with other settings", "--output"] {
+            assert!(message.contains(part), "no {part:?} in: {message}");
+        }
+    }
+    let lr = tempfile::NamedTempFile::new().unwrap();
+    let text_of_own = std::fs::read_to_string(own).unwrap();
+    std::fs::write(
+        lr.path(),
+        text_of_own.replace("learning_rate = 0.001", "learning_rate = 0.003"),
+    )
+    .unwrap();
+    assert_ne!(std::fs::read_to_string(lr.path()).unwrap(), text_of_own);
+    let output = train(&[lr.path().to_str().unwrap(), "--resume", "--epochs", "2"]);
+    assert!(
+        text(&output).contains("optimizer.learning_rate is 0.001"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(snapshot(run.path()), before);
+    // A run's folder where a config is asked for: its config.toml is named.
+    let output = train(&["summary", out]);
+    assert!(
+        text(&output).contains(&format!("its config is {own}")),
+        "{}",
+        text(&output)
+    );
+    // The sample, looked for where it is not: no download is spoken of, the way is.
+    let output = train(&["eval", out, "--data-dir", "/nonexistent"]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        !message.contains("download failed") && message.contains("ships with the project"),
+        "{message}"
+    );
+}

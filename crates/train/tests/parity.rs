@@ -309,7 +309,7 @@ fn the_first_training_steps_give_the_same_losses_on_every_backend() {
 /// The full-size 11.9 M-parameter CIFAR-10 net (fmp_cifar_k64) for a few steps on wgpu and on
 /// flex from the same weights, on the same random batches of 10: the losses agree step by step.
 /// Tens of minutes on a software GPU, so it runs on request:
-/// `cargo test --release -p train --test parity -- --ignored --nocapture`.
+/// `cargo test -p train --test parity -- --ignored --nocapture`.
 #[test]
 #[ignore = "the full-size CIFAR-10 net: tens of minutes on lavapipe; run with --ignored"]
 fn the_full_size_cifar_net_trains_the_same_on_wgpu_as_on_flex() {

@@ -10,8 +10,8 @@ use ops::{PoolRegions, Span};
 use serde::Serialize;
 
 use crate::{
-    Overrides,
-    files::write_atomic,
+    Overrides, RunConfig,
+    files::{check_output_folder, write_atomic},
     inference::host_values,
     trained::{EXPORT_BURN, EXPORT_CONFIG, EXPORT_PYTORCH, EXPORT_REFERENCE, ModelArgs, Trained},
     weights::{self, WeightsFormat},
@@ -33,6 +33,7 @@ const REFERENCE_SEED: u64 = 7;
 
 /// Runs `train export` and says what it wrote.
 pub fn run(args: ExportArgs) -> Result<()> {
+    check_output_folder("--output", &args.output, "the exported files")?;
     let trained = args.model.load(Overrides::default())?;
     let export = export(&trained, &args.output)?;
     say!(
@@ -128,7 +129,12 @@ pub struct Export {
 /// configuration and reference logits; then loads both weights files back into fresh networks
 /// and checks that they give the same logits.
 pub fn export(trained: &Trained, folder: &Path) -> Result<Export> {
-    let config = toml::to_string(&trained.config)?;
+    // The data folder of the machine that trained it means nothing where an export is taken.
+    let config = RunConfig {
+        data_dir: None,
+        ..trained.config.clone()
+    };
+    let config = toml::to_string(&config)?;
     let network = &trained.network;
     let input = reference_input(network, trained.dataset().channels(), &trained.device);
     network.reseed(REFERENCE_SEED);

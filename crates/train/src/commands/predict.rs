@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use burn::data::dataloader::batcher::Batcher;
 use data::ImageItem;
-use models::ImageBatch;
 use serde::Serialize;
 
 use crate::{
@@ -35,6 +33,10 @@ pub struct PredictArgs {
     /// Also write the predictions as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Seed of an FMP net's pooling regions, drawn anew for each image; default: the run's
+    /// seed, so that an image gets the same answer however it is given.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// One image file's class probabilities.
@@ -68,7 +70,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
             Err(error) => say_err!("{error:#}"),
         }
     }
-    let predictions = predict(&trained, read, passes)?;
+    let seed = args.seed.unwrap_or(trained.config.seed);
+    let predictions = predict(&trained, read, passes, seed)?;
     let names = trained.dataset().class_names();
     for prediction in &predictions {
         let mut ranked: Vec<usize> = (0..prediction.probabilities.len()).collect();
@@ -95,30 +98,27 @@ pub fn run(args: PredictArgs) -> Result<()> {
 
 /// Classifies images read from files (see [`read_image`]), padded and normalised as in
 /// training. The probabilities are averaged over `passes` forward passes (an FMP net pools over
-/// new regions on each).
-pub fn predict(
+/// new regions on each, drawn from `seed`). Each image is a batch of its own: an FMP net's
+/// regions are drawn per batch, and an image's answer must not depend on the others given.
+fn predict(
     trained: &Trained,
     images: Vec<(PathBuf, ImageItem)>,
     passes: usize,
+    seed: u64,
 ) -> Result<Vec<Prediction>> {
-    if images.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (files, items): (Vec<PathBuf>, Vec<ImageItem>) = images.into_iter().unzip();
-    let batch: ImageBatch = trained.batcher()?.batch(items, &trained.device);
-    let [_, probabilities] = pass_probabilities(&trained.network, batch.images, passes);
-    let [count, classes] = probabilities.dims();
-    let values = host_values(probabilities)?;
+    let batcher = trained.batcher()?;
     let names = trained.dataset().class_names();
-    Ok((0..count)
-        .map(|i| {
-            let row = values[i * classes..(i + 1) * classes].to_vec();
-            let best = argmax(&row);
-            Prediction {
-                file: files[i].clone(),
-                class: names[best].to_string(),
-                probabilities: row,
-            }
+    images
+        .into_iter()
+        .map(|(file, item)| {
+            let (image, _) = batcher.tensors(vec![item], &trained.device);
+            let [_, averaged] = pass_probabilities(&trained.network, image, passes, seed);
+            let probabilities = host_values(averaged)?;
+            Ok(Prediction {
+                file,
+                class: names[argmax(&probabilities)].to_string(),
+                probabilities,
+            })
         })
-        .collect())
+        .collect()
 }

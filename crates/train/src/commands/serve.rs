@@ -220,7 +220,12 @@ async fn show_drawing(State(served): State<Shared>, headers: HeaderMap, body: Bo
         &headers,
         body,
         move |classifier, images| {
-            let shown = layer_report::report(&classifier.trained, images, classifier.passes)?;
+            let shown = layer_report::report(
+                &classifier.trained,
+                images,
+                classifier.passes,
+                classifier.trained.config.seed,
+            )?;
             *lock(&served.report) = Some(layer_report::html("your drawing", &shown)?);
             Ok(json!({ "report": "/report" }).to_string())
         },
@@ -312,7 +317,8 @@ fn drawing(trained: &Trained, body: &[u8], layout: bool) -> Result<Tensor<4>, Re
 /// The three most probable classes after one pass and averaged over `passes`.
 fn classify(trained: &Trained, images: Tensor<4>, passes: usize) -> Result<Answer> {
     let names = trained.dataset().class_names();
-    let [first, averaged] = pass_probabilities(&trained.network, images, passes);
+    let seed = trained.config.seed;
+    let [first, averaged] = pass_probabilities(&trained.network, images, passes, seed);
     let top = |p: Tensor<2>| -> Result<Vec<Ranked>> {
         let values = host_values(p)?;
         let mut ranked: Vec<usize> = (0..values.len()).collect();

@@ -8,7 +8,7 @@ use anyhow::{Result, anyhow};
 
 use crate::{
     Overrides,
-    files::write_atomic,
+    files::{check_output_folder, write_atomic},
     images::{ImageArgs, read_image},
     inference::argmax,
     layer_report::{html, report},
@@ -28,6 +28,10 @@ pub struct ShowArgs {
     passes: Option<usize>,
     #[command(flatten)]
     reading: ImageArgs,
+    /// Seed of an FMP net's pooling regions; default: the run's seed, so that `show` and
+    /// `predict` give an image the same answer.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Folder to write report.html to.
     #[arg(long, default_value = "show")]
     output: PathBuf,
@@ -35,6 +39,7 @@ pub struct ShowArgs {
 
 /// Runs `train show`.
 pub fn run(args: ShowArgs) -> Result<()> {
+    check_output_folder("--output", &args.output, "report.html")?;
     let trained = args.model.load(Overrides::default())?;
     let passes = trained.passes(args.passes)?;
     let prepared = read_image(&args.image, trained.dataset(), args.reading.preparation())?;
@@ -43,7 +48,8 @@ pub fn run(args: ShowArgs) -> Result<()> {
         .batcher()?
         .tensors(vec![prepared.item], &trained.device)
         .0;
-    let report = report(&trained, images, passes)?;
+    let seed = args.seed.unwrap_or(trained.config.seed);
+    let report = report(&trained, images, passes, seed)?;
     std::fs::create_dir_all(&args.output)
         .map_err(|e| anyhow!("cannot create {}: {e}", args.output.display()))?;
     let path = args.output.join("report.html");

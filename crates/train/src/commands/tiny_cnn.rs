@@ -32,7 +32,7 @@ pub struct TinyCnnArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ndarray,wgpu"
+        default_value = "flex,ndarray,wgpu"
     )]
     backends: Vec<BackendName>,
     /// Largest accepted difference between Burn (f32) and the hand computation (f64),

@@ -13,6 +13,7 @@ use burn::{
     train::{
         ExecutionStrategy, Interrupter, Learner, LearningResult, MultiDeviceOptim,
         SupervisedTraining,
+        checkpoint::KeepLastNCheckpoints,
         metric::{AccuracyMetric, LearningRateMetric, LossMetric},
     },
 };
@@ -23,7 +24,8 @@ use serde::Serialize;
 use crate::{
     Overrides, RunConfig,
     checkpoint::{
-        AtomicCheckpointer, check_resumable, last_complete, newest_valid, remove_incomplete,
+        AtomicCheckpointer, KEPT, check_resumable, last_complete, newest_valid, remove_incomplete,
+        remove_stale,
     },
     curves::{self, CurveWriter, EpochRecord},
     device,
@@ -33,6 +35,7 @@ use crate::{
     panics,
     plan::{RunPlan, loader},
     progress::{EpochRenderer, NonFinite},
+    timing::unoptimised_build,
 };
 
 /// Train the network of a run config (the command without a subcommand).
@@ -132,7 +135,7 @@ pub struct TestError {
 pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     let run = config.output.clone();
     let config_text = toml::to_string(&saved(config))?;
-    check_output(&run, start, &config_text)?;
+    check_output(config, start, &config_text)?;
 
     // Data first: a missing file is reported before any device starts.
     let (splits, folder) = config.load_splits()?;
@@ -147,12 +150,20 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     for warning in plan.warnings(&config.network()) {
         say_err!("{warning}");
     }
+    let unoptimised = unoptimised_build();
+    if let Some(note) = &unoptimised {
+        say_err!("warning: {note}");
+    }
     say!(
-        "{}: {} on {} ({}), {} parameters, {}; {} train / {} valid / {} test images from {}",
+        "{}: {} on {} ({}{}), {} parameters, {}; {} train / {} valid / {} test images from {}",
         run.display(),
         model.name(),
         config.backend,
         plan.on(),
+        match unoptimised {
+            Some(_) => ", UNOPTIMISED build",
+            None => "",
+        },
         model.num_params(),
         plan.batching(),
         sets.train.len(),
@@ -234,6 +245,7 @@ fn launch(
     let scheduler = config.scheduler(steps_per_epoch)?;
     let result = training.launch(Learner::new(model, config.optimizer(), scheduler));
     let trained = outcome(result, config, plan, *panics::lock(&non_finite))?;
+    remove_stale(&config.output);
     let epochs = curves.all(&panics::lock(&epochs));
     Ok((trained, epochs))
 }
@@ -329,9 +341,7 @@ fn resumed_epoch(config: &RunConfig, start: Start, device: &Device) -> Result<Op
     let run = &config.output;
     let network = config.network().init(device);
     let newest = newest_valid(run, |epoch| check_resumable(run, epoch, &network));
-    let epoch = newest
-        .map_err(|e| another_network(e, run, config, start.origin))?
-        .0;
+    let epoch = newest.map_err(|e| another_network(e, config, start))?.0;
     // Equal: the last epoch is done and only the test pass and summary are left.
     if epoch > config.epochs {
         bail!(
@@ -360,6 +370,8 @@ fn learner_options(
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
         .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
+        // The newest epochs only: every command takes the newest complete checkpoint.
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(KEPT))
         .renderer(Box::new(renderer))
         .num_epochs(config.epochs);
     if let Some(epoch) = resumed_from {
@@ -445,7 +457,7 @@ fn show_hint(run: &Path) {
         false => "IMAGE.png".into(),
     };
     let command = match Path::new("Cargo.toml").is_file() {
-        true => "cargo run --release -p train --".to_string(),
+        true => "cargo run -p train --".to_string(),
         false => std::env::args().next().unwrap_or_else(|| "train".into()),
     };
     say!(
@@ -489,8 +501,10 @@ const RUN_FILES: [&str; 9] = [
 
 /// Refuses, before anything is written, an output folder the run must not write into: for a
 /// new run, one that holds a checkpoint, files no run writes, or another run's config (unless
-/// `start` reuses the output); for a resumed run, one without a complete checkpoint.
-fn check_output(run: &Path, start: Start, config_text: &str) -> Result<()> {
+/// `start` reuses the output); for a resumed run, one without a complete checkpoint, a finished
+/// run, or a run trained with other settings.
+fn check_output(config: &RunConfig, start: Start, config_text: &str) -> Result<()> {
+    let run = &config.output;
     if run.exists() && !run.is_dir() {
         bail!(
             "output: {} is a file, not a folder; give a folder for the run",
@@ -503,7 +517,7 @@ fn check_output(run: &Path, start: Start, config_text: &str) -> Result<()> {
             "--resume: no complete checkpoint in {}",
             run.join("checkpoint").display()
         ),
-        (true, Some(_)) => return Ok(()),
+        (true, Some(epoch)) => return check_resume(config, start, epoch),
         (false, Some(_)) => bail!(
             "{} already holds a run; continue it with --resume (with its own config: train {} \
              --resume), or give --output for a new one",
@@ -546,40 +560,77 @@ fn check_output(run: &Path, start: Start, config_text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to resume a run that has `trained` all its epochs and been tested, or one that
+/// was trained with other settings than `config` gives (a resumed run keeps its seed, batch,
+/// optimiser, schedule, augmentation and network).
+fn check_resume(config: &RunConfig, start: Start, trained: usize) -> Result<()> {
+    let run = &config.output;
+    // Where the run's config.toml is gone, its checkpoints still name a network of another
+    // shape (`another_network`).
+    if let Ok(own) = RunConfig::load(&run.join("config.toml"), &Overrides::default()) {
+        let given = start.origin.display().to_string();
+        let differences = own.training_differences(config, ["the run's config", &given]);
+        if !differences.is_empty() {
+            bail!(resume_refused(config, start, &differences.join(", ")));
+        }
+    }
+    let summary = run.join("summary.json");
+    if trained == config.epochs && tested_after(&summary, trained) {
+        bail!(
+            "--resume: the run in {} is finished: it trained its {trained} epochs and was \
+             tested (summary in {}). Give --epochs above {trained} to train it further, or \
+             evaluate it again with: train eval {}",
+            run.display(),
+            summary.display(),
+            run.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether the summary at `path` is that of a run tested after `epochs` epochs.
+fn tested_after(path: &Path, epochs: usize) -> bool {
+    let summary = std::fs::read(path).ok();
+    let summary: Option<serde_json::Value> = summary.and_then(|s| serde_json::from_slice(&s).ok());
+    summary.is_some_and(|s| s["epochs"].as_array().is_some_and(|e| e.len() == epochs))
+}
+
 /// The refusal to resume `run` with `config` (from `origin`) when its checkpoints are of
 /// another network: both networks named, and the way to go on.
-fn another_network(
-    error: anyhow::Error,
-    run: &Path,
-    config: &RunConfig,
-    origin: &Path,
-) -> anyhow::Error {
+fn another_network(error: anyhow::Error, config: &RunConfig, start: Start) -> anyhow::Error {
     if !error.is::<crate::weights::Mismatch>() {
         return error;
     }
-    let own_path = run.join("config.toml");
-    let given = origin.display().to_string();
-    let differences = RunConfig::load(&own_path, &Overrides::default())
-        .map(|own| own.network_differences(config, ["the run's config", &given]));
-    let ways = format!(
-        "to continue that run, resume it with its own config: train {} --resume (flags such as \
-         --epochs still apply); to train {} instead, give a new --output",
-        own_path.display(),
-        origin.display()
-    );
+    let own = RunConfig::load(&config.output.join("config.toml"), &Overrides::default());
+    let given = start.origin.display().to_string();
+    let differences = own.map(|own| own.network_differences(config, ["the run's config", &given]));
     match differences {
-        Ok(differences) => error.context(format!(
-            "{} holds a run of another network than {} describes ({differences}). Nothing was \
-             changed; {ways}",
-            run.display(),
-            origin.display()
-        )),
-        Err(_) => error.context(format!(
-            "{} does not describe the network of the run in {}. Nothing was changed; {ways}",
-            origin.display(),
-            run.display()
-        )),
+        Ok(differences) => error.context(resume_refused(config, start, &differences)),
+        Err(_) => error.context(resume_refused(config, start, "")),
     }
+}
+
+/// Why the run in `config`'s output does not resume with `config` (from `start`), given the
+/// `differences` between the run's settings and these ("" where they are unknown), and the two
+/// ways on.
+fn resume_refused(config: &RunConfig, start: Start, differences: &str) -> String {
+    let (run, origin) = (config.output.display(), start.origin.display());
+    let network = ["dataset ", "model."];
+    let what = match differences.is_empty() || network.iter().any(|n| differences.contains(n)) {
+        true => "of another network",
+        false => "trained with other settings",
+    };
+    let differences = match differences.is_empty() {
+        true => String::new(),
+        false => format!(" ({differences})"),
+    };
+    format!(
+        "{run} holds a run {what} than {origin} describes{differences}. Nothing was changed; to \
+         continue that run, resume it with its own config: train {} --resume (--epochs, \
+         --backend, --devices, --data-dir and --test-passes still apply); to train {origin} \
+         instead, give a new --output",
+        config.output.join("config.toml").display()
+    )
 }
 
 /// How to go on from a run that stopped through no fault of its config.

@@ -41,8 +41,13 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// The JSON file at `path`.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 pub fn summary(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+    read_json(&run.join("summary.json"))
 }
 
 /// Trains the quick start for `epochs` into a fresh run directory; returns it and its summary.
@@ -120,6 +125,22 @@ pub fn kill_and_resume(extra: &[&str]) -> serde_json::Value {
         rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5, 6]
     );
-    assert!(run.path().join("checkpoint/model-6.bpk").is_file());
+    // The newest two epochs are kept, whatever the killed process left.
+    let mut kept: Vec<String> = std::fs::read_dir(run.path().join("checkpoint"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "model-5.bpk",
+            "model-6.bpk",
+            "optim-5.bpk",
+            "optim-6.bpk",
+            "scheduler-5.bpk",
+            "scheduler-6.bpk"
+        ]
+    );
     summary
 }

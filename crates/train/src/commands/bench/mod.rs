@@ -423,6 +423,9 @@ fn time_backends(
     [warmup, steps]: [usize; 2],
 ) -> Result<Vec<BackendTiming>> {
     let (train_set, batcher) = training_set(config)?;
+    if let Some(note) = crate::timing::unoptimised_build() {
+        say_err!("warning: {note}");
+    }
     let mut results = Vec::new();
     for &backend in backends {
         let config = &RunConfig {
