@@ -42,7 +42,8 @@ pub fn check_output_file(flag: &str, path: Option<&Path>) -> Result<()> {
 pub fn check_output_folder(flag: &str, path: &Path, what: &str) -> Result<()> {
     if path.exists() && !path.is_dir() {
         anyhow::bail!(
-            "{flag} {}: is a file; give a folder to write {what} into (created if absent)",
+            "{flag} {}: is a file, not a folder; give a folder to write {what} into (created if \
+             absent)",
             path.display()
         );
     }

@@ -222,16 +222,18 @@ fn an_output_path_that_is_a_file_is_named() {
     std::fs::write(&file, b"not a folder").unwrap();
     let path = file.to_str().unwrap();
     let (run, _) = train_sample(1);
+    let run = run.path().to_str().unwrap();
+    let digit = "samples/digit-7.png";
     for args in [
         &["configs/quickstart.toml", "--epochs", "1", "--output", path][..],
-        &["export", run.path().to_str().unwrap(), "--output", path][..],
+        &["export", run, "--output", path][..],
+        &["show", run, digit, "--output", path][..],
     ] {
         let output = train(args);
         let message = text(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
         assert!(
-            message.contains("taken")
-                && (message.contains("cannot create") || message.contains("not a folder")),
+            message.contains("taken: is a file, not a folder"),
             "{message}"
         );
         assert!(!message.contains("panicked"), "{message}");

@@ -10,7 +10,7 @@ use ops::{PoolRegions, Span};
 use serde::Serialize;
 
 use crate::{
-    Overrides, RunConfig,
+    Overrides,
     files::{check_output_folder, write_atomic},
     inference::host_values,
     trained::{EXPORT_BURN, EXPORT_CONFIG, EXPORT_PYTORCH, EXPORT_REFERENCE, ModelArgs, Trained},
@@ -129,12 +129,7 @@ pub struct Export {
 /// configuration and reference logits; then loads both weights files back into fresh networks
 /// and checks that they give the same logits.
 pub fn export(trained: &Trained, folder: &Path) -> Result<Export> {
-    // The data folder of the machine that trained it means nothing where an export is taken.
-    let config = RunConfig {
-        data_dir: None,
-        ..trained.config.clone()
-    };
-    let config = toml::to_string(&config)?;
+    let config = toml::to_string(&trained.config)?;
     let network = &trained.network;
     let input = reference_input(network, trained.dataset().channels(), &trained.device);
     network.reseed(REFERENCE_SEED);

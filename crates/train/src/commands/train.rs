@@ -30,7 +30,7 @@ use crate::{
     curves::{self, CurveWriter, EpochRecord},
     device,
     evaluation::{Evaluated, evaluate},
-    files::write_atomic,
+    files::{check_output_folder, write_atomic},
     inference::{averaged_note, percent_and_error},
     panics,
     plan::{RunPlan, loader},
@@ -505,12 +505,7 @@ const RUN_FILES: [&str; 9] = [
 /// run, or a run trained with other settings.
 fn check_output(config: &RunConfig, start: Start, config_text: &str) -> Result<()> {
     let run = &config.output;
-    if run.exists() && !run.is_dir() {
-        bail!(
-            "output: {} is a file, not a folder; give a folder for the run",
-            run.display()
-        );
-    }
+    check_output_folder("output", run, "the run")?;
     let complete = last_complete(run);
     match (start.resume, complete) {
         (true, None) => bail!(
