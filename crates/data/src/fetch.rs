@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::{
     DataError, DatasetKind,
     cifar::{CIFAR10_FOLDER, CIFAR10_TARBALL},
+    dataset::Download,
     integrity::read_verified,
 };
 
@@ -84,25 +85,42 @@ pub fn locate(
             ),
         ));
     }
-    std::fs::create_dir_all(&target).map_err(|source| DataError::Io {
-        path: target.clone(),
-        source,
+    fetch_into(&target, kind.downloads(&target), progress).map_err(|(file, e)| match e {
+        DataError::Io { .. } => e,
+        e => missing(&file, format!("the download failed: {e}. {advice}")),
     })?;
-    for download in kind.downloads(&target) {
-        download_verified(
-            &download.urls,
-            &target.join(&download.file),
-            download.digests,
-            progress,
-        )
-        .map_err(|e| {
-            missing(
-                &download.file,
-                format!("the download failed: {e}. {advice}"),
-            )
-        })?;
-    }
     Ok(target)
+}
+
+/// Downloads `downloads` into `folder`, creating it. On a failure, the file that failed and
+/// why; the folders this made are removed again where still empty, so that a failed command
+/// leaves nothing behind.
+fn fetch_into(
+    folder: &Path,
+    downloads: Vec<Download>,
+    progress: bool,
+) -> Result<(), (String, DataError)> {
+    // Innermost first, as they are removed.
+    let created: Vec<PathBuf> = folder
+        .ancestors()
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    let io = |source| DataError::Io {
+        path: folder.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(folder).map_err(|e| (folder.display().to_string(), io(e)))?;
+    for download in downloads {
+        let dest = folder.join(&download.file);
+        if let Err(e) = download_verified(&download.urls, &dest, download.digests, progress) {
+            for dir in &created {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err((download.file, e));
+        }
+    }
+    Ok(())
 }
 
 /// Downloads the first of `urls` that answers into `dest`, showing a progress bar when
@@ -115,17 +133,32 @@ pub fn download_verified(
     digests: &[&str],
     progress: bool,
 ) -> Result<(), DataError> {
-    let mut last = None;
+    let mut failures = Vec::new();
     for url in urls {
         match download_one(url, dest, digests, progress) {
             Ok(()) => return Ok(()),
-            Err(e) => last = Some(e),
+            Err(e) => failures.push(e),
         }
     }
-    Err(last.unwrap_or_else(|| DataError::Download {
-        url: dest.display().to_string(),
-        reason: "no address to download from".into(),
-    }))
+    // One address: its own error. Several: each one's, so that none tried goes unsaid.
+    match failures.len() {
+        0 => Err(DataError::Download {
+            url: dest.display().to_string(),
+            reason: "no address to download from".into(),
+        }),
+        1 => Err(failures.remove(0)),
+        _ => Err(DataError::Download {
+            url: "every address".into(),
+            reason: failures
+                .iter()
+                .map(|e| match e {
+                    DataError::Download { url, reason } => format!("{url}: {reason}"),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
+    }
 }
 
 fn download_one(url: &str, dest: &Path, digests: &[&str], progress: bool) -> Result<(), DataError> {
@@ -202,6 +235,28 @@ mod tests {
     use crate::cifar::CifarBinary;
     use crate::integrity::{read_verified, sha256_hex};
     use crate::testing::{gzip, serve, tarball, write_dir};
+
+    #[test]
+    fn a_failed_download_leaves_no_folder_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("made/for/mnist");
+        // Port 1 on the loopback refuses at once; both addresses are named in the error.
+        let urls = ["http://127.0.0.1:1/a.gz", "http://127.0.0.1:1/b.gz"].map(String::from);
+        let download = Download {
+            file: "a.gz".into(),
+            urls: urls.to_vec(),
+            digests: &[],
+        };
+        let (file, error) = fetch_into(&folder, vec![download], false).unwrap_err();
+        assert_eq!(file, "a.gz");
+        let error = error.to_string();
+        assert!(
+            error.contains("/a.gz: ") && error.contains("/b.gz: "),
+            "{error}"
+        );
+        assert!(!root.path().join("made").exists());
+        assert!(root.path().exists());
+    }
 
     #[test]
     fn loopback_download_is_verified_and_renamed() {

@@ -362,7 +362,12 @@ impl RunConfig {
                 false => "is a folder; give a config file, e.g. configs/quickstart.toml".into(),
             }));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => error(
+                "is not a TOML config (not text); give one, e.g. configs/quickstart.toml".into(),
+            ),
+            _ => error(format!("cannot read: {e}")),
+        })?;
         Self::parse(&text, path, overrides)
     }
 

@@ -109,9 +109,17 @@ impl Prepared {
 /// `preparation` says for a grey dataset.
 pub fn read_image(file: &Path, kind: DatasetKind, preparation: Preparation) -> Result<Prepared> {
     let open = || {
-        image::ImageReader::open(file)
+        let reader = image::ImageReader::open(file)
             .and_then(|reader| reader.with_guessed_format())
-            .with_context(|| format!("cannot read {}", file.display()))
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        // The content decides, not the name: a PNG named .txt is read, a text named .png is not.
+        match reader.format() {
+            Some(_) => Ok(reader),
+            None => Err(anyhow::anyhow!(
+                "{}: not an image: its content is neither PNG nor JPEG",
+                file.display()
+            )),
+        }
     };
     // The decoder's message already ends with its cause: no chain of sources after it.
     let cannot_decode = |e: image::ImageError| {

@@ -421,6 +421,11 @@ fn predict_reads_png_and_jpeg_and_bad_inputs_are_named() {
             "{part:?} repeated in {line}"
         );
     }
+    // A file that is no image, named as none: its content says so, not its name.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, b"a shopping list").unwrap();
+    let err = run_err(&["predict", path(&run), path(&notes)]);
+    assert!(err.contains("notes.txt: not an image"), "{err}");
     // Among others: named, and the others still classified and written.
     let (first, last) = (path(&files[0].0), path(&files[1].0));
     let args = [

@@ -253,12 +253,18 @@ fn damaged_config_files_are_named() {
         good.replace("kind = \"fmp\"", "kind = \"fmp\"\nlayres = 5")
             .into_bytes(),
     ];
-    for bytes in cases {
+    for (i, bytes) in cases.into_iter().enumerate() {
         std::fs::write(&path, &bytes).unwrap();
         let output = train(&[path.to_str().unwrap()]);
         let message = text(&output);
         assert_eq!(output.status.code(), Some(1), "{message}");
         assert!(message.contains("run.toml"), "{message}");
+        // Bytes that are not text are not taken for a damaged config.
+        assert_eq!(
+            i == 0,
+            message.contains("is not a TOML config"),
+            "{message}"
+        );
         assert!(!message.contains("panicked"), "{message}");
     }
     let output = train(&[dir.path().join("none.toml").to_str().unwrap()]);
@@ -481,6 +487,13 @@ fn a_finished_run_is_not_resumed_and_a_resumed_run_keeps_its_settings() {
     let own = run.path().join("config.toml");
     let own = own.to_str().unwrap();
     let before = snapshot(run.path());
+    // Started again without --resume: finished, and how to train it further.
+    let output = train(&[own]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    for part in ["holds a finished run", "--resume --epochs 2"] {
+        assert!(message.contains(part), "no {part:?} in: {message}");
+    }
     // Finished: nothing to resume; the ways on are named.
     let output = train(&[own, "--resume"]);
     let message = text(&output);

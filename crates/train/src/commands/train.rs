@@ -144,6 +144,9 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     plan.device().seed(config.seed);
     let resumed_from = resumed_epoch(config, start, plan.device())?;
     let model = config.network().init(&plan.device().clone().autodiff());
+    // PyTorch's count, as `train summary` gives it: Burn's `num_params` also counts batch norm's
+    // running statistics, which are not trained.
+    let parameters: usize = config.network().layers().iter().map(|l| l.params).sum();
     let sets = Sets::split(config, splits)?;
     let input = model.input_size();
     let batcher = ImageBatcher::new(config.dataset_kind(), sets.train.image_shape(), input)?;
@@ -164,7 +167,7 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
             Some(_) => ", UNOPTIMISED build",
             None => "",
         },
-        model.num_params(),
+        parameters,
         plan.batching(),
         sets.train.len(),
         sets.valid.len(),
@@ -175,7 +178,6 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     // Every check has passed: the run directory may change now.
     std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
     write_atomic(&run.join("config.toml"), config_text.as_bytes())?;
-    let parameters = model.num_params();
     let training_sets = [sets.train, sets.valid];
     let (trained, epochs) = launch(config, &plan, model, training_sets, &batcher, resumed_from)?;
     let (test, seconds) = test_pass(config, &plan, &trained, &sets.test, &batcher)?;
@@ -513,6 +515,13 @@ fn check_output(config: &RunConfig, start: Start, config_text: &str) -> Result<(
             run.join("checkpoint").display()
         ),
         (true, Some(epoch)) => return check_resume(config, start, epoch),
+        (false, Some(epoch)) if tested_after(&run.join("summary.json"), epoch) => bail!(
+            "{} already holds a finished run ({epoch} epochs, tested); give --output for a new \
+             one, or train it further with its own config: train {} --resume --epochs {}",
+            run.display(),
+            run.join("config.toml").display(),
+            epoch + 1
+        ),
         (false, Some(_)) => bail!(
             "{} already holds a run; continue it with --resume (with its own config: train {} \
              --resume), or give --output for a new one",
@@ -563,7 +572,7 @@ fn check_resume(config: &RunConfig, start: Start, trained: usize) -> Result<()> 
     // Where the run's config.toml is gone, its checkpoints still name a network of another
     // shape (`another_network`).
     if let Ok(own) = RunConfig::load(&run.join("config.toml"), &Overrides::default()) {
-        let given = start.origin.display().to_string();
+        let given = format!("{} with the flags given", start.origin.display());
         let differences = own.training_differences(config, ["the run's config", &given]);
         if !differences.is_empty() {
             bail!(resume_refused(config, start, &differences.join(", ")));
@@ -622,8 +631,8 @@ fn resume_refused(config: &RunConfig, start: Start, differences: &str) -> String
     format!(
         "{run} holds a run {what} than {origin} describes{differences}. Nothing was changed; to \
          continue that run, resume it with its own config: train {} --resume (--epochs, \
-         --backend, --devices, --data-dir and --test-passes still apply); to train {origin} \
-         instead, give a new --output",
+         --backend, --devices, --accumulate, --workers, --data-dir and --test-passes still \
+         apply); to train {origin} instead, give a new --output",
         config.output.join("config.toml").display()
     )
 }
