@@ -482,18 +482,24 @@ impl RunConfig {
     /// change between processes (its length, where it runs and reads, its test passes). How
     /// `other` differs from this config in them, as in [`Self::network_differences`].
     pub fn training_differences(&self, other: &RunConfig, names: [&str; 2]) -> Vec<String> {
-        const MAY_CHANGE: [&str; 8] = [
-            "epochs",
-            "backend",
-            "devices",
-            "accumulate",
-            "workers",
-            "output",
-            "data_dir",
-            "test_passes",
-        ];
-        self.differences(other, |key| !MAY_CHANGE.contains(&key), names)
+        self.differences(
+            other,
+            |key| !Self::MAY_CHANGE_ON_RESUME.contains(&key),
+            names,
+        )
     }
+
+    /// The keys a resumed run may change (each also a flag, `_` written `-`).
+    pub const MAY_CHANGE_ON_RESUME: [&str; 8] = [
+        "epochs",
+        "backend",
+        "devices",
+        "accumulate",
+        "workers",
+        "output",
+        "data_dir",
+        "test_passes",
+    ];
 
     /// The keys under the top-level keys `compared` picks where `other` differs from this
     /// config, tables flattened to `table.key`: "key is A in ours and B in theirs". A table

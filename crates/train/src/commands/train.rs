@@ -628,12 +628,17 @@ fn resume_refused(config: &RunConfig, start: Start, differences: &str) -> String
         true => String::new(),
         false => format!(" ({differences})"),
     };
+    let flags: Vec<String> = RunConfig::MAY_CHANGE_ON_RESUME
+        .iter()
+        .filter(|key| **key != "output")
+        .map(|key| format!("--{}", key.replace('_', "-")))
+        .collect();
     format!(
         "{run} holds a run {what} than {origin} describes{differences}. Nothing was changed; to \
-         continue that run, resume it with its own config: train {} --resume (--epochs, \
-         --backend, --devices, --accumulate, --workers, --data-dir and --test-passes still \
-         apply); to train {origin} instead, give a new --output",
-        config.output.join("config.toml").display()
+         continue that run, resume it with its own config: train {} --resume ({} still apply); \
+         to train {origin} instead, give a new --output",
+        config.output.join("config.toml").display(),
+        flags.join(", ")
     )
 }
 
