@@ -40,7 +40,8 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "is_one")]
     pub accumulate: Accumulate,
     /// The devices to train on, each taking an equal share of every batch: indices as `train
-    /// devices` lists them (`"0,1"`), or `"all"`. The backend's default device when absent.
+    /// devices` lists them (`"0,1"`), workers' (`"0,ws://gpu-box:4000"`), or `"all"`. The
+    /// backend's default device when absent.
     #[serde(default, skip_serializing_if = "is_default")]
     pub devices: DeviceList,
     /// Seed of weight initialisation, shuffling and dropout.
@@ -432,14 +433,15 @@ impl RunConfig {
         }
         // `all` and the default device are counted when the backend opens them (`RunPlan`).
         let devices = match &self.devices {
-            DeviceList::Indices(indices) if indices.is_empty() => {
+            DeviceList::Entries(entries) if entries.is_empty() => {
                 return Err(
                     "devices: the list is empty; give indices from `train devices` \
                             (e.g. \"0,1\") or \"all\""
                         .into(),
                 );
             }
-            DeviceList::Indices(indices) => indices.len(),
+            // A worker counts as one device here and as those it serves once opened.
+            DeviceList::Entries(entries) => entries.len(),
             DeviceList::Default | DeviceList::All => 1,
         };
         let micro_batches = match self.accumulate {
@@ -775,7 +777,7 @@ nesterov = true
         .to_string();
         assert!(err.contains("devices: the list is empty"), "{err}");
         let overrides = Overrides {
-            devices: Some(DeviceList::Indices(vec![0, 1, 2])),
+            devices: Some("0,1,2".parse().unwrap()),
             ..Overrides::default()
         };
         let err = load(VALID, &overrides).unwrap_err().to_string();

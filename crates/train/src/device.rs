@@ -14,6 +14,8 @@ use burn::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::remote::WorkerAddress;
+
 /// A backend the user can pick with `backend = ...` or `--backend`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -95,31 +97,52 @@ pub enum DeviceList {
     /// The backend's default device alone.
     #[default]
     Default,
-    /// These devices, by their index in `train devices`. An index given twice is two replicas
-    /// on one device (the CPU backends have one device: `0,0` runs two replicas on the CPU).
-    Indices(Vec<usize>),
-    /// Every device of the backend, once.
+    /// These devices: this machine's by their index in `train devices`, and workers' (other
+    /// machines serving theirs, `train worker`). An index given twice is two replicas on one
+    /// device (the CPU backends have one device: `0,0` runs two replicas on the CPU).
+    Entries(Vec<DeviceEntry>),
+    /// Every device of the backend on this machine, once.
     All,
+}
+
+/// One entry of a [`DeviceList`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceEntry {
+    /// This machine's device, by its index in `train devices`.
+    Local(usize),
+    /// A worker's devices: `ws://host:port` or `ws://host:port/N`.
+    Worker(WorkerAddress),
 }
 
 impl FromStr for DeviceList {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "expected device indices as `train devices` lists them (e.g. 0,1) or \"all\", \
-                 got \"{text}\""
-            )
-        };
         match text.trim() {
             "all" => Ok(Self::All),
             "default" => Ok(Self::Default),
             list => list
                 .split(',')
-                .map(|index| index.trim().parse::<usize>().map_err(|_| bad()))
+                .map(|entry| match entry.trim() {
+                    worker if worker.contains("://") => worker.parse().map(DeviceEntry::Worker),
+                    index => index.parse().map(DeviceEntry::Local).map_err(|_| {
+                        format!(
+                            "expected device indices as `train devices` lists them (e.g. 0,1), \
+                             workers (ws://HOST:PORT) or \"all\", got \"{text}\""
+                        )
+                    }),
+                })
                 .collect::<Result<Vec<_>, _>>()
-                .map(Self::Indices),
+                .map(Self::Entries),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(index) => write!(f, "{index}"),
+            Self::Worker(address) => write!(f, "{address}"),
         }
     }
 }
@@ -129,15 +152,15 @@ impl std::fmt::Display for DeviceList {
         match self {
             Self::Default => f.write_str("default"),
             Self::All => f.write_str("all"),
-            Self::Indices(indices) => {
-                let indices: Vec<String> = indices.iter().map(usize::to_string).collect();
-                f.write_str(&indices.join(","))
+            Self::Entries(entries) => {
+                let entries: Vec<String> = entries.iter().map(DeviceEntry::to_string).collect();
+                f.write_str(&entries.join(","))
             }
         }
     }
 }
 
-/// How `devices` is written in TOML: `"0,1"`, `"all"` or `[0, 1]`.
+/// How `devices` is written in TOML: `"0,1"`, `"all"`, `"0,ws://gpu:4000"` or `[0, 1]`.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum WrittenList {
@@ -150,7 +173,9 @@ impl TryFrom<WrittenList> for DeviceList {
 
     fn try_from(written: WrittenList) -> Result<Self, String> {
         match written {
-            WrittenList::Indices(indices) => Ok(Self::Indices(indices)),
+            WrittenList::Indices(indices) => Ok(Self::Entries(
+                indices.into_iter().map(DeviceEntry::Local).collect(),
+            )),
             WrittenList::Text(text) => text.parse(),
         }
     }
@@ -271,49 +296,66 @@ fn crashes_on(description: &str) -> bool {
     description.contains("llvmpipe") && description.contains("wgpu<spirv>")
 }
 
-/// The devices of `list`, opened.
+/// The devices of `list`, opened: this machine's, then each worker's where it stands.
 fn open_all(backend: BackendName, list: &DeviceList) -> anyhow::Result<Vec<Device>> {
-    let indices = match list {
+    let entries = match list {
         DeviceList::Default => return Ok(vec![init(backend)?]),
         DeviceList::All => None,
-        DeviceList::Indices(indices) => Some(indices.clone()),
+        DeviceList::Entries(entries) => Some(entries.clone()),
     };
-    let adapters = adapters(backend);
-    if adapters.is_empty() {
+    let local = |entries: &Option<Vec<DeviceEntry>>| match entries {
+        None => true,
+        Some(entries) => entries.iter().any(|e| matches!(e, DeviceEntry::Local(_))),
+    };
+    let adapters = match local(&entries) {
+        true => adapters(backend),
+        false => Vec::new(),
+    };
+    if adapters.is_empty() && local(&entries) {
         // The default device's error says what to install.
         init(backend)?;
         bail!("devices {list}: {backend} found no device it can address");
     }
-    let indices = indices.unwrap_or_else(|| (0..adapters.len()).collect());
-    if indices.is_empty() {
+    let entries = entries.unwrap_or_else(|| (0..adapters.len()).map(DeviceEntry::Local).collect());
+    if entries.is_empty() {
         bail!("devices: none given; `train devices` lists them");
     }
-    indices
-        .iter()
-        .map(|&index| {
-            let adapter = adapters.get(index).ok_or_else(|| {
-                let known: Vec<String> = adapters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| format!("{i}: {}", a.name))
-                    .collect();
-                anyhow::anyhow!(
-                    "devices {list}: {backend} has no device {index}; it has {} ({}). \
-                     `train devices` lists them",
-                    adapters.len(),
-                    known.join("; ")
-                )
-            })?;
-            adapter
-                .open(backend)
-                .with_context(|| format!("devices {list}: device {index}"))
-        })
-        .collect()
+    let mut devices = Vec::new();
+    for entry in &entries {
+        let index = match entry {
+            DeviceEntry::Worker(address) => {
+                devices.extend(crate::remote::open(address)?);
+                continue;
+            }
+            DeviceEntry::Local(index) => *index,
+        };
+        let adapter = adapters.get(index).ok_or_else(|| {
+            let known: Vec<String> = adapters
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{i}: {}", a.name))
+                .collect();
+            anyhow::anyhow!(
+                "devices {list}: {backend} has no device {index}; it has {} ({}). \
+                 `train devices` lists them",
+                adapters.len(),
+                known.join("; ")
+            )
+        })?;
+        let device = adapter
+            .open(backend)
+            .with_context(|| format!("devices {list}: device {index}"))?;
+        devices.push(device);
+    }
+    Ok(devices)
 }
 
 /// What the device is, for summaries and benchmark tables: the GPU's own name and the compiler
 /// wgpu uses on it for wgpu, the CPU model and thread count for the CPU backends.
 pub fn describe(backend: BackendName, device: &Device) -> String {
+    if let Some(worker) = crate::remote::description(device) {
+        return worker;
+    }
     match backend {
         BackendName::Wgpu => {
             let name = device
@@ -404,32 +446,37 @@ mod tests {
         assert!(!crashes_on("NVIDIA H100 80GB HBM3, wgpu<spirv>"));
     }
 
+    fn local(indices: &[usize]) -> DeviceList {
+        DeviceList::Entries(indices.iter().map(|&i| DeviceEntry::Local(i)).collect())
+    }
+
     #[test]
     fn device_lists_read_as_flags_and_as_toml() {
         assert_eq!("all".parse(), Ok(DeviceList::All));
-        assert_eq!("0, 2,2".parse(), Ok(DeviceList::Indices(vec![0, 2, 2])));
+        assert_eq!("0, 2,2".parse(), Ok(local(&[0, 2, 2])));
+        let mixed: DeviceList = "0, ws://gpu:4000/1".parse().unwrap();
+        assert_eq!(mixed.to_string(), "0,ws://gpu:4000/1");
+        let err = "0,ws://gpu".parse::<DeviceList>().unwrap_err();
+        assert!(err.contains("the port is missing"), "{err}");
         let err = "0,x".parse::<DeviceList>().unwrap_err();
         assert!(
             err.contains("\"0,x\"") && err.contains("train devices"),
             "{err}"
         );
         assert!("".parse::<DeviceList>().is_err());
-        assert_eq!(DeviceList::Indices(vec![0, 1]).to_string(), "0,1");
+        assert_eq!(local(&[0, 1]).to_string(), "0,1");
 
         #[derive(Deserialize, Serialize)]
         struct Config {
             devices: DeviceList,
         }
         let read = |text: &str| toml::from_str::<Config>(text).map(|c| c.devices);
-        assert_eq!(
-            read("devices = [1, 0]").unwrap(),
-            DeviceList::Indices(vec![1, 0])
-        );
+        assert_eq!(read("devices = [1, 0]").unwrap(), local(&[1, 0]));
         assert_eq!(read("devices = \"all\"").unwrap(), DeviceList::All);
         assert!(read("devices = \"every\"").is_err());
         assert!(read("devices = [-1]").is_err());
         let written = toml::to_string(&Config {
-            devices: DeviceList::Indices(vec![0, 1]),
+            devices: local(&[0, 1]),
         })
         .unwrap();
         assert_eq!(written.trim(), "devices = \"0,1\"");
@@ -439,9 +486,9 @@ mod tests {
     fn the_cpu_backends_have_one_device_that_can_be_repeated() {
         for backend in [BackendName::Flex, BackendName::Ndarray] {
             assert_eq!(adapters(backend).len(), 1);
-            let two = init_all(backend, &DeviceList::Indices(vec![0, 0])).unwrap();
+            let two = init_all(backend, &local(&[0, 0])).unwrap();
             assert_eq!(two.len(), 2);
-            let err = init_all(backend, &DeviceList::Indices(vec![0, 1])).unwrap_err();
+            let err = init_all(backend, &local(&[0, 1])).unwrap_err();
             assert!(
                 format!("{err:#}").contains(&format!("{backend} has no device 1")),
                 "{err:#}"

@@ -3,14 +3,14 @@
 //! [`commands`] holds one module per command, each with its flags (`clap::Args`) and a `run`
 //! function, named as the command: `train` (the default command, `train <config.toml>`), `eval`,
 //! `predict`, `export`, `bench` (with its chart and `loader-bench`), `summary`, `show`, `serve`,
-//! `tiny_cnn` and `devices`. No command imports another; what they share sits beside them:
+//! `tiny_cnn`, `devices` and `worker`. No command imports another; what they share sits beside them:
 //! `config` (the TOML run config and the flags that override it), `plan` (a config's batch on
 //! its devices), [`device`] (backend name and `--devices` to Burn devices), `inference` (forward
 //! passes, tensors read back), `evaluation` (accuracy, confusion matrices, the worst mistakes),
 //! `images` (image files and drawings as the network's input), `layer_report` (what every layer
 //! does to one image), `trained` (a trained network found from a run directory, export folder or
 //! weights file), `weights` (its file formats), `accumulate` (micro-batches), `checkpoint`,
-//! `curves` and `progress` (what a run writes and shows), `panics` (a loader thread's panic fails
+//! `curves` and `progress` (what a run writes and shows), `remote` (devices other machines serve), `panics` (a loader thread's panic fails
 //! the run), `output` (printing a closed pipe cannot crash), `timing` and `files` (atomic
 //! writes).
 //!
@@ -35,13 +35,16 @@ mod layer_report;
 mod panics;
 mod plan;
 mod progress;
+mod remote;
 mod timing;
 mod trained;
 mod weights;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use commands::{bench, devices, eval, export, predict, serve, show, summary, tiny_cnn, train};
+use commands::{
+    bench, devices, eval, export, predict, serve, show, summary, tiny_cnn, train, worker,
+};
 
 pub use checkpoint::last_complete;
 pub use config::{ConfigError, Overrides, RunConfig};
@@ -80,6 +83,7 @@ enum Command {
     Predict(predict::PredictArgs),
     Eval(eval::EvalArgs),
     Devices(devices::DevicesArgs),
+    Worker(worker::WorkerArgs),
 }
 
 /// Runs the command `cli` names; without one, trains the config it gives. Output that could not
@@ -104,6 +108,7 @@ fn run_command(cli: Cli) -> Result<()> {
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Devices(args)) => devices::run(args),
+        Some(Command::Worker(args)) => worker::run(args),
         None => train::run(cli.run),
     }
 }

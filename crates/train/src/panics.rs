@@ -29,12 +29,7 @@ pub fn stop_on_loader_panic(interrupter: &Interrupter) {
             if !thread.name().is_some_and(|n| n.starts_with(LOADER_THREAD)) {
                 return;
             }
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|m| m.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
+            let message = message(info.payload());
             let location = info
                 .location()
                 .map(|l| format!(" at {l}"))
@@ -46,6 +41,15 @@ pub fn stop_on_loader_panic(interrupter: &Interrupter) {
         }));
     });
     *lock(&RUN) = Some(interrupter.clone());
+}
+
+/// A panic's message, from its payload.
+pub fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// The message of the first panic on a loader thread, if there was one.

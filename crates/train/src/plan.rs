@@ -73,6 +73,18 @@ impl RunPlan {
         &self.devices[0]
     }
 
+    /// Seeds the first device, which draws the initial weights, and each worker's device (its
+    /// dropout masks are drawn on the worker) with `seed` plus its position, so that a seed
+    /// repeats a run on workers too.
+    pub fn seed(&self, seed: u64) {
+        self.device().seed(seed);
+        for (position, device) in self.devices.iter().enumerate().skip(1) {
+            if crate::remote::description(device).is_some() {
+                device.seed(seed + position as u64);
+            }
+        }
+    }
+
     /// The first device's name.
     pub fn device_name(&self) -> &str {
         &self.device_names[0]

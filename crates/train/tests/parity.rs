@@ -1,7 +1,8 @@
 //! One model code, three backends, the same training: for every network config in configs/, the
 //! loss and every parameter's gradient agree between flex, ndarray and wgpu (with fusion, as a
 //! run uses it), and the first training steps of the quick starts give the same losses on
-//! ndarray and wgpu as on flex.
+//! ndarray and wgpu as on flex. A build with workers (the `remote` feature) also checks a
+//! device a worker serves (flex, on loopback), on which every operation goes over the wire.
 //!
 //! Each backend starts from the same weights (made on flex and moved), the same batch and the
 //! same pooling regions: the FMP nets draw their regions on the host from a seeded generator,
@@ -24,7 +25,43 @@ use data::{ImageBatcher, ImageDataset};
 use models::{ImageBatch, Network, NetworkConfig};
 use train::{BackendName, Overrides, RunConfig, device};
 
-const BACKENDS: [BackendName; 3] = [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu];
+/// The devices compared, by name, flex's first: every backend's default device, and where
+/// this build has workers, a worker's.
+fn targets() -> Vec<(String, Device)> {
+    let targets: Vec<(String, Device)> =
+        [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu]
+            .into_iter()
+            .map(|backend| {
+                let device = device::init(backend).unwrap_or_else(|e| panic!("{backend}: {e}"));
+                (backend.to_string(), device)
+            })
+            .collect();
+    #[cfg(feature = "remote")]
+    let targets = [targets, vec![("a worker's flex".into(), loopback_worker())]].concat();
+    targets
+}
+
+/// The device of a worker serving flex on loopback, started in this process at the first call.
+#[cfg(feature = "remote")]
+fn loopback_worker() -> Device {
+    use burn::server::{RemoteServer, WebSocketTransport};
+    use burn::tensor::remote::RemoteHost;
+    static ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let address = ADDRESS.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("ws://{}", listener.local_addr().unwrap());
+        let serving = RemoteServer::new([Device::flex()])
+            .serve_async(WebSocketTransport::from_listener(listener));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(serving).unwrap();
+        });
+        address
+    });
+    Device::remote_options(&RemoteHost::websocket(address))
+        .init()
+        .unwrap()
+}
 
 /// Largest gradient difference allowed, relative to the gradient's norm: `|a - b| / |b|` per
 /// parameter tensor, in the Euclidean norm. The backends sum in different orders in f32, and
@@ -171,10 +208,8 @@ fn every_config_has_the_same_gradients_on_every_backend() {
         let model = init(&network, config.seed);
         let (pixels, labels) = batch(&network, channels, 8, config.seed);
         let mut reference: Option<(f64, ParameterValues)> = None;
-        for backend in BACKENDS {
-            let device = device::init(backend)
-                .unwrap_or_else(|e| panic!("{backend}: {e}"))
-                .autodiff();
+        for (backend, device) in targets() {
+            let device = device.autodiff();
             let model = model.clone().fork(&device);
             model.reseed(config.seed);
             let batch = ImageBatch::from((
@@ -218,19 +253,17 @@ fn every_config_has_the_same_gradients_on_every_backend() {
     }
 }
 
-/// The losses of `steps` training steps of `config` on `backend`, from the weights `model`
+/// The losses of `steps` training steps of `config` on `device`, from the weights `model`
 /// holds, step `i` on `batch(i, device)`, with the config's optimiser and learning-rate
 /// schedule (what Burn's learner does each step on one device).
 fn training_losses(
     config: &RunConfig,
     model: &Network,
-    backend: BackendName,
+    device: &Device,
     steps: usize,
     batch: impl Fn(usize, &Device) -> ImageBatch,
 ) -> Vec<f64> {
-    let device = device::init(backend)
-        .unwrap_or_else(|e| panic!("{backend}: {e}"))
-        .autodiff();
+    let device = device.clone().autodiff();
     let mut model = model.clone().fork(&device);
     model.reseed(config.seed);
     let mut optimizer = config.optimizer();
@@ -245,9 +278,9 @@ fn training_losses(
         .collect()
 }
 
-/// The losses of the first [`STEPS`] training steps of the config `name` on `backend`, on its
+/// The losses of the first [`STEPS`] training steps of the config `name` on `device`, on its
 /// first training images in order.
-fn sample_losses(name: &str, model: &Network, backend: BackendName) -> Vec<f64> {
+fn sample_losses(name: &str, model: &Network, device: &Device) -> Vec<f64> {
     let config = config(name);
     let (splits, _) = config.load_splits().expect("the bundled sample");
     let images = ImageDataset::new(splits.train_images, splits.train_labels);
@@ -258,7 +291,7 @@ fn sample_losses(name: &str, model: &Network, backend: BackendName) -> Vec<f64> 
     )
     .unwrap();
     let size = config.batch_size;
-    training_losses(&config, model, backend, STEPS, |step, device| {
+    training_losses(&config, model, device, STEPS, |step, device| {
         let items = (step * size..(step + 1) * size)
             .map(|i| images.get(i).unwrap())
             .collect();
@@ -271,15 +304,17 @@ fn the_first_training_steps_give_the_same_losses_on_every_backend() {
     for name in ["fmp_quickstart.toml", "quickstart.toml"] {
         let config = config(name);
         let model = init(&config.network(), config.seed);
-        let on_flex = sample_losses(name, &model, BackendName::Flex);
+        let mut targets = targets().into_iter();
+        let (_, flex) = targets.next().expect("flex first");
+        let on_flex = sample_losses(name, &model, &flex);
         println!("{name}: flex    {on_flex:.5?}");
         // The steps train: the last losses are below the first.
         assert!(
             on_flex[STEPS - 3..].iter().sum::<f64>() < on_flex[..3].iter().sum::<f64>(),
             "{name} does not learn on flex: {on_flex:?}"
         );
-        for backend in [BackendName::Ndarray, BackendName::Wgpu] {
-            let losses = sample_losses(name, &model, backend);
+        for (backend, device) in targets {
+            let losses = sample_losses(name, &model, &device);
             println!("{name}: {backend:<7} {losses:.5?}");
             let apart = |a: f64, b: f64| (a - b).abs() / b.abs();
             let tolerances = [FIRST_STEP_TOLERANCE, SECOND_STEP_TOLERANCE];
@@ -328,7 +363,8 @@ fn the_full_size_cifar_net_trains_the_same_on_wgpu_as_on_flex() {
         .collect();
     let losses = |backend| {
         let started = std::time::Instant::now();
-        let losses = training_losses(&config, &model, backend, FULL_STEPS, |step, device| {
+        let device = device::init(backend).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let losses = training_losses(&config, &model, &device, FULL_STEPS, |step, device| {
             let (pixels, labels) = batches[step].clone();
             ImageBatch::from((
                 Tensor::from_data(pixels, device),

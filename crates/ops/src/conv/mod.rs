@@ -35,7 +35,7 @@ use crate::graph::record;
 use tensor_ops::{reference_backward, reference_forward};
 
 /// The backend operations behind [`conv2d`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
 pub trait Conv2dBackend: Backend {
     /// Convolves `x` `[n, c, h, w]` with `weight` `[out, c, kh, kw]` at stride 1, zero-padded by
     /// `padding` (rows, columns) on both sides, and adds `bias` `[out]`.

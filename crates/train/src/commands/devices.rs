@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::device::{self, BackendName};
+use crate::remote::{self, WorkerAddress};
 
 /// List the devices each backend sees, with the index `--devices` takes.
 #[derive(clap::Args)]
@@ -15,10 +16,17 @@ pub struct DevicesArgs {
         default_value = "flex,ndarray,wgpu"
     )]
     backends: Vec<BackendName>,
+    /// List the devices the worker at this address serves (ws://HOST:PORT; `train worker`)
+    /// instead; may be repeated.
+    #[arg(long, value_name = "ws://HOST:PORT")]
+    remote: Vec<WorkerAddress>,
 }
 
 /// Runs `train devices`: opens each device to name the compiler wgpu uses on it.
 pub fn run(args: DevicesArgs) -> Result<()> {
+    if !args.remote.is_empty() {
+        return list_workers(&args.remote);
+    }
     for backend in args.backends {
         say!("{backend}:");
         let adapters = device::adapters(backend);
@@ -53,6 +61,26 @@ pub fn run(args: DevicesArgs) -> Result<()> {
     }
     say!(
         "Train on several with --devices 0,1 (or devices = \"0,1\" in the config), or --devices all."
+    );
+    Ok(())
+}
+
+/// Lists the devices each worker serves, as `--devices` names them.
+fn list_workers(workers: &[WorkerAddress]) -> Result<()> {
+    for address in workers {
+        let all = WorkerAddress {
+            device: None,
+            ..address.clone()
+        };
+        let devices = remote::open(&all)?;
+        say!("{}: {} device(s)", all.url, devices.len());
+        for (index, _) in devices.iter().enumerate() {
+            say!("  {}/{index}", all.url);
+        }
+    }
+    say!(
+        "Train on a worker's devices with --devices 0,ws://HOST:PORT (all of them) or \
+         ws://HOST:PORT/N (one); the worker printed what each device is when it started."
     );
     Ok(())
 }

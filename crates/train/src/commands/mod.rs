@@ -11,3 +11,4 @@ pub mod show;
 pub mod summary;
 pub mod tiny_cnn;
 pub mod train;
+pub mod worker;

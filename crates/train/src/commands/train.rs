@@ -1,6 +1,7 @@
 //! `train <config.toml>`: a training run from config to summary: data, model, Burn's Learner,
 //! test accuracy.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,6 +36,7 @@ use crate::{
     panics,
     plan::{RunPlan, loader},
     progress::{EpochRenderer, NonFinite},
+    remote,
     timing::unoptimised_build,
 };
 
@@ -141,7 +143,7 @@ pub fn train(config: &RunConfig, start: Start) -> Result<RunSummary> {
     let (splits, folder) = config.load_splits()?;
     let devices = device::init_all(config.backend, &config.devices)?;
     let plan = RunPlan::new(config, devices, None)?;
-    plan.device().seed(config.seed);
+    plan.seed(config.seed);
     let resumed_from = resumed_epoch(config, start, plan.device())?;
     let model = config.network().init(&plan.device().clone().autodiff());
     // PyTorch's count, as `train summary` gives it: Burn's `num_params` also counts batch norm's
@@ -245,7 +247,19 @@ fn launch(
     );
     let training = learner_options(training, config, plan, resumed_from, renderer);
     let scheduler = config.scheduler(steps_per_epoch)?;
-    let result = training.launch(Learner::new(model, config.optimizer(), scheduler));
+    let learner = Learner::new(model, config.optimizer(), scheduler);
+    // Burn's remote backend panics when a worker goes away mid-step (on this thread or a
+    // device's); the worker is then named, as any failure of the run is.
+    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| training.launch(learner))) {
+        Ok(result) => result,
+        Err(panic) => match lost_workers(config, plan, &panics::message(&*panic)) {
+            Some(error) => {
+                remove_incomplete(&config.output);
+                return Err(error);
+            }
+            None => std::panic::resume_unwind(panic),
+        },
+    };
     let trained = outcome(result, config, plan, *panics::lock(&non_finite))?;
     remove_stale(&config.output);
     let epochs = curves.all(&panics::lock(&epochs));
@@ -412,6 +426,9 @@ fn outcome(
     }
     if let Some(error) = result.error {
         let error = error.to_string();
+        if let Some(error) = lost_workers(config, plan, &error) {
+            return Err(error);
+        }
         // cubecl's wording when a buffer does not fit the device (or its largest buffer).
         if error.contains("can't allocate buffer") {
             let error = plan.does_not_fit(&config.network(), &error);
@@ -644,6 +661,23 @@ fn resume_refused(config: &RunConfig, start: Start, differences: &str) -> String
 
 /// How to go on from a run that stopped through no fault of its config.
 const SAME_COMMAND: &str = "continue with the same command and --resume";
+
+/// The failure of a run whose workers stopped answering, naming them, with `cause` (Burn's
+/// message); `None` when every worker of the run still answers.
+fn lost_workers(config: &RunConfig, plan: &RunPlan, cause: &str) -> Option<anyhow::Error> {
+    let silent = remote::silent(&plan.devices);
+    if silent.is_empty() {
+        return None;
+    }
+    Some(anyhow::anyhow!(
+        "training failed: {} stopped answering ({cause}); {}",
+        silent.join(" and "),
+        kept_checkpoint(
+            &config.output,
+            "start `train worker` there again, then continue with the same command and --resume"
+        )
+    ))
+}
 
 /// What a stopped run leaves and, where a checkpoint is kept, `how` to go on from it.
 fn kept_checkpoint(run: &Path, how: &str) -> String {
