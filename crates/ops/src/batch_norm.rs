@@ -26,7 +26,7 @@ use crate::graph::record;
 use crate::leaky_relu;
 
 /// The backend operations behind [`batch_norm_train`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait BatchNormTrainBackend: Backend {
     /// Normalises `x` `[n, c, ...]` per channel with the batch's mean and biased variance, then
     /// scales by `gamma` and shifts by `beta` (`[c]`) and applies the leaky ReLU of

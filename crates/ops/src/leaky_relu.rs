@@ -16,7 +16,7 @@ use crate::cpu::{CpuBackend, all_f32, map};
 use crate::graph::record;
 
 /// The backend operations behind [`leaky_relu`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait LeakyReluBackend: Backend {
     /// `x` where positive, `slope * x` elsewhere.
     #[fusion(default)]

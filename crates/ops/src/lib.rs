@@ -24,7 +24,7 @@
 //!   LeNet's max-pool as the same operation over fixed windows; CubeCL kernels on wgpu.
 //! - [`Sgd`]: Burn's SGD update as one pass per parameter on the CPU, recorded as Burn records it.
 //!
-//! On Burn's remote backend (the `remote` feature: a device another machine serves), every
+//! On Burn's remote backend (a device another machine serves), every
 //! operation runs its reference formulation, which goes over the wire as Burn's own operations.
 //!
 //! On wgpu, the convolution, the pooling and the SGD step are recorded by fusion as whole
@@ -43,7 +43,6 @@ mod graph;
 mod leaky_relu;
 mod linear;
 mod matmul;
-#[cfg(feature = "remote")]
 mod remote;
 mod sgd;
 mod subsample;

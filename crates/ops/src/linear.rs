@@ -18,7 +18,7 @@ use crate::graph::record;
 use crate::matmul::{View, multiply, product};
 
 /// The backend operations behind [`linear`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait LinearBackend: Backend {
     /// `x` `[m, k]` times `weight` `[k, n]`, plus `bias` `[n]` on every row.
     #[fusion(default)]

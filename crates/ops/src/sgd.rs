@@ -53,7 +53,7 @@ impl SgdStep {
 }
 
 /// The backend operation behind [`Sgd`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait SgdBackend: Backend {
     /// The parameter and velocity after one step, given the gradient and the velocity before it
     /// (ignored on the first step).

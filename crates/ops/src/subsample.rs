@@ -22,7 +22,7 @@ use crate::cpu::{CpuBackend, all_f32, par_blocks, written, zeroed};
 use crate::graph::record;
 
 /// The backend operations behind [`subsample2x2`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait SubsampleBackend: Backend {
     /// `coefficient[c] * (sum of each disjoint 2x2 block of x[n, c]) + bias[c]` for `x`
     /// `[n, c, h, w]` (an odd last row or column is left out, as pooling does).

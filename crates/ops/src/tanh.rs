@@ -19,7 +19,7 @@ use crate::cpu::{CpuBackend, all_f32, map};
 use crate::graph::record;
 
 /// The backend operations behind [`scaled_tanh`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait ScaledTanhBackend: Backend {
     /// `a * tanh(s * x)` for every value of `x`, with `[a, s]` = `scales`.
     #[fusion(default)]

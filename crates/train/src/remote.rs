@@ -2,16 +2,15 @@
 //! WebSocket. A worker address is `ws://host:port` (all the devices it serves) or
 //! `ws://host:port/N` (its device `N`). The token both sides check comes from the environment,
 //! never from a config or a flag, so that it is neither saved with a run nor shown by `ps`.
-//!
-//! The trainer's side (opening a worker's devices) and the worker's side (`train worker`) need
-//! the `remote` cargo feature; without it, an address still reads, and opening it says how to
-//! build with it.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
+use burn::server::{RemoteServer, ServeError, TokenAuthorizer, WebSocketTransport};
+use burn::tensor::remote::{ConnectError, RemoteHost};
 
 /// The environment variable that holds the token a worker requires and a trainer presents.
 pub const TOKEN_VARIABLE: &str = "CNN_WORKER_TOKEN";
@@ -88,177 +87,127 @@ pub fn token() -> Option<String> {
     std::env::var(TOKEN_VARIABLE).ok().filter(|t| !t.is_empty())
 }
 
-#[cfg(feature = "remote")]
-pub use with_remote::{description, open, serve, silent};
+/// The workers' devices opened so far, with the worker's `ws://host:port` and what the device
+/// is called: the remote backend's own name for a device is its internal registry entry.
+static OPENED: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
 
-#[cfg(not(feature = "remote"))]
-pub use without_remote::{description, open, serve, silent};
-
-/// What a build without the `remote` cargo feature says when asked for a worker.
-const NOT_BUILT: &str = "this build of train has no workers (the `remote` cargo feature): build \
-     it with `cargo build -p train --features remote`, or run `cargo run -p train --features \
-     remote -- ...`";
-
-/// Whether this build has workers: an error saying how to build one where it has not.
-pub fn check_built() -> Result<()> {
-    match cfg!(feature = "remote") {
-        true => Ok(()),
-        false => anyhow::bail!("{NOT_BUILT}"),
-    }
+struct Opened {
+    device: Device,
+    worker: WorkerAddress,
+    name: String,
 }
 
-#[cfg(not(feature = "remote"))]
-mod without_remote {
-    use super::*;
-
-    /// Refused: this build has no workers.
-    pub fn open(address: &WorkerAddress) -> Result<Vec<Device>> {
-        anyhow::bail!("devices: {address}: {NOT_BUILT}")
+/// The devices `address` names, connected (each retried for a few seconds by Burn). Errors
+/// name the worker and say what to do.
+pub fn open(address: &WorkerAddress) -> Result<Vec<Device>> {
+    let mut host = RemoteHost::websocket(&address.url);
+    if let Some(token) = token() {
+        host = host.with_credential(token);
     }
-
-    /// Refused: this build has no workers.
-    pub fn serve(_devices: Vec<Device>, _listener: std::net::TcpListener) -> Result<()> {
-        anyhow::bail!("{NOT_BUILT}")
+    let devices: Vec<(usize, Device)> = match address.device {
+        None => host
+            .devices()
+            .map_err(|e| connect_error(address, e))?
+            .into_iter()
+            .enumerate()
+            .collect(),
+        Some(index) => {
+            let device = Device::remote_options(&host)
+                .device_index(index)
+                .init()
+                .map_err(|e| connect_error(address, e))?;
+            vec![(index, device)]
+        }
+    };
+    let mut opened = crate::panics::lock(&OPENED);
+    for (index, device) in &devices {
+        if !opened.iter().any(|o| o.device == *device) {
+            opened.push(Opened {
+                device: device.clone(),
+                worker: address.clone(),
+                name: format!("worker {}/{index}", address.url),
+            });
+        }
     }
-
-    /// No device of this build is a worker's.
-    pub fn description(_device: &Device) -> Option<String> {
-        None
-    }
-
-    /// No device of this build is a worker's.
-    pub fn silent(_devices: &[Device]) -> Vec<String> {
-        Vec::new()
-    }
+    Ok(devices.into_iter().map(|(_, device)| device).collect())
 }
 
-#[cfg(feature = "remote")]
-mod with_remote {
-    use std::sync::Mutex;
+/// What `device` is called, if it is a worker's: `worker ws://host:port/N`.
+pub fn description(device: &Device) -> Option<String> {
+    let opened = crate::panics::lock(&OPENED);
+    opened
+        .iter()
+        .find(|o| o.device == *device)
+        .map(|o| o.name.clone())
+}
 
-    use anyhow::{Context, anyhow};
-    use burn::server::{RemoteServer, ServeError, TokenAuthorizer, WebSocketTransport};
-    use burn::tensor::remote::{ConnectError, RemoteHost};
+/// The names of the workers' devices among `devices`.
+pub fn workers(devices: &[Device]) -> Vec<String> {
+    devices.iter().filter_map(description).collect()
+}
 
-    use super::*;
+/// The names of the workers' devices among `devices` whose worker no longer accepts a
+/// connection: after a failed step, the ones that went away.
+pub fn silent(devices: &[Device]) -> Vec<String> {
+    let opened = crate::panics::lock(&OPENED);
+    opened
+        .iter()
+        .filter(|o| devices.contains(&o.device) && !accepts(&o.worker))
+        .map(|o| o.name.clone())
+        .collect()
+}
 
-    /// The workers' devices opened so far, with the worker's `ws://host:port` and what the device
-    /// is called: the remote backend's own name for a device is its internal registry entry.
-    static OPENED: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
+/// Whether something listens at the worker's host and port (within a few seconds).
+fn accepts(worker: &WorkerAddress) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let Ok(addresses) = (worker.host.as_str(), worker.port).to_socket_addrs() else {
+        return false;
+    };
+    addresses.into_iter().any(|address| {
+        TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)).is_ok()
+    })
+}
 
-    struct Opened {
-        device: Device,
-        worker: WorkerAddress,
-        name: String,
-    }
-
-    /// The devices `address` names, connected (each retried for a few seconds by Burn). Errors
-    /// name the worker and say what to do.
-    pub fn open(address: &WorkerAddress) -> Result<Vec<Device>> {
-        let mut host = RemoteHost::websocket(&address.url);
-        if let Some(token) = token() {
-            host = host.with_credential(token);
+fn connect_error(address: &WorkerAddress, error: ConnectError) -> anyhow::Error {
+    let what = match error {
+        ConnectError::Unreachable { reason } => format!(
+            "no worker answered ({reason}): start `train worker` on that machine, or check \
+             the host and port"
+        ),
+        ConnectError::Unauthorized => format!(
+            "the worker refused the token: set {TOKEN_VARIABLE} to the token the worker was \
+             started with"
+        ),
+        ConnectError::NoSuchDevice { device_count } => format!(
+            "the worker serves {device_count} device(s), numbered from 0 (`train devices \
+             --remote {}` lists them)",
+            address.url
+        ),
+        ConnectError::IncompatibleProtocol { .. } => {
+            format!("{error}: run the same release of train on both machines")
         }
-        let devices: Vec<(usize, Device)> = match address.device {
-            None => host
-                .devices()
-                .map_err(|e| connect_error(address, e))?
-                .into_iter()
-                .enumerate()
-                .collect(),
-            Some(index) => {
-                let device = Device::remote_options(&host)
-                    .device_index(index)
-                    .init()
-                    .map_err(|e| connect_error(address, e))?;
-                vec![(index, device)]
+        other => other.to_string(),
+    };
+    anyhow!("devices: worker {address}: {what}")
+}
+
+/// Serves `devices` on `listener` until Ctrl-C or SIGTERM, to one trainer at a time or
+/// several; a trainer that goes away has its session's tensors freed. With a token in
+/// [`TOKEN_VARIABLE`], only trainers presenting it are served.
+pub fn serve(devices: Vec<Device>, listener: std::net::TcpListener) -> Result<()> {
+    let mut server = RemoteServer::new(devices);
+    if let Some(token) = token() {
+        let authorizer = TokenAuthorizer::new(token).context("the token is empty")?;
+        server = server.with_authorizer(authorizer);
+    }
+    server
+        .serve(WebSocketTransport::from_listener(listener))
+        .map_err(|e| match e {
+            ServeError::MixedBackends => {
+                anyhow!("a worker serves the devices of one backend only")
             }
-        };
-        let mut opened = crate::panics::lock(&OPENED);
-        for (index, device) in &devices {
-            if !opened.iter().any(|o| o.device == *device) {
-                opened.push(Opened {
-                    device: device.clone(),
-                    worker: address.clone(),
-                    name: format!("worker {}/{index}", address.url),
-                });
-            }
-        }
-        Ok(devices.into_iter().map(|(_, device)| device).collect())
-    }
-
-    /// What `device` is called, if it is a worker's: `worker ws://host:port/N`.
-    pub fn description(device: &Device) -> Option<String> {
-        let opened = crate::panics::lock(&OPENED);
-        opened
-            .iter()
-            .find(|o| o.device == *device)
-            .map(|o| o.name.clone())
-    }
-
-    /// The names of the workers' devices among `devices` whose worker no longer accepts a
-    /// connection: after a failed step, the ones that went away.
-    pub fn silent(devices: &[Device]) -> Vec<String> {
-        let opened = crate::panics::lock(&OPENED);
-        opened
-            .iter()
-            .filter(|o| devices.contains(&o.device) && !accepts(&o.worker))
-            .map(|o| o.name.clone())
-            .collect()
-    }
-
-    /// Whether something listens at the worker's host and port (within a few seconds).
-    fn accepts(worker: &WorkerAddress) -> bool {
-        use std::net::{TcpStream, ToSocketAddrs};
-        let Ok(addresses) = (worker.host.as_str(), worker.port).to_socket_addrs() else {
-            return false;
-        };
-        addresses.into_iter().any(|address| {
-            TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)).is_ok()
+            other => anyhow!("the worker stopped: {other}"),
         })
-    }
-
-    fn connect_error(address: &WorkerAddress, error: ConnectError) -> anyhow::Error {
-        let what = match error {
-            ConnectError::Unreachable { reason } => format!(
-                "no worker answered ({reason}): start `train worker` on that machine, or check \
-                 the host and port"
-            ),
-            ConnectError::Unauthorized => format!(
-                "the worker refused the token: set {TOKEN_VARIABLE} to the token the worker was \
-                 started with"
-            ),
-            ConnectError::NoSuchDevice { device_count } => format!(
-                "the worker serves {device_count} device(s), numbered from 0 (`train devices \
-                 --remote {}` lists them)",
-                address.url
-            ),
-            ConnectError::IncompatibleProtocol { .. } => {
-                format!("{error}: run the same release of train on both machines")
-            }
-            other => other.to_string(),
-        };
-        anyhow!("devices: worker {address}: {what}")
-    }
-
-    /// Serves `devices` on `listener` until Ctrl-C or SIGTERM, to one trainer at a time or
-    /// several; a trainer that goes away has its session's tensors freed. With a token in
-    /// [`TOKEN_VARIABLE`], only trainers presenting it are served.
-    pub fn serve(devices: Vec<Device>, listener: std::net::TcpListener) -> Result<()> {
-        let mut server = RemoteServer::new(devices);
-        if let Some(token) = token() {
-            let authorizer = TokenAuthorizer::new(token).context("the token is empty")?;
-            server = server.with_authorizer(authorizer);
-        }
-        server
-            .serve(WebSocketTransport::from_listener(listener))
-            .map_err(|e| match e {
-                ServeError::MixedBackends => {
-                    anyhow!("a worker serves the devices of one backend only")
-                }
-                other => anyhow!("the worker stopped: {other}"),
-            })
-    }
 }
 
 #[cfg(test)]

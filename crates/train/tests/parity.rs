@@ -1,8 +1,8 @@
 //! One model code, three backends, the same training: for every network config in configs/, the
 //! loss and every parameter's gradient agree between flex, ndarray and wgpu (with fusion, as a
 //! run uses it), and the first training steps of the quick starts give the same losses on
-//! ndarray and wgpu as on flex. A build with workers (the `remote` feature) also checks a
-//! device a worker serves (flex, on loopback), on which every operation goes over the wire.
+//! ndarray and wgpu as on flex. The same holds on a device a worker serves (flex, on loopback,
+//! started in the test process), where every operation goes over the wire.
 //!
 //! Each backend starts from the same weights (made on flex and moved), the same batch and the
 //! same pooling regions: the FMP nets draw their regions on the host from a seeded generator,
@@ -25,8 +25,7 @@ use data::{ImageBatcher, ImageDataset};
 use models::{ImageBatch, Network, NetworkConfig};
 use train::{BackendName, Overrides, RunConfig, device};
 
-/// The devices compared, by name, flex's first: every backend's default device, and where
-/// this build has workers, a worker's.
+/// The devices compared, by name, flex's first: every backend's default device, and a worker's.
 fn targets() -> Vec<(String, Device)> {
     let targets: Vec<(String, Device)> =
         [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu]
@@ -36,13 +35,10 @@ fn targets() -> Vec<(String, Device)> {
                 (backend.to_string(), device)
             })
             .collect();
-    #[cfg(feature = "remote")]
-    let targets = [targets, vec![("a worker's flex".into(), loopback_worker())]].concat();
-    targets
+    [targets, vec![("a worker's flex".into(), loopback_worker())]].concat()
 }
 
 /// The device of a worker serving flex on loopback, started in this process at the first call.
-#[cfg(feature = "remote")]
 fn loopback_worker() -> Device {
     use burn::server::{RemoteServer, WebSocketTransport};
     use burn::tensor::remote::RemoteHost;

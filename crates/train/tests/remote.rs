@@ -1,312 +1,286 @@
 //! Workers: `train worker` processes serving their devices on loopback, and trainers naming them
-//! in `--devices`. The training and fault tests need a build with workers (`cargo test -p train
-//! --features remote --test remote`, which CI runs); the default build's test checks that it
-//! says how to get one.
+//! in `--devices`.
 
 mod common;
 
-#[cfg(not(feature = "remote"))]
-#[test]
-fn a_build_without_workers_says_how_to_build_one() {
-    use common::{text, train};
-    for args in [
-        &["worker"][..],
-        &[
-            "configs/quickstart.toml",
-            "--devices",
-            "0,ws://127.0.0.1:4000",
-        ][..],
-        &["devices", "--remote", "ws://127.0.0.1:4000"][..],
-    ] {
-        let output = train(args);
-        assert!(!output.status.success(), "{args:?}");
-        assert!(
-            text(&output).contains("--features remote"),
-            "{args:?}: {}",
-            text(&output)
-        );
-    }
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{summary, text, train};
+
+/// A `train worker` process on loopback, killed when dropped.
+struct Worker {
+    child: Child,
+    /// `ws://127.0.0.1:PORT`, as the worker printed it.
+    address: String,
 }
 
-#[cfg(feature = "remote")]
-mod with_workers {
-    use std::io::{BufRead, BufReader};
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use super::common::{self, summary, text, train};
-
-    /// A `train worker` process on loopback, killed when dropped.
-    struct Worker {
-        child: Child,
-        /// `ws://127.0.0.1:PORT`, as the worker printed it.
-        address: String,
-    }
-
-    impl Worker {
-        /// Starts a worker serving flex on `port` (0: any free one), with `token` required if
-        /// given, and waits until it listens.
-        fn start(port: u16, token: Option<&str>) -> Self {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
-            command
-                .current_dir(common::repo())
-                .args(["worker", "--port", &port.to_string()])
-                .env_remove("CNN_WORKER_TOKEN")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            if let Some(token) = token {
-                command.env("CNN_WORKER_TOKEN", token);
-            }
-            let mut child = command.spawn().unwrap();
-            let stdout = BufReader::new(child.stdout.take().unwrap());
-            let mut printed = Vec::new();
-            for line in stdout.lines() {
-                let line = line.unwrap();
-                if let Some(start) = line.find("ws://") {
-                    let address = line[start..]
-                        .split(':')
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(":");
-                    let address = address.trim_end_matches(|c: char| !c.is_ascii_digit());
-                    return Self {
-                        child,
-                        address: address.to_string(),
-                    };
-                }
-                printed.push(line);
-            }
-            panic!("the worker printed no address: {printed:?}");
-        }
-
-        fn port(&self) -> u16 {
-            self.address.rsplit(':').next().unwrap().parse().unwrap()
-        }
-
-        /// The worker's resident memory, in KiB.
-        fn resident_kib(&self) -> u64 {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-                .expect("the worker is running");
-            let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-            line.split_whitespace().nth(1).unwrap().parse().unwrap()
-        }
-    }
-
-    impl Drop for Worker {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// A trainer's run of the quick start with `flags` into `run`.
-    fn quickstart(run: &Path, flags: &[&str]) -> std::process::Output {
-        let out = run.to_str().unwrap();
-        let args = [&["configs/quickstart.toml", "--output", out][..], flags].concat();
+impl Worker {
+    /// Starts a worker serving flex on `port` (0: any free one), with `token` required if
+    /// given, and waits until it listens.
+    fn start(port: u16, token: Option<&str>) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
         command
             .current_dir(common::repo())
-            .args(&args)
-            .env_remove("CNN_WORKER_TOKEN");
-        command.output().unwrap()
-    }
-
-    fn test_accuracy(run: &Path) -> f64 {
-        summary(run)["test_accuracy"].as_f64().unwrap()
-    }
-
-    #[test]
-    fn two_workers_train_the_sample_as_well_as_one_device_and_stay_for_the_next_trainer() {
-        let workers = [Worker::start(0, None), Worker::start(0, None)];
-        let devices = format!("0,{},{}", workers[0].address, workers[1].address);
-        let spread = tempfile::tempdir().unwrap();
-        // The same seed and total batch as the one-device run.
-        let flags = ["--batch-size", "30", "--epochs", "3"];
-        let output = quickstart(
-            spread.path(),
-            &[&flags[..], &["--devices", &devices]].concat(),
-        );
-        assert!(output.status.success(), "{}", text(&output));
-        let names: Vec<String> = summary(spread.path())["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
-        for (name, worker) in names[1..].iter().zip(&workers) {
-            assert_eq!(*name, format!("worker {}/0", worker.address));
+            .args(["worker", "--port", &port.to_string()])
+            .env_remove("CNN_WORKER_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(token) = token {
+            command.env("CNN_WORKER_TOKEN", token);
         }
-
-        let alone = tempfile::tempdir().unwrap();
-        let output = quickstart(alone.path(), &flags);
-        assert!(output.status.success(), "{}", text(&output));
-        let (spread, alone) = (test_accuracy(spread.path()), test_accuracy(alone.path()));
-        println!("test accuracy: {spread:.2}% on three devices, {alone:.2}% on one");
-        assert!(alone > 80.0, "one device trained to {alone}%");
-        assert!(
-            (spread - alone).abs() <= 3.0,
-            "{spread}% on three devices, {alone}% on one"
-        );
-
-        // A worker whose trainer has gone serves the next one, and its memory does not grow
-        // with every trainer it has served.
-        let after_first = workers[0].resident_kib();
-        for round in 0..3 {
-            let run = tempfile::tempdir().unwrap();
-            let devices = format!("0,{}", workers[0].address);
-            let flags = ["--batch-size", "30", "--epochs", "1", "--devices", &devices];
-            let output = quickstart(run.path(), &flags);
-            assert!(output.status.success(), "round {round}: {}", text(&output));
-        }
-        let after_more = workers[0].resident_kib();
-        println!(
-            "worker memory: {after_first} KiB after its first trainer, {after_more} KiB after three more"
-        );
-        assert!(
-            after_more < after_first + after_first / 5,
-            "{after_first} KiB after the first trainer, {after_more} KiB after three more"
-        );
-    }
-
-    /// A free loopback port: bound, then released.
-    fn free_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }
-
-    #[test]
-    fn an_absent_worker_or_a_refused_token_is_named_and_nothing_is_written() {
-        let absent = format!("ws://127.0.0.1:{}", free_port());
-        let guarded = Worker::start(0, Some("right-token"));
-        for (devices, token, expected) in [
-            (absent.clone(), None, "no worker answered"),
-            (
-                guarded.address.clone(),
-                Some("wrong-token"),
-                "refused the token",
-            ),
-            (guarded.address.clone(), None, "refused the token"),
-            (
-                format!("{}/3", guarded.address),
-                Some("right-token"),
-                "serves 1 device(s)",
-            ),
-        ] {
-            let parent = tempfile::tempdir().unwrap();
-            let run = parent.path().join("run");
-            let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
-            command.current_dir(common::repo()).args([
-                "configs/quickstart.toml",
-                "--output",
-                run.to_str().unwrap(),
-                "--devices",
-                &format!("0,{devices}"),
-            ]);
-            command.env_remove("CNN_WORKER_TOKEN");
-            if let Some(token) = token {
-                command.env("CNN_WORKER_TOKEN", token);
+        let mut child = command.spawn().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut printed = Vec::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(start) = line.find("ws://") {
+                let address = line[start..]
+                    .split(':')
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(":");
+                let address = address.trim_end_matches(|c: char| !c.is_ascii_digit());
+                return Self {
+                    child,
+                    address: address.to_string(),
+                };
             }
-            let output = command.output().unwrap();
-            let said = text(&output);
-            assert!(!output.status.success(), "{devices}: {said}");
-            let worker = devices.split('/').take(3).collect::<Vec<_>>().join("/");
-            assert!(
-                said.contains(&format!("worker {worker}")) && said.contains(expected),
-                "{devices}: {said}"
-            );
-            assert!(
-                !run.exists(),
-                "{devices}: a refused run wrote {}",
-                run.display()
-            );
+            printed.push(line);
         }
-        let listed = train(&["devices", "--remote", &absent]);
-        assert!(!listed.status.success());
-        assert!(
-            text(&listed).contains("no worker answered"),
-            "{}",
-            text(&listed)
-        );
+        let _ = child.kill();
+        let status = child.wait();
+        panic!("the worker printed no address ({status:?}): {printed:?}");
     }
 
-    #[test]
-    fn a_worker_beyond_loopback_needs_a_token_and_serves_its_own_devices_only() {
-        let refused = train(&["worker", "--host", "0.0.0.0", "--port", "0"]);
-        assert!(!refused.status.success());
-        let said = text(&refused);
-        assert!(
-            said.contains("--host 0.0.0.0")
-                && said.contains("CNN_WORKER_TOKEN")
-                && said.contains("SSH"),
-            "{said}"
-        );
-        let relayed = train(&["worker", "--port", "0", "--devices", "ws://127.0.0.1:4000"]);
-        assert!(!relayed.status.success());
-        assert!(
-            text(&relayed).contains("this machine's devices only"),
-            "{}",
-            text(&relayed)
-        );
-        let worker = Worker::start(0, None);
-        let listed = train(&["devices", "--remote", &worker.address]);
-        assert!(listed.status.success(), "{}", text(&listed));
-        assert!(
-            text(&listed).contains(&format!("{}/0", worker.address)),
-            "{}",
-            text(&listed)
-        );
+    fn port(&self) -> u16 {
+        self.address.rsplit(':').next().unwrap().parse().unwrap()
     }
 
-    #[test]
-    fn a_worker_that_disappears_ends_the_run_by_name_and_the_run_resumes_when_it_is_back() {
-        let worker = Worker::start(0, None);
-        let (address, port) = (worker.address.clone(), worker.port());
+    /// The worker's resident memory, in KiB.
+    fn resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the worker is running");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A trainer's run of the quick start with `flags` into `run`.
+fn quickstart(run: &Path, flags: &[&str]) -> std::process::Output {
+    let out = run.to_str().unwrap();
+    let args = [&["configs/quickstart.toml", "--output", out][..], flags].concat();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
+    command
+        .current_dir(common::repo())
+        .args(&args)
+        .env_remove("CNN_WORKER_TOKEN");
+    command.output().unwrap()
+}
+
+fn test_accuracy(run: &Path) -> f64 {
+    summary(run)["test_accuracy"].as_f64().unwrap()
+}
+
+#[test]
+fn two_workers_train_the_sample_as_well_as_one_device_and_stay_for_the_next_trainer() {
+    let workers = [Worker::start(0, None), Worker::start(0, None)];
+    let devices = format!("0,{},{}", workers[0].address, workers[1].address);
+    let spread = tempfile::tempdir().unwrap();
+    // The same seed and total batch as the one-device run.
+    let flags = ["--batch-size", "30", "--epochs", "3"];
+    let output = quickstart(
+        spread.path(),
+        &[&flags[..], &["--devices", &devices]].concat(),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let names: Vec<String> = summary(spread.path())["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for (name, worker) in names[1..].iter().zip(&workers) {
+        assert_eq!(*name, format!("worker {}/0", worker.address));
+    }
+
+    let alone = tempfile::tempdir().unwrap();
+    let output = quickstart(alone.path(), &flags);
+    assert!(output.status.success(), "{}", text(&output));
+    let (spread, alone) = (test_accuracy(spread.path()), test_accuracy(alone.path()));
+    println!("test accuracy: {spread:.2}% on three devices, {alone:.2}% on one");
+    assert!(alone > 80.0, "one device trained to {alone}%");
+    assert!(
+        (spread - alone).abs() <= 3.0,
+        "{spread}% on three devices, {alone}% on one"
+    );
+
+    // A worker whose trainer has gone serves the next one, and its memory does not grow
+    // with every trainer it has served.
+    let after_first = workers[0].resident_kib();
+    for round in 0..3 {
         let run = tempfile::tempdir().unwrap();
-        let devices = format!("0,{address}");
-        let out = run.path().to_str().unwrap();
-        let args = [
+        let devices = format!("0,{}", workers[0].address);
+        let flags = ["--batch-size", "30", "--epochs", "1", "--devices", &devices];
+        let output = quickstart(run.path(), &flags);
+        assert!(output.status.success(), "round {round}: {}", text(&output));
+    }
+    let after_more = workers[0].resident_kib();
+    println!(
+        "worker memory: {after_first} KiB after its first trainer, {after_more} KiB after three more"
+    );
+    assert!(
+        after_more < after_first + after_first / 5,
+        "{after_first} KiB after the first trainer, {after_more} KiB after three more"
+    );
+}
+
+/// A free loopback port: bound, then released.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn an_absent_worker_or_a_refused_token_is_named_and_nothing_is_written() {
+    let absent = format!("ws://127.0.0.1:{}", free_port());
+    let guarded = Worker::start(0, Some("right-token"));
+    for (devices, token, expected) in [
+        (absent.clone(), None, "no worker answered"),
+        (
+            guarded.address.clone(),
+            Some("wrong-token"),
+            "refused the token",
+        ),
+        (guarded.address.clone(), None, "refused the token"),
+        (
+            format!("{}/3", guarded.address),
+            Some("right-token"),
+            "serves 1 device(s)",
+        ),
+    ] {
+        let parent = tempfile::tempdir().unwrap();
+        let run = parent.path().join("run");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
+        command.current_dir(common::repo()).args([
             "configs/quickstart.toml",
             "--output",
-            out,
-            "--epochs",
-            "4",
-            "--batch-size",
-            "30",
+            run.to_str().unwrap(),
             "--devices",
-            &devices,
-        ];
-        let trainer = Command::new(env!("CARGO_BIN_EXE_train"))
-            .current_dir(common::repo())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while train::last_complete(run.path()).is_none() {
-            assert!(Instant::now() < deadline, "no checkpoint after 300 s");
-            std::thread::sleep(Duration::from_millis(20));
+            &format!("0,{devices}"),
+        ]);
+        command.env_remove("CNN_WORKER_TOKEN");
+        if let Some(token) = token {
+            command.env("CNN_WORKER_TOKEN", token);
         }
-        drop(worker); // SIGKILL: the worker's machine is gone
-        let output = trainer.wait_with_output().unwrap();
+        let output = command.output().unwrap();
         let said = text(&output);
+        assert!(!output.status.success(), "{devices}: {said}");
+        let worker = devices.split('/').take(3).collect::<Vec<_>>().join("/");
         assert!(
-            !output.status.success(),
-            "the run went on without its worker: {said}"
+            said.contains(&format!("worker {worker}")) && said.contains(expected),
+            "{devices}: {said}"
         );
-        assert!(said.contains(&format!("worker {address}")), "{said}");
-        assert!(said.contains("--resume"), "{said}");
-        let kept = train::last_complete(run.path()).expect("the last complete checkpoint is kept");
-        assert!(kept < 4, "the run finished before the worker went");
-        assert!(!run.path().join("summary.json").exists());
-
-        let _back = Worker::start(port, None);
-        let resumed = train(&[&args[..], &["--resume"]].concat());
-        assert!(resumed.status.success(), "{}", text(&resumed));
-        let summary = summary(run.path());
-        assert!(summary["resumed_from"].as_u64().unwrap() >= kept as u64);
-        assert_eq!(summary["epochs"].as_array().unwrap().len(), 4);
+        assert!(
+            !run.exists(),
+            "{devices}: a refused run wrote {}",
+            run.display()
+        );
     }
+    let listed = train(&["devices", "--remote", &absent]);
+    assert!(!listed.status.success());
+    assert!(
+        text(&listed).contains("no worker answered"),
+        "{}",
+        text(&listed)
+    );
+}
+
+#[test]
+fn a_worker_beyond_loopback_needs_a_token_and_serves_its_own_devices_only() {
+    let refused = train(&["worker", "--host", "0.0.0.0", "--port", "0"]);
+    assert!(!refused.status.success());
+    let said = text(&refused);
+    assert!(
+        said.contains("--host 0.0.0.0")
+            && said.contains("CNN_WORKER_TOKEN")
+            && said.contains("SSH"),
+        "{said}"
+    );
+    let relayed = train(&["worker", "--port", "0", "--devices", "ws://127.0.0.1:4000"]);
+    assert!(!relayed.status.success());
+    assert!(
+        text(&relayed).contains("this machine's devices only"),
+        "{}",
+        text(&relayed)
+    );
+    let worker = Worker::start(0, None);
+    let listed = train(&["devices", "--remote", &worker.address]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(
+        text(&listed).contains(&format!("{}/0", worker.address)),
+        "{}",
+        text(&listed)
+    );
+}
+
+#[test]
+fn a_worker_that_disappears_ends_the_run_by_name_and_the_run_resumes_when_it_is_back() {
+    let worker = Worker::start(0, None);
+    let (address, port) = (worker.address.clone(), worker.port());
+    let run = tempfile::tempdir().unwrap();
+    let devices = format!("0,{address}");
+    let out = run.path().to_str().unwrap();
+    let args = [
+        "configs/quickstart.toml",
+        "--output",
+        out,
+        "--epochs",
+        "4",
+        "--batch-size",
+        "30",
+        "--devices",
+        &devices,
+    ];
+    let trainer = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(common::repo())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while train::last_complete(run.path()).is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(worker); // SIGKILL: the worker's machine is gone
+    let output = trainer.wait_with_output().unwrap();
+    let said = text(&output);
+    assert!(
+        !output.status.success(),
+        "the run went on without its worker: {said}"
+    );
+    assert!(said.contains(&format!("worker {address}")), "{said}");
+    assert!(said.contains("--resume"), "{said}");
+    let kept = train::last_complete(run.path()).expect("the last complete checkpoint is kept");
+    assert!(kept < 4, "the run finished before the worker went");
+    assert!(!run.path().join("summary.json").exists());
+
+    let _back = Worker::start(port, None);
+    let resumed = train(&[&args[..], &["--resume"]].concat());
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let summary = summary(run.path());
+    assert!(summary["resumed_from"].as_u64().unwrap() >= kept as u64);
+    assert_eq!(summary["epochs"].as_array().unwrap().len(), 4);
 }

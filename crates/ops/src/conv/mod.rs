@@ -35,7 +35,7 @@ use crate::graph::record;
 use tensor_ops::{reference_backward, reference_forward};
 
 /// The backend operations behind [`conv2d`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait Conv2dBackend: Backend {
     /// Convolves `x` `[n, c, h, w]` with `weight` `[out, c, kh, kw]` at stride 1, zero-padded by
     /// `padding` (rows, columns) on both sides, and adds `bias` `[out]`.
@@ -95,6 +95,16 @@ fn backward_specs(
 
 pub(super) fn options(padding: [usize; 2]) -> ConvOptions<2> {
     ConvOptions::new([1, 1], padding, [1, 1], 1)
+}
+
+/// Burn's own convolution.
+pub(super) fn burns_forward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    padding: [usize; 2],
+) -> FloatTensor<B> {
+    B::conv2d(x, weight, Some(bias), options(padding))
 }
 
 /// Burn's own gradients of the convolution: input, weight, bias.

@@ -9,7 +9,7 @@ use burn::tensor::ops::PadMode;
 use burn_cubecl::{CubeBackend, kernel::into_contiguous};
 
 use super::cpu::Geometry;
-use super::{Conv2dBackend, burns_backward, options};
+use super::{Conv2dBackend, burns_backward, burns_forward};
 use crate::channel::channel_total;
 
 /// The convolution from Burn's operations: unfold + matrix products where that pays, Burn's
@@ -22,7 +22,7 @@ pub(super) fn reference_forward<B: Backend>(
 ) -> FloatTensor<B> {
     match unfolding_pays(&weight) {
         true => unfolded_forward::<B>(x, weight, bias, padding, UNFOLDED_VALUES),
-        false => B::conv2d(x, weight, Some(bias), options(padding)),
+        false => burns_forward::<B>(x, weight, bias, padding),
     }
 }
 
@@ -67,7 +67,7 @@ fn unfolded_forward<B: Backend>(
     limit: usize,
 ) -> FloatTensor<B> {
     let Some(g) = Geometry::new(&x, &weight, padding) else {
-        return B::conv2d(x, weight, Some(bias), options(padding));
+        return burns_forward::<B>(x, weight, bias, padding);
     };
     let [oh, ow] = g.output;
     let (x, weight) = (channels_first::<B>(x, &g), weight_rows::<B>(weight, &g));

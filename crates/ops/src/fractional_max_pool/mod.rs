@@ -103,7 +103,7 @@ impl PoolRegions {
 }
 
 /// The backend operations behind [`fractional_max_pool2d`].
-#[backend_extension(Flex, NdArray, Cube, Fusion, Remote: cfg(feature = "remote"), Autodiff)]
+#[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait FractionalMaxPoolBackend: Backend {
     /// Pools `x` `[n, c, h, w]` over `regions`: the maxima `[n, c, out_h, out_w]` and, for each,
     /// the index `row * w + col` of the cell that held it.

@@ -60,7 +60,8 @@ pub fn run(args: DevicesArgs) -> Result<()> {
         }
     }
     say!(
-        "Train on several with --devices 0,1 (or devices = \"0,1\" in the config), or --devices all."
+        "Train on several with --devices 0,1 (or devices = \"0,1\" in the config), or --devices all; \
+         add other machines' with `train worker` there and --devices 0,ws://HOST:PORT here."
     );
     Ok(())
 }

@@ -662,19 +662,27 @@ fn resume_refused(config: &RunConfig, start: Start, differences: &str) -> String
 /// How to go on from a run that stopped through no fault of its config.
 const SAME_COMMAND: &str = "continue with the same command and --resume";
 
-/// The failure of a run whose workers stopped answering, naming them, with `cause` (Burn's
-/// message); `None` when every worker of the run still answers.
+/// The failure of a run on workers, naming those that stopped answering (or, where all still
+/// answer, every worker of the run), with `cause` (Burn's message) and how to go on; `None` for
+/// a run on this machine's devices only.
 fn lost_workers(config: &RunConfig, plan: &RunPlan, cause: &str) -> Option<anyhow::Error> {
-    let silent = remote::silent(&plan.devices);
-    if silent.is_empty() {
+    let workers = remote::workers(&plan.devices);
+    if workers.is_empty() {
         return None;
     }
+    let silent = remote::silent(&plan.devices);
+    let what = match silent.is_empty() {
+        true => format!(
+            "a step on {} failed ({cause}); the worker's output says why",
+            workers.join(", ")
+        ),
+        false => format!("{} stopped answering ({cause})", silent.join(" and ")),
+    };
     Some(anyhow::anyhow!(
-        "training failed: {} stopped answering ({cause}); {}",
-        silent.join(" and "),
+        "training failed: {what}; {}",
         kept_checkpoint(
             &config.output,
-            "start `train worker` there again, then continue with the same command and --resume"
+            "once the worker runs again, continue with the same command and --resume"
         )
     ))
 }

@@ -1,5 +1,5 @@
 //! `train worker`: serves this machine's devices to training runs on other machines, which name
-//! it in their `--devices` (`ws://host:port`). Needs the `remote` cargo feature.
+//! it in their `--devices` (`ws://host:port`).
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 
@@ -31,7 +31,6 @@ pub struct WorkerArgs {
 /// Runs `train worker`: opens the devices, binds the port, says what to give the trainer, then
 /// serves until stopped.
 pub fn run(args: WorkerArgs) -> Result<()> {
-    remote::check_built()?;
     if !args.host.is_loopback() && remote::token().is_none() {
         bail!(
             "--host {}: a worker listening beyond this machine needs a token, since anyone who \
