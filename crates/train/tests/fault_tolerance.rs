@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{repo, summary, text, train, train_sample};
+use common::{repo, summary, text, train, train_sample, wait_for_checkpoint};
 
 /// Cuts `path` to half its length, as a full disk or a broken copy leaves a file; a small file
 /// (the constant schedule's record is a header padded to 256 bytes, and half of it still holds
@@ -128,11 +127,7 @@ fn start_until_a_checkpoint(run: &Path, epochs: &str) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while train::last_complete(run).is_none() {
-        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_checkpoint(run);
     child
 }
 

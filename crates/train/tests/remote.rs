@@ -6,9 +6,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{summary, text, train};
+use common::{repo, summary, text, train, wait_for_checkpoint};
 
 /// A `train worker` process on loopback, killed when dropped.
 struct Worker {
@@ -23,7 +22,7 @@ impl Worker {
     fn start(port: u16, token: Option<&str>) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
         command
-            .current_dir(common::repo())
+            .current_dir(repo())
             .args(["worker", "--port", &port.to_string()])
             .env_remove("CNN_WORKER_TOKEN")
             .stdout(Stdio::piped())
@@ -81,7 +80,7 @@ fn quickstart(run: &Path, flags: &[&str]) -> std::process::Output {
     let args = [&["configs/quickstart.toml", "--output", out][..], flags].concat();
     let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
     command
-        .current_dir(common::repo())
+        .current_dir(repo())
         .args(&args)
         .env_remove("CNN_WORKER_TOKEN");
     command.output().unwrap()
@@ -172,7 +171,7 @@ fn an_absent_worker_or_a_refused_token_is_named_and_nothing_is_written() {
         let parent = tempfile::tempdir().unwrap();
         let run = parent.path().join("run");
         let mut command = Command::new(env!("CARGO_BIN_EXE_train"));
-        command.current_dir(common::repo()).args([
+        command.current_dir(repo()).args([
             "configs/quickstart.toml",
             "--output",
             run.to_str().unwrap(),
@@ -253,17 +252,13 @@ fn a_worker_that_disappears_ends_the_run_by_name_and_the_run_resumes_when_it_is_
         &devices,
     ];
     let trainer = Command::new(env!("CARGO_BIN_EXE_train"))
-        .current_dir(common::repo())
+        .current_dir(repo())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while train::last_complete(run.path()).is_none() {
-        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_checkpoint(run.path());
     drop(worker); // SIGKILL: the worker's machine is gone
     let output = trainer.wait_with_output().unwrap();
     let said = text(&output);

@@ -61,6 +61,15 @@ pub fn train_sample(epochs: usize) -> (tempfile::TempDir, serde_json::Value) {
     (run, summary)
 }
 
+/// Waits until `run` holds a complete checkpoint, failing after 300 s.
+pub fn wait_for_checkpoint(run: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while train::last_complete(run).is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Fails when `CNN_TEST_REQUIRE` lists `what`; otherwise writes past the test harness's capture
 /// that `check` did not run, and why.
 pub fn not_run(what: &str, check: &str, reason: &str) {
