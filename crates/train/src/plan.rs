@@ -147,6 +147,14 @@ impl RunPlan {
             accumulate::warn_if_too_big(self.device(), name, network, sizes)
                 .into_iter()
                 .collect();
+        if crate::remote::description(self.device()).is_some() {
+            warnings.push(format!(
+                "warning: the first device, {name}, steps the optimiser and evaluates: every \
+                 device's gradients travel to it over the network at every step. List a device \
+                 of this machine first (e.g. --devices 0,{})",
+                name.trim_start_matches("worker ")
+            ));
+        }
         if name.contains("llvmpipe") {
             warnings.push(format!(
                 "note: the wgpu adapter is Mesa's software renderer ({name}): no GPU was found, \

@@ -37,10 +37,11 @@ impl FromStr for WorkerAddress {
         };
         let Some(rest) = text.strip_prefix("ws://") else {
             return Err(match text.split_once("://") {
-                Some((scheme, _)) => bad(&format!(
-                    "{scheme}:// is not served (a worker speaks unencrypted WebSocket; tunnel it \
-                     over SSH to encrypt it, README \"On several machines\")"
-                )),
+                Some(("wss", _)) => bad(
+                    "wss:// is not served (a worker speaks unencrypted WebSocket; tunnel it over \
+                     SSH to encrypt it, README \"On several machines\")",
+                ),
+                Some((scheme, _)) => bad(&format!("{scheme}:// is not a worker's address")),
                 None => bad("not a ws:// address"),
             });
         };
@@ -174,10 +175,16 @@ fn connect_error(address: &WorkerAddress, error: ConnectError) -> anyhow::Error 
             "no worker answered ({reason}): start `train worker` on that machine, or check \
              the host and port"
         ),
-        ConnectError::Unauthorized => format!(
-            "the worker refused the token: set {TOKEN_VARIABLE} to the token the worker was \
-             started with"
-        ),
+        ConnectError::Unauthorized => match token() {
+            Some(_) => format!(
+                "the worker refused the token: set {TOKEN_VARIABLE} to the token the worker was \
+                 started with"
+            ),
+            None => format!(
+                "the worker requires a token and none is set: set {TOKEN_VARIABLE} to the token \
+                 the worker was started with"
+            ),
+        },
         ConnectError::NoSuchDevice { device_count } => format!(
             "the worker serves {device_count} device(s), numbered from 0 (`train devices \
              --remote {}` lists them)",
@@ -233,6 +240,7 @@ mod tests {
         );
         for (text, why) in [
             ("wss://gpu:4000", "wss:// is not served"),
+            ("http://gpu:4000", "http:// is not a worker's address"),
             ("gpu:4000", "not a ws:// address"),
             ("ws://gpu", "the port is missing"),
             ("ws://:4000", "the host is missing"),

@@ -161,7 +161,11 @@ fn an_absent_worker_or_a_refused_token_is_named_and_nothing_is_written() {
             Some("wrong-token"),
             "refused the token",
         ),
-        (guarded.address.clone(), None, "refused the token"),
+        (
+            guarded.address.clone(),
+            None,
+            "requires a token and none is set",
+        ),
         (
             format!("{}/3", guarded.address),
             Some("right-token"),
@@ -230,6 +234,18 @@ fn a_worker_beyond_loopback_needs_a_token_and_serves_its_own_devices_only() {
         text(&listed).contains(&format!("{}/0", worker.address)),
         "{}",
         text(&listed)
+    );
+    // A worker as the first device trains, with a warning that says what to list first.
+    let run = tempfile::tempdir().unwrap();
+    let first = quickstart(run.path(), &["--epochs", "1", "--devices", &worker.address]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains(&format!(
+            "List a device of this machine first (e.g. --devices 0,{}/0)",
+            worker.address
+        )),
+        "{}",
+        text(&first)
     );
 }
 

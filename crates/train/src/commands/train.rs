@@ -671,6 +671,8 @@ fn lost_workers(config: &RunConfig, plan: &RunPlan, cause: &str) -> Option<anyho
         return None;
     }
     let silent = remote::silent(&plan.devices);
+    // Burn's message runs over several lines of nested causes; the first says what failed.
+    let cause = cause.lines().next().unwrap_or(cause);
     let what = match silent.is_empty() {
         true => format!(
             "a step on {} failed ({cause}); the worker's output says why",

@@ -15,8 +15,8 @@ pub struct WorkerArgs {
     /// Port to listen on (0: one the system picks, printed at start).
     #[arg(long, default_value_t = 4000)]
     port: u16,
-    /// Address to listen on: 127.0.0.1 serves this machine only; an interface's address, or
-    /// 0.0.0.0 for all of them, serves others, and then needs a token in CNN_WORKER_TOKEN.
+    /// IP address to listen on: 127.0.0.1 serves this machine only; an interface's address,
+    /// or 0.0.0.0 for all of them, serves others, and then needs a token in CNN_WORKER_TOKEN.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     host: IpAddr,
     /// Backend whose devices to serve.
