@@ -33,6 +33,26 @@ impl<'a> View<'a> {
         }
     }
 
+    /// `values` from `offset` on as a `[rows, cols]` matrix whose rows are `row_stride` apart
+    /// and whose columns are adjacent.
+    pub(crate) fn strided(
+        values: &'a [f32],
+        offset: usize,
+        shape: [usize; 2],
+        row_stride: usize,
+    ) -> Self {
+        let values = &values[offset..];
+        assert!(
+            shape[0] == 0 || values.len() >= (shape[0] - 1) * row_stride + shape[1],
+            "matrix larger than its values"
+        );
+        Self {
+            values,
+            shape,
+            strides: [row_stride, 1],
+        }
+    }
+
     pub(crate) fn transposed(self) -> Self {
         Self {
             values: self.values,
@@ -70,7 +90,43 @@ pub(crate) fn multiply(
 ) {
     assert_eq!(product.len(), lhs.shape[0] * rhs.shape[1], "product size");
     // SAFETY: `product` is initialised and holds the m * n values of the result.
-    unsafe { multiply_into(product.as_mut_ptr(), lhs, rhs, accumulate, parallel) }
+    unsafe {
+        multiply_into(
+            product.as_mut_ptr(),
+            rhs.shape[1],
+            lhs,
+            rhs,
+            accumulate,
+            parallel,
+        )
+    }
+}
+
+/// [`multiply`] into the `[m, n]` matrix whose rows start `row_stride` apart in `product`.
+pub(crate) fn multiply_strided(
+    product: &mut [f32],
+    row_stride: usize,
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let ([m, _], [_, n]) = (lhs.shape, rhs.shape);
+    assert!(
+        n <= row_stride && (m == 0 || product.len() >= (m - 1) * row_stride + n),
+        "product size"
+    );
+    // SAFETY: `product` is initialised and holds every cell of the result at that stride.
+    unsafe {
+        multiply_into(
+            product.as_mut_ptr(),
+            row_stride,
+            lhs,
+            rhs,
+            accumulate,
+            parallel,
+        )
+    }
 }
 
 /// `lhs @ rhs` as a new row-major `[m, n]` matrix, as [`multiply`] computes it. The kernels write
@@ -80,17 +136,34 @@ pub(crate) fn product(lhs: View, rhs: View, parallel: bool) -> Vec<f32> {
     let fill = |product: &mut [MaybeUninit<f32>]| {
         // SAFETY: the buffer has room for the m * n values; without `accumulate` they are
         // written, never read.
-        unsafe { multiply_into(product.as_mut_ptr().cast(), lhs, rhs, false, parallel) }
+        unsafe {
+            multiply_into(
+                product.as_mut_ptr().cast(),
+                rhs.shape[1],
+                lhs,
+                rhs,
+                false,
+                parallel,
+            )
+        }
     };
     // SAFETY: `multiply_into` writes all m * n values.
     unsafe { written(len, fill) }.0
 }
 
-/// [`multiply`] into the row-major `[m, n]` matrix at `product`.
+/// [`multiply`] into the `[m, n]` matrix at `product` whose rows are `row_stride` apart.
 ///
 /// # Safety
-/// `product` must be valid for writes of m * n values, and for reads of them if `accumulate`.
-unsafe fn multiply_into(product: *mut f32, lhs: View, rhs: View, accumulate: bool, parallel: bool) {
+/// `product` must be valid for writes of every cell of the result at that stride, and for
+/// reads of them if `accumulate`.
+unsafe fn multiply_into(
+    product: *mut f32,
+    row_stride: usize,
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+    parallel: bool,
+) {
     let ([m, k], [k2, n]) = (lhs.shape, rhs.shape);
     assert_eq!(k, k2, "inner dimensions of a matrix product");
     if m == 0 || n == 0 {
@@ -98,8 +171,10 @@ unsafe fn multiply_into(product: *mut f32, lhs: View, rhs: View, accumulate: boo
     }
     if k == 0 {
         if !accumulate {
-            // SAFETY: the caller's buffer holds m * n values.
-            unsafe { product.write_bytes(0, m * n) };
+            for row in 0..m {
+                // SAFETY: the caller's buffer holds each row's n values at the stride.
+                unsafe { product.add(row * row_stride).write_bytes(0, n) };
+            }
         }
         return;
     }
@@ -117,7 +192,15 @@ unsafe fn multiply_into(product: *mut f32, lhs: View, rhs: View, accumulate: boo
         // SAFETY: `product` holds m * n values and each part writes only its own columns of
         // it; `View::rows` checked that each operand's values cover its shape with its
         // strides (transposing swaps both; `columns` moves the start by whole columns).
-        unsafe { gemm_into(product.0.add(columns.start), n, lhs, rhs, accumulate) }
+        unsafe {
+            gemm_into(
+                product.0.add(columns.start),
+                row_stride,
+                lhs,
+                rhs,
+                accumulate,
+            )
+        }
     });
 }
 

@@ -82,6 +82,19 @@ fn convolution_matches_plain_loops_on_every_backend() {
         // Maps of over 256 cells: one image per matrix product on the CPU backends.
         (3, 2, 3, [18, 17], [2, 2], PaddingConfig2d::Valid),
         (2, 2, 4, [9, 9], [5, 5], PaddingConfig2d::Same),
+        // Kernels of over four cells, whose products read the unfolded matrix at an offset
+        // per kernel row on the CPU backends: several images per product, unequal padding,
+        // and kernel columns that see only padding.
+        (
+            6,
+            3,
+            4,
+            [7, 6],
+            [5, 3],
+            PaddingConfig2d::Explicit(2, 1, 2, 1),
+        ),
+        (4, 2, 3, [3, 1], [5, 5], PaddingConfig2d::Same),
+        (3, 2, 2, [20, 19], [3, 3], PaddingConfig2d::Valid),
     ];
     for backend in BACKENDS {
         let device = device(backend).autodiff();

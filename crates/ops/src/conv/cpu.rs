@@ -1,5 +1,6 @@
 //! The convolution on the CPU backends (flex, ndarray): each thread unfolds a few of its own
-//! images at a time and runs single-threaded matrix products on them (see the module above).
+//! images at a time along the kernel's columns and runs one single-threaded matrix product per
+//! kernel row on them (see the module above).
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -9,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{Conv2dBackend, burns_backward, options};
 use crate::cpu::{CpuBackend, all_f32, sums, written, zeroed};
-use crate::matmul::{View, multiply};
+use crate::matmul::{View, multiply, multiply_strided};
 
 /// Output columns a group of images aims at in one matrix product: maps smaller than this are
 /// batched (the FMP net's last layers have 1 to 16 cells per map), so that the products stay wide
@@ -62,6 +63,40 @@ impl Geometry {
         self.input[1] * self.kernel[0] * self.kernel[1]
     }
 
+    /// Kernel rows unfolded into the CPU loops' matrix: all of them for kernels of up to four
+    /// cells (one matrix product), only one for larger ones, whose products then read the
+    /// matrix once per kernel row at an offset, so that each input value is copied once per
+    /// kernel column instead of once per kernel cell (docs/performance.md measures both).
+    fn unfolded_kernel_rows(&self) -> usize {
+        let [kh, kw] = self.kernel;
+        if kh * kw <= 4 { kh } else { 1 }
+    }
+
+    /// Rows of the CPU loops' unfolded matrix, columns of each product's weight: one per input
+    /// channel, unfolded kernel row and kernel column.
+    fn strips(&self) -> usize {
+        self.input[1] * self.unfolded_kernel_rows() * self.kernel[1]
+    }
+
+    /// Columns of that matrix per image: the output's width for every padded input row from
+    /// which an unfolded kernel window starts.
+    fn span(&self) -> usize {
+        (self.input[2] + 2 * self.padding[0] + 1 - self.unfolded_kernel_rows()) * self.output[1]
+    }
+
+    /// Columns of each product over `count` images: image `i`'s output cells are columns `i *
+    /// span..i * span + plane`; rows between two images are computed and not used.
+    fn columns(&self, count: usize) -> usize {
+        (count.max(1) - 1) * self.span() + self.plane()
+    }
+
+    /// The products' first columns in the unfolded matrix: one product per step of unfolded
+    /// kernel rows.
+    fn product_offsets(&self) -> impl Iterator<Item = usize> + use<> {
+        let (rows, step) = (self.unfolded_kernel_rows(), self.output[1]);
+        (0..self.kernel[0] / rows).map(move |product| product * rows * step)
+    }
+
     /// Output cells per image and channel.
     pub(super) fn plane(&self) -> usize {
         self.output[0] * self.output[1]
@@ -91,42 +126,67 @@ impl Geometry {
     }
 
     /// For kernel row `ky` and output row `oy`: the input row, if inside the image.
-    pub(super) fn input_row(&self, ky: usize, oy: usize) -> Option<usize> {
+    fn input_row(&self, ky: usize, oy: usize) -> Option<usize> {
         (oy + ky)
             .checked_sub(self.padding[0])
             .filter(|&row| row < self.input[2])
     }
 }
 
+/// The weight `[out, c, kh, kw]` as one `[out, (channel, unfolded kernel row, kx)]` matrix per
+/// product (see [`Geometry::product_offsets`]).
+fn weight_by_product(weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let [_, c, ..] = g.input;
+    let [kh, kw] = g.kernel;
+    let rows = g.unfolded_kernel_rows();
+    let mut by_product = Vec::with_capacity(weight.len());
+    for product in 0..kh / rows {
+        for filter in weight.chunks(c * kh * kw) {
+            for channel in filter.chunks(kh * kw) {
+                by_product.extend_from_slice(&channel[product * rows * kw..][..rows * kw]);
+            }
+        }
+    }
+    by_product
+}
+
+/// The reverse of [`weight_by_product`]: `[out, c, kh, kw]` again.
+fn weight_from_products(by_product: &[f32], g: &Geometry) -> Vec<f32> {
+    let [_, c, ..] = g.input;
+    let [kh, kw] = g.kernel;
+    let rows = g.unfolded_kernel_rows();
+    let mut weight = vec![0.0; by_product.len()];
+    for (index, values) in by_product.chunks(rows * kw).enumerate() {
+        let (product, filter, channel) = (index / (g.out * c), index / c % g.out, index % c);
+        let start = ((filter * c + channel) * kh + product * rows) * kw;
+        weight[start..][..rows * kw].copy_from_slice(values);
+    }
+    weight
+}
+
 /// `images` (`[count, c, h, w]`) unfolded into `unfolded` as `[(channel, ky, kx), (image, oy,
-/// ox)]`: row `(channel, ky, kx)` holds `x[image, channel, oy + ky - pad, ox + kx - pad]`, zero
-/// outside the image. Each output row is one copy of a run of input pixels.
+/// ox)]` for `ky` below [`Geometry::unfolded_kernel_rows`] and `oy` over the span's rows: row
+/// `(channel, ky, kx)` holds `x[image, channel, oy + ky - pad, ox + kx - pad]`, zero outside the
+/// image. Each copy is a run of input pixels.
 fn unfold(images: &[f32], g: &Geometry, unfolded: &mut Vec<f32>) {
     let [_, c, h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [oh, ow] = g.output;
-    let count = images.len() / g.image().max(1);
-    let columns = count * g.plane();
-    unfolded.resize(g.rows() * columns, 0.0);
-    let mut rows = unfolded.chunks_mut(columns.max(1));
-    for channel in 0..c {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = rows.next().expect("one row per channel and kernel cell");
-                let (valid, from) = g.valid_columns(kx);
-                for (image, row) in row.chunks_mut(g.plane().max(1)).enumerate() {
-                    let plane = &images[(image * c + channel) * h * w..][..h * w];
-                    for (oy, out) in row.chunks_mut(ow.max(1)).take(oh).enumerate() {
-                        match g.input_row(ky, oy) {
-                            Some(iy) => {
-                                let source = &plane[iy * w + from..][..valid.len()];
-                                out[..valid.start].fill(0.0);
-                                out[valid.clone()].copy_from_slice(source);
-                                out[valid.end..].fill(0.0);
-                            }
-                            None => out.fill(0.0),
-                        }
+    let [_, kw] = g.kernel;
+    let (ow, span, rows) = (g.output[1], g.span(), g.unfolded_kernel_rows());
+    let count = images.len() / g.image();
+    unfolded.resize(g.strips() * count * span, 0.0);
+    for (strip, row) in unfolded.chunks_mut(count * span).enumerate() {
+        let (channel, ky, kx) = (strip / (rows * kw), strip / kw % rows, strip % kw);
+        let (valid, from) = g.valid_columns(kx);
+        for (image, block) in row.chunks_mut(span).enumerate() {
+            let plane = &images[(image * c + channel) * h * w..][..h * w];
+            for (oy, out) in block.chunks_mut(ow).enumerate() {
+                match g.input_row(ky, oy) {
+                    Some(iy) if !valid.is_empty() => {
+                        out[..valid.start].fill(0.0);
+                        out[valid.clone()].copy_from_slice(&plane[iy * w + from..][..valid.len()]);
+                        out[valid.end..].fill(0.0);
                     }
+                    _ => out.fill(0.0),
                 }
             }
         }
@@ -137,24 +197,22 @@ fn unfold(images: &[f32], g: &Geometry, unfolded: &mut Vec<f32>) {
 /// `images_grad` (`[count, c, h, w]`, zero beforehand).
 fn fold(unfolded: &[f32], g: &Geometry, images_grad: &mut [f32]) {
     let [_, c, h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [oh, ow] = g.output;
-    let columns = images_grad.len() / g.image().max(1) * g.plane();
-    let mut rows = unfolded.chunks(columns.max(1));
-    for channel in 0..c {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = rows.next().expect("one row per channel and kernel cell");
-                let (valid, from) = g.valid_columns(kx);
-                for (image, row) in row.chunks(g.plane().max(1)).enumerate() {
-                    let plane = &mut images_grad[(image * c + channel) * h * w..][..h * w];
-                    for (oy, source) in row.chunks(ow.max(1)).take(oh).enumerate() {
-                        if let Some(iy) = g.input_row(ky, oy) {
-                            let target = &mut plane[iy * w + from..][..valid.len()];
-                            for (t, s) in target.iter_mut().zip(&source[valid.clone()]) {
-                                *t += s;
-                            }
-                        }
+    let [_, kw] = g.kernel;
+    let (ow, span, rows) = (g.output[1], g.span(), g.unfolded_kernel_rows());
+    let count = images_grad.len() / g.image();
+    for (strip, row) in unfolded.chunks(count * span).enumerate() {
+        let (channel, ky, kx) = (strip / (rows * kw), strip / kw % rows, strip % kw);
+        let (valid, from) = g.valid_columns(kx);
+        if valid.is_empty() {
+            continue;
+        }
+        for (image, block) in row.chunks(span).enumerate() {
+            let plane = &mut images_grad[(image * c + channel) * h * w..][..h * w];
+            for (oy, source) in block.chunks(ow).enumerate() {
+                if let Some(iy) = g.input_row(ky, oy) {
+                    let target = &mut plane[iy * w + from..][..valid.len()];
+                    for (t, s) in target.iter_mut().zip(&source[valid.clone()]) {
+                        *t += s;
                     }
                 }
             }
@@ -162,11 +220,20 @@ fn fold(unfolded: &[f32], g: &Geometry, images_grad: &mut [f32]) {
     }
 }
 
+/// Each product's `[out, strips]` weight matrix.
+fn product_weights<'a>(by_product: &'a [f32], g: &Geometry) -> Vec<View<'a>> {
+    by_product
+        .chunks(g.out * g.strips())
+        .map(|weight| View::rows(weight, [g.out, g.strips()]))
+        .collect()
+}
+
 /// The flex forward pass.
 pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
     let [n, ..] = g.input;
-    let (out, plane, group) = (g.out, g.plane(), g.group());
-    let weight = View::rows(weight, [out, g.rows()]);
+    let (out, plane, group, span) = (g.out, g.plane(), g.group(), g.span());
+    let by_product = weight_by_product(weight, g);
+    let weights = product_weights(&by_product, g);
     let parallel = n.div_ceil(group) < rayon::current_num_threads();
     // Every value is written below: no zero fill first.
     let len = n * out * plane;
@@ -178,23 +245,38 @@ pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry) -> 
                 || (Vec::new(), Vec::new()),
                 |(unfolded, product), (output, images)| {
                     unfold(images, g, unfolded);
-                    let columns = images.len() / g.image() * plane;
-                    let unfolded = View::rows(unfolded, [g.rows(), columns]);
-                    if columns == plane {
+                    let count = images.len() / g.image();
+                    let columns = g.columns(count);
+                    // The products, summed into `product` `[out, columns]`.
+                    let products = |product: &mut [f32], accumulate: bool| {
+                        for (index, (&weight, offset)) in
+                            weights.iter().zip(g.product_offsets()).enumerate()
+                        {
+                            let strips = View::strided(
+                                unfolded,
+                                offset,
+                                [g.strips(), columns],
+                                count * span,
+                            );
+                            multiply(product, weight, strips, accumulate || index > 0, parallel);
+                        }
+                    };
+                    if count == 1 {
                         // One image: its output `[out, cell]` is the product's layout, so the
-                        // product adds straight onto the bias there.
+                        // products add straight onto the bias there.
                         let output = zeroed(output);
                         for (row, &b) in output.chunks_mut(plane).zip(bias) {
                             row.fill(b);
                         }
-                        multiply(output, weight, unfolded, true, parallel);
+                        products(output, true);
                         return;
                     }
                     product.resize(out * columns, 0.0);
-                    multiply(product, weight, unfolded, false, parallel);
+                    products(product, false);
                     // [out, (image, cell)] -> [image, out, cell], plus the bias.
                     for (o, (row, &b)) in product.chunks(columns).zip(bias).enumerate() {
-                        for (image, source) in row.chunks(plane).enumerate() {
+                        for image in 0..count {
+                            let source = &row[image * span..][..plane];
                             let target = &mut output[(image * out + o) * plane..][..plane];
                             for (t, s) in target.iter_mut().zip(source) {
                                 t.write(s + b);
@@ -216,8 +298,9 @@ pub(super) fn backward(
     g: &Geometry,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [n, ..] = g.input;
-    let (out, plane, rows, group) = (g.out, g.plane(), g.rows(), g.group());
-    let weight = View::rows(weight, [out, rows]);
+    let (out, plane, strips, group, span) = (g.out, g.plane(), g.strips(), g.group(), g.span());
+    let by_product = weight_by_product(weight, g);
+    let weights = product_weights(&by_product, g);
     // The batch in one run of groups per thread, each summing its own weight and bias
     // gradients: the sums are then added in a fixed order, so results do not depend on
     // scheduling.
@@ -232,51 +315,62 @@ pub(super) fn backward(
             .zip(x.par_chunks(part * g.image()))
             .zip(grad.par_chunks(part * out * plane))
             .map(|((x_grad, x), grad)| {
-                let mut weight_grad = vec![0f32; out * rows];
+                // By product, as `weights`.
+                let mut weight_grad = vec![0f32; weight.len()];
                 let mut bias_grad = vec![0f64; out];
-                let (mut unfolded, mut grad_rows, mut unfolded_grad) =
+                let (mut unfolded, mut spread, mut unfolded_grad) =
                     (Vec::new(), Vec::new(), Vec::new());
                 let groups = x_grad
                     .chunks_mut(group * g.image())
                     .zip(x.chunks(group * g.image()))
                     .zip(grad.chunks(group * out * plane));
                 for ((x_grad, images), grad) in groups {
-                    let columns = images.len() / g.image() * plane;
+                    let count = images.len() / g.image();
+                    let (columns, row_stride) = (g.columns(count), count * span);
                     unfold(images, g, &mut unfolded);
-                    // The output gradient as [out, (image, cell)]: as it lies for one image, copied
-                    // into that order for several.
-                    let grad_rows = if columns == plane {
+                    // The output gradient as [out, columns]: as it lies for one image; for
+                    // several, each image at its columns and zeros between.
+                    let grad_rows = if count == 1 {
                         grad
                     } else {
-                        grad_rows.resize(out * columns, 0.0);
-                        for (o, row) in grad_rows.chunks_mut(columns).enumerate() {
-                            for (image, target) in row.chunks_mut(plane).enumerate() {
-                                target.copy_from_slice(&grad[(image * out + o) * plane..][..plane]);
+                        spread.clear();
+                        spread.resize(out * columns, 0.0);
+                        for (o, row) in spread.chunks_mut(columns).enumerate() {
+                            for image in 0..count {
+                                row[image * span..][..plane]
+                                    .copy_from_slice(&grad[(image * out + o) * plane..][..plane]);
                             }
                         }
-                        &grad_rows
+                        &spread
                     };
                     for (total, row) in bias_grad.iter_mut().zip(grad_rows.chunks(columns)) {
                         let [sum] = sums(row, row, |v, _| [v]);
                         *total += sum;
                     }
                     let grad_rows = View::rows(grad_rows, [out, columns]);
-                    let unfolded = View::rows(&unfolded, [rows, columns]);
-                    multiply(
-                        &mut weight_grad,
-                        grad_rows,
-                        unfolded.transposed(),
-                        true,
-                        parallel,
-                    );
-                    unfolded_grad.resize(rows * columns, 0.0);
-                    multiply(
-                        &mut unfolded_grad,
-                        weight.transposed(),
-                        grad_rows,
-                        false,
-                        parallel,
-                    );
+                    // The first product writes each strip's first `columns` values and the
+                    // others add from their offsets on: the rest of each strip starts at zero.
+                    unfolded_grad.resize(strips * row_stride, 0.0);
+                    for row in unfolded_grad.chunks_mut(row_stride) {
+                        row[columns..].fill(0.0);
+                    }
+                    let products = weights
+                        .iter()
+                        .zip(weight_grad.chunks_mut(out * strips))
+                        .zip(g.product_offsets());
+                    for (index, ((&weight, weight_grad), offset)) in products.enumerate() {
+                        let strips =
+                            View::strided(&unfolded, offset, [strips, columns], row_stride);
+                        multiply(weight_grad, grad_rows, strips.transposed(), true, parallel);
+                        multiply_strided(
+                            &mut unfolded_grad[offset..],
+                            row_stride,
+                            weight.transposed(),
+                            grad_rows,
+                            index > 0,
+                            parallel,
+                        );
+                    }
                     fold(&unfolded_grad, g, zeroed(x_grad));
                 }
                 (weight_grad, bias_grad)
@@ -285,7 +379,7 @@ pub(super) fn backward(
     };
     // SAFETY: the groups cover the batch, and each group's gradient was zeroed before folding.
     let (x_grad, partial) = unsafe { written(x.len(), fill) };
-    let mut weight_grad = vec![0f32; out * rows];
+    let mut weight_grad = vec![0f32; weight.len()];
     let mut bias_grad = vec![0f64; out];
     for (weights, biases) in partial {
         for (total, v) in weight_grad.iter_mut().zip(weights) {
@@ -297,7 +391,7 @@ pub(super) fn backward(
     }
     (
         x_grad,
-        weight_grad,
+        weight_from_products(&weight_grad, g),
         bias_grad.into_iter().map(|v| v as f32).collect(),
     )
 }
