@@ -6,9 +6,11 @@
 //! kernel is the whole output map: a matrix product four columns wide for a 2x2 kernel. At the FMP
 //! net's and LeNet's shapes that took most of a training step. Here each thread takes its own
 //! images: it unfolds a few of them at a time (channels first, so each copy is a run of input
-//! pixels and the weight is used as stored), runs a single-threaded matrix product into a buffer
-//! it reuses, and for the backward pass adds its share of the weight gradient into its own sum.
-//! Everything a thread touches stays small enough for its caches.
+//! pixels), runs single-threaded matrix products into a buffer it reuses, and for the backward
+//! pass adds its share of the weight gradient into its own sum. Everything a thread touches stays
+//! small enough for its caches. Kernels of up to four cells are unfolded whole (one product);
+//! larger ones (LeNet's 5x5) along their columns only, with one product per kernel row reading
+//! the unfolded rows at that row's offset, which copies each input value 5 times instead of 25.
 //!
 //! On wgpu the same unfold + matrix products run as Burn tensor operations, a group of images at
 //! a time, for kernels of up to four cells: Burn's own convolution there has only a direct kernel
