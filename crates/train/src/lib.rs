@@ -41,7 +41,7 @@ mod trained;
 mod weights;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use commands::{
     bench, devices, eval, export, predict, serve, show, summary, tiny_cnn, train, worker,
 };
@@ -84,6 +84,29 @@ enum Command {
     Eval(eval::EvalArgs),
     Devices(devices::DevicesArgs),
     Worker(worker::WorkerArgs),
+}
+
+/// The message for a first command-line word that names neither a command nor a file (no dot,
+/// no slash, nothing there), with the command nearest to it: clap alone takes such a word for
+/// the config, then refuses whatever follows it as "cannot be used with [CONFIG]".
+pub fn misspelt_command(args: &[std::ffi::OsString]) -> Option<String> {
+    let word = args.get(1)?.to_str()?;
+    if word.starts_with('-') || word.contains(['.', '/']) || std::path::Path::new(word).exists() {
+        return None;
+    }
+    let cli = Cli::command();
+    let mut names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+    names.push("help");
+    if names.contains(&word) {
+        return None;
+    }
+    let nearest = names
+        .iter()
+        .min_by_key(|name| strsim::levenshtein(word, name))?;
+    Some(format!(
+        "there is no command `{word}`; did you mean `{nearest}`? (`train --help` lists the \
+         commands; to train, give a config file such as configs/quickstart.toml)"
+    ))
 }
 
 /// Runs the command `cli` names; without one, trains the config it gives. Output that could not

@@ -36,7 +36,12 @@ fn quiet_display_lookup() {
 fn main() -> ExitCode {
     quiet_display_lookup();
     keep_freed_memory();
-    match train::run(train::Cli::parse()) {
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(message) = train::misspelt_command(&args) {
+        let _ = writeln!(std::io::stderr(), "error: {message}");
+        return ExitCode::from(2);
+    }
+    match train::run(train::Cli::parse_from(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole chain: what failed, then why. A closed stderr cannot be

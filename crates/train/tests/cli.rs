@@ -49,6 +49,30 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
 }
 
 #[test]
+fn a_misspelt_command_is_named_with_the_nearest_one() {
+    for (args, nearest) in [
+        (&["bnech", "configs/quickstart.toml"][..], "bench"),
+        (&["evl", "runs/quickstart"][..], "eval"),
+        (&["devcies"][..], "devices"),
+    ] {
+        let output = train(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "no command `{}`; did you mean `{nearest}`?",
+                args[0]
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A config and a command are left to the parser as before.
+    let output = train(&["nosuchconfig.toml"]);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("did you mean"));
+    assert!(train(&["help"]).status.success());
+}
+
+#[test]
 fn config_errors_name_the_file_and_key_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.toml");
