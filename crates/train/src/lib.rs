@@ -87,8 +87,9 @@ enum Command {
 }
 
 /// The message for a first command-line word that names neither a command nor a file (no dot,
-/// no slash, nothing there), with the command nearest to it: clap alone takes such a word for
-/// the config, then refuses whatever follows it as "cannot be used with [CONFIG]".
+/// no slash, nothing there): clap alone takes such a word for the config, then refuses whatever
+/// follows it as "cannot be used with [CONFIG]". It names the config the word is the name of,
+/// or else a command within two edits of it.
 pub fn misspelt_command(args: &[std::ffi::OsString]) -> Option<String> {
     let word = args.get(1)?.to_str()?;
     if word.starts_with('-') || word.contains(['.', '/']) || std::path::Path::new(word).exists() {
@@ -100,12 +101,18 @@ pub fn misspelt_command(args: &[std::ffi::OsString]) -> Option<String> {
     if names.contains(&word) {
         return None;
     }
+    let config = std::path::Path::new("configs").join(format!("{word}.toml"));
     let nearest = names
         .iter()
-        .min_by_key(|name| strsim::levenshtein(word, name))?;
+        .map(|name| (strsim::levenshtein(word, name), name))
+        .min();
+    let hint = match nearest {
+        _ if config.is_file() => format!("to train with {}, give its path", config.display()),
+        Some((edits, name)) if edits <= 2 => format!("did you mean `{name}`?"),
+        _ => "to train, give a config file such as configs/quickstart.toml".into(),
+    };
     Some(format!(
-        "there is no command `{word}`; did you mean `{nearest}`? (`train --help` lists the \
-         commands; to train, give a config file such as configs/quickstart.toml)"
+        "there is no command `{word}`; {hint} (`--help` lists the commands)"
     ))
 }
 

@@ -50,25 +50,35 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
 
 #[test]
 fn a_misspelt_command_is_named_with_the_nearest_one() {
-    for (args, nearest) in [
-        (&["bnech", "configs/quickstart.toml"][..], "bench"),
-        (&["evl", "runs/quickstart"][..], "eval"),
-        (&["devcies"][..], "devices"),
+    for (args, hint) in [
+        (
+            &["bnech", "configs/quickstart.toml"][..],
+            "did you mean `bench`?",
+        ),
+        (&["evl", "runs/quickstart"][..], "did you mean `eval`?"),
+        (&["devcies"][..], "did you mean `devices`?"),
+        // Nothing near: no command is guessed.
+        (
+            &["trian", "configs/quickstart.toml"][..],
+            "to train, give a config file such as configs/quickstart.toml",
+        ),
+        // A config's name without its folder and extension.
+        (
+            &["quickstart"][..],
+            "to train with configs/quickstart.toml, give its path",
+        ),
     ] {
         let output = train(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(
-            stderr.contains(&format!(
-                "no command `{}`; did you mean `{nearest}`?",
-                args[0]
-            )),
+            stderr.contains(&format!("there is no command `{}`; {hint}", args[0])),
             "{args:?}: {stderr}"
         );
     }
     // A config and a command are left to the parser as before.
     let output = train(&["nosuchconfig.toml"]);
-    assert!(!String::from_utf8_lossy(&output.stderr).contains("did you mean"));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("no command"));
     assert!(train(&["help"]).status.success());
 }
 
