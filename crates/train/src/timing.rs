@@ -44,6 +44,10 @@ pub fn time_ms<T>(
             .map_err(|e| anyhow!("device sync failed: {e:?}"))
     };
     let mut times = Vec::with_capacity(steps);
+    let name = match warmup {
+        0 => name.to_string(),
+        _ => format!("{name}, {warmup} warm-up + {steps} timed"),
+    };
     let phase = Phase::start(name, warmup + steps, "runs");
     for step in 0..warmup + steps {
         let input = prepare(step);

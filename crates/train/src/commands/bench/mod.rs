@@ -590,7 +590,7 @@ fn time_backend(
     // Every step timed, the warm-up too: the first one compiles and tunes the kernels.
     let all = time_ms(
         &format!(
-            "{}: training steps (the first compiles kernels on a GPU)",
+            "{}: training steps, {warmup} warm-up + {steps} timed",
             config.backend
         ),
         device,
