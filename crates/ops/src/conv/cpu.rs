@@ -2,6 +2,7 @@
 //! images at a time along the kernel's columns and runs one single-threaded matrix product per
 //! kernel row on them (see the module above).
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -134,11 +135,14 @@ impl Geometry {
 }
 
 /// The weight `[out, c, kh, kw]` as one `[out, (channel, unfolded kernel row, kx)]` matrix per
-/// product (see [`Geometry::product_offsets`]).
-fn weight_by_product(weight: &[f32], g: &Geometry) -> Vec<f32> {
+/// product (see [`Geometry::product_offsets`]): as stored where the whole kernel is unfolded.
+fn weight_by_product<'a>(weight: &'a [f32], g: &Geometry) -> Cow<'a, [f32]> {
     let [_, c, ..] = g.input;
     let [kh, kw] = g.kernel;
     let rows = g.unfolded_kernel_rows();
+    if rows == kh {
+        return Cow::Borrowed(weight);
+    }
     let mut by_product = Vec::with_capacity(weight.len());
     for product in 0..kh / rows {
         for filter in weight.chunks(c * kh * kw) {
@@ -147,14 +151,17 @@ fn weight_by_product(weight: &[f32], g: &Geometry) -> Vec<f32> {
             }
         }
     }
-    by_product
+    Cow::Owned(by_product)
 }
 
 /// The reverse of [`weight_by_product`]: `[out, c, kh, kw]` again.
-fn weight_from_products(by_product: &[f32], g: &Geometry) -> Vec<f32> {
+fn weight_from_products(by_product: Vec<f32>, g: &Geometry) -> Vec<f32> {
     let [_, c, ..] = g.input;
     let [kh, kw] = g.kernel;
     let rows = g.unfolded_kernel_rows();
+    if rows == kh {
+        return by_product;
+    }
     let mut weight = vec![0.0; by_product.len()];
     for (index, values) in by_product.chunks(rows * kw).enumerate() {
         let (product, filter, channel) = (index / (g.out * c), index / c % g.out, index % c);
@@ -391,7 +398,7 @@ pub(super) fn backward(
     }
     (
         x_grad,
-        weight_from_products(&weight_grad, g),
+        weight_from_products(weight_grad, g),
         bias_grad.into_iter().map(|v| v as f32).collect(),
     )
 }
