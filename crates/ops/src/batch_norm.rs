@@ -16,11 +16,12 @@ use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch,
     autodiff::checkpoint::strategy::CheckpointStrategy, backend_extension, tensor::FloatTensor,
 };
-use burn::nn::BatchNorm;
+use burn::nn::{BatchNorm, conv::Conv2d};
 use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::channel::{channel_total, per_channel};
+use crate::conv::{conv2d_stride1, stride1_bias_padding};
 use crate::cpu::{CpuBackend, all_f32, par_blocks, sums};
 use crate::graph::record;
 use crate::leaky_relu;
@@ -441,13 +442,8 @@ pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 /// [`batch_norm`] followed by the leaky ReLU of `slope` ([`crate::leaky_relu`]), in one
 /// operation.
 pub fn batch_norm_leaky_relu(norm: &BatchNorm, x: Tensor<4>, slope: f64) -> Tensor<4> {
-    if !(x.device().is_autodiff() && norm.training.is_enabled()) {
-        let output = norm.forward(x);
-        return if slope == 1.0 {
-            output
-        } else {
-            crate::leaky_relu(output, slope)
-        };
+    if !training(norm, &x) {
+        return leaky_unless_linear(norm.forward(x), slope);
     }
     let settings = NormSettings {
         epsilon: norm.epsilon,
@@ -475,4 +471,46 @@ pub fn batch_norm_leaky_relu(norm: &BatchNorm, x: Tensor<4>, slope: f64) -> Tens
     running(&norm.running_mean, mean);
     running(&norm.running_var, variance);
     Tensor::from_dispatch(output)
+}
+
+/// `conv` ([`crate::conv2d`]), then `norm` and the leaky ReLU of `slope`
+/// ([`batch_norm_leaky_relu`]).
+///
+/// Outside training, batch norm is a per-channel scale and shift with its running statistics,
+/// so it is folded into the convolution's weight and bias (`scale * weight`, `scale * (bias -
+/// mean) + beta`): the convolution's output is already normalised, and the separate pass of
+/// Burn's inference batch norm over every activation is not run.
+pub fn conv2d_batch_norm_leaky_relu(
+    conv: &Conv2d,
+    norm: &BatchNorm,
+    x: Tensor<4>,
+    slope: f64,
+) -> Tensor<4> {
+    match stride1_bias_padding(conv) {
+        Some((bias, padding)) if !training(norm, &x) => {
+            let device = x.device();
+            let [mean, variance] =
+                [&norm.running_mean, &norm.running_var].map(|s| s.value().to_device(&device));
+            let scale = norm.gamma.val() / (variance + norm.epsilon).sqrt();
+            let weight = conv.weight.val() * scale.clone().reshape([-1, 1, 1, 1]);
+            let bias = (bias - mean) * scale + norm.beta.val();
+            leaky_unless_linear(conv2d_stride1(x, weight, bias, padding), slope)
+        }
+        _ => batch_norm_leaky_relu(norm, crate::conv2d(conv, x), slope),
+    }
+}
+
+/// Whether `norm` normalises `x` with its batch's statistics, as Burn's `BatchNorm::forward`
+/// decides: on an autodiff device, unless the layer is frozen.
+fn training(norm: &BatchNorm, x: &Tensor<4>) -> bool {
+    x.device().is_autodiff() && norm.training.is_enabled()
+}
+
+/// The leaky ReLU of `slope` on `x`, or `x` itself for slope 1.
+fn leaky_unless_linear(x: Tensor<4>, slope: f64) -> Tensor<4> {
+    if slope == 1.0 {
+        x
+    } else {
+        crate::leaky_relu(x, slope)
+    }
 }

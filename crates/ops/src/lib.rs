@@ -16,7 +16,9 @@
 //!   tensor operations, a group of images per product).
 //! - [`linear`]: a dense layer (matrix products split by columns across threads on the CPU).
 //! - [`batch_norm`], [`batch_norm_leaky_relu`]: training-mode batch normalisation, optionally
-//!   with the leaky ReLU that follows it in the same pass (channel loops on the CPU).
+//!   with the leaky ReLU that follows it in the same pass (channel loops on the CPU);
+//!   [`conv2d_batch_norm_leaky_relu`] with the convolution before it, into which it is folded
+//!   outside training.
 //! - [`leaky_relu`]: one pass each way on the CPU.
 //! - [`scaled_tanh`]: LeNet-5's squashing `a tanh(s x)`, one vectorised pass each way on the CPU.
 //! - [`subsample2x2`]: LeNet-5's trainable 2x2 subsampling, one pass each way on the CPU.
@@ -48,7 +50,7 @@ mod sgd;
 mod subsample;
 mod tanh;
 
-pub use batch_norm::{batch_norm, batch_norm_leaky_relu};
+pub use batch_norm::{batch_norm, batch_norm_leaky_relu, conv2d_batch_norm_leaky_relu};
 pub use conv::{conv2d, conv2d_stride1};
 pub use fractional_max_pool::{PoolRegions, Span, fractional_max_pool2d, max_pool2x2};
 pub use leaky_relu::leaky_relu;

@@ -5,7 +5,8 @@
 
 mod common;
 
-use burn::nn::BatchNormConfig;
+use burn::module::{Param, RunningState};
+use burn::nn::{BatchNormConfig, PaddingConfig2d, conv::Conv2dConfig};
 use burn::{prelude::*, tensor::Distribution};
 use common::{BACKENDS, close_within, device, f32s};
 
@@ -248,6 +249,78 @@ fn batch_norm_of_large_maps_matches_flex_on_wgpu() {
                 relative <= 1e-4,
                 "{shape:?} {name}: {relative:.2e} of the norm from flex's"
             );
+        }
+    }
+}
+
+/// Outside training, the convolution with batch norm and the leaky ReLU runs as one convolution
+/// with the normalisation folded into its weight and bias: the same output as the three
+/// operations, with running statistics, scale and shift far from their initial values. On an
+/// inference device, and on a training device with the layer frozen, where the gradients of the
+/// input and the convolution's parameters flow through the folded weight and bias.
+#[test]
+fn outside_training_the_folded_convolution_matches_the_three_operations_on_every_backend() {
+    let slope = 0.3;
+    for backend in BACKENDS {
+        for autodiff in [false, true] {
+            let device = match autodiff {
+                true => device(backend).autodiff(),
+                false => device(backend),
+            };
+            let what = |name: &str| format!("{backend} (autodiff {autodiff}) {name}");
+            let conv = Conv2dConfig::new([3, 4], [2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            let floats = |v: [f32; 4]| Tensor::<1>::from_floats(v, &device);
+            let norm = burn::nn::BatchNorm {
+                gamma: Param::from_tensor(floats([0.5, 1.5, -1.0, 2.0])),
+                beta: Param::from_tensor(floats([0.1, -0.2, 0.3, 0.0])),
+                running_mean: RunningState::new(floats([0.3, -0.5, 0.0, 2.0])),
+                running_var: RunningState::new(floats([0.2, 1.0, 3.0, 0.05])),
+                training: Param::from_bool(false),
+                ..BatchNormConfig::new(4).init(&device)
+            };
+            // [2, 3, 4, 5] in, [2, 4, 5, 6] out.
+            let x = Tensor::<4>::random(
+                SHAPE.map(|d| d - 1),
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .detach();
+            let upstream =
+                Tensor::<4>::random([2, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let input = if autodiff {
+                    x.clone().require_grad()
+                } else {
+                    x.clone()
+                };
+                let output = if fused {
+                    ops::conv2d_batch_norm_leaky_relu(&conv, &norm, input.clone(), slope)
+                } else {
+                    let normalised = norm.forward(conv.forward(input.clone()));
+                    normalised.clone().mul_scalar(slope)
+                        + burn::tensor::activation::relu(normalised).mul_scalar(1.0 - slope)
+                };
+                let mut values = vec![f32s(output.clone())];
+                if autodiff {
+                    let grads = (output * upstream.clone()).sum().backward();
+                    values.push(f32s(input.grad(&grads).unwrap()));
+                    values.push(f32s(conv.weight.grad(&grads).unwrap()));
+                    values.push(f32s(conv.bias.as_ref().unwrap().grad(&grads).unwrap()));
+                }
+                values
+            };
+            let (fused, separate) = (run(true), run(false));
+            assert_eq!(fused.len(), separate.len());
+            for ((a, b), name) in
+                fused
+                    .iter()
+                    .zip(&separate)
+                    .zip(["output", "x grad", "weight grad", "bias grad"])
+            {
+                close_within(a, b, 1e-4, &what(name));
+            }
         }
     }
 }

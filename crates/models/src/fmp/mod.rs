@@ -12,7 +12,7 @@ use burn::{
     },
     prelude::*,
 };
-use ops::{PoolRegions, batch_norm_leaky_relu, conv2d, leaky_relu};
+use ops::{PoolRegions, batch_norm_leaky_relu, conv2d, conv2d_batch_norm_leaky_relu, leaky_relu};
 
 use crate::observe::{Observer, show};
 use serde::{Deserialize, Serialize};
@@ -309,7 +309,8 @@ impl FmpNet {
     }
 
     /// The convolution, then batch norm (if any) and the leaky ReLU; with batch norm the
-    /// convolution's output is shown too, as the layer table lists it.
+    /// convolution's output is shown too when observed, as the layer table lists it (otherwise
+    /// the three run as one operation, which outside training never forms that output).
     fn convolve(
         &self,
         x: Tensor<4>,
@@ -317,13 +318,16 @@ impl FmpNet {
         norm: &Option<BatchNorm>,
         o: &mut Option<Observer>,
     ) -> Tensor<4> {
-        let x = conv2d(conv, x);
         let x = match norm {
+            Some(norm) if o.is_none() => {
+                conv2d_batch_norm_leaky_relu(conv, norm, x, self.leaky_slope)
+            }
             Some(norm) => {
+                let x = conv2d(conv, x);
                 show(o, &x);
                 batch_norm_leaky_relu(norm, x, self.leaky_slope)
             }
-            None => leaky_relu(x, self.leaky_slope),
+            None => leaky_relu(conv2d(conv, x), self.leaky_slope),
         };
         show(o, &x);
         x

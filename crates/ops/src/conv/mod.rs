@@ -170,14 +170,18 @@ impl<B: Conv2dBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
 /// stride 1, no dilation, one group, a bias and the same padding on both sides (every one in
 /// this project's networks) run through [`conv2d_stride1`]; others through Burn's module.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    match (&conv.bias, symmetric_padding(conv)) {
-        (Some(bias), Some(padding))
-            if conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 =>
-        {
-            conv2d_stride1(x, conv.weight.val(), bias.val(), padding)
-        }
-        _ => conv.forward(x),
+    match stride1_bias_padding(conv) {
+        Some((bias, padding)) => conv2d_stride1(x, conv.weight.val(), bias, padding),
+        None => conv.forward(x),
     }
+}
+
+/// The bias and the padding with which [`conv2d`] runs `conv` through [`conv2d_stride1`], if it
+/// does: stride 1, no dilation, one group, a bias and the same padding on both sides.
+pub(crate) fn stride1_bias_padding(conv: &Conv2d) -> Option<(Tensor<1>, [usize; 2])> {
+    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
+    let bias = conv.bias.as_ref().filter(|_| plain)?;
+    Some((bias.val(), symmetric_padding(conv)?))
 }
 
 /// `x` `[n, c, h, w]` convolved at stride 1 with `weight` `[out, c, kh, kw]`, zero-padded by
