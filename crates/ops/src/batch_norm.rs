@@ -21,7 +21,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::channel::{channel_total, per_channel};
-use crate::conv::{conv2d_stride1, stride1_bias_padding};
+use crate::conv::{conv2d_stride1_leaky_relu, stride1_bias_padding};
 use crate::cpu::{CpuBackend, all_f32, par_blocks, sums};
 use crate::graph::record;
 use crate::leaky_relu;
@@ -75,7 +75,8 @@ fn reference_forward<B: Backend>(
     settings: NormSettings,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let (output, mean, variance) = reference_norm_forward::<B>(x, gamma, beta, settings.epsilon);
-    (activate::<B>(output, settings.slope), mean, variance)
+    let output = leaky_relu::reference_forward_unless_linear::<B>(output, settings.slope);
+    (output, mean, variance)
 }
 
 /// The gradients of [`reference_forward`]: input, gamma, beta.
@@ -107,15 +108,6 @@ fn reference_backward<B: Backend>(
         leaky_relu::reference_backward::<B>(normalised, settings.slope, grad)
     };
     reference_norm_backward::<B>(x, gamma, mean, variance, settings.epsilon, grad)
-}
-
-/// The leaky ReLU of `slope` from Burn's operations, or `x` itself for slope 1.
-fn activate<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
-    if slope == 1.0 {
-        x
-    } else {
-        leaky_relu::reference_forward::<B>(x, slope)
-    }
 }
 
 /// `gamma / sqrt(variance + epsilon)` and `beta - mean * that`, per channel: the output is
@@ -443,7 +435,7 @@ pub fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 /// operation.
 pub fn batch_norm_leaky_relu(norm: &BatchNorm, x: Tensor<4>, slope: f64) -> Tensor<4> {
     if !training(norm, &x) {
-        return leaky_unless_linear(norm.forward(x), slope);
+        return crate::leaky_relu(norm.forward(x), slope);
     }
     let settings = NormSettings {
         epsilon: norm.epsilon,
@@ -478,8 +470,8 @@ pub fn batch_norm_leaky_relu(norm: &BatchNorm, x: Tensor<4>, slope: f64) -> Tens
 ///
 /// Outside training, batch norm is a per-channel scale and shift with its running statistics,
 /// so it is folded into the convolution's weight and bias (`scale * weight`, `scale * (bias -
-/// mean) + beta`): the convolution's output is already normalised, and the separate pass of
-/// Burn's inference batch norm over every activation is not run.
+/// mean) + beta`) and the leaky ReLU is applied as the convolution writes its output: neither
+/// Burn's inference batch norm nor the activation makes a pass of its own over the activations.
 pub fn conv2d_batch_norm_leaky_relu(
     conv: &Conv2d,
     norm: &BatchNorm,
@@ -494,7 +486,7 @@ pub fn conv2d_batch_norm_leaky_relu(
             let scale = norm.gamma.val() / (variance + norm.epsilon).sqrt();
             let weight = conv.weight.val() * scale.clone().reshape([-1, 1, 1, 1]);
             let bias = (bias - mean) * scale + norm.beta.val();
-            leaky_unless_linear(conv2d_stride1(x, weight, bias, padding), slope)
+            conv2d_stride1_leaky_relu(x, weight, bias, padding, slope)
         }
         _ => batch_norm_leaky_relu(norm, crate::conv2d(conv, x), slope),
     }
@@ -504,13 +496,4 @@ pub fn conv2d_batch_norm_leaky_relu(
 /// decides: on an autodiff device, unless the layer is frozen.
 fn training(norm: &BatchNorm, x: &Tensor<4>) -> bool {
     x.device().is_autodiff() && norm.training.is_enabled()
-}
-
-/// The leaky ReLU of `slope` on `x`, or `x` itself for slope 1.
-fn leaky_unless_linear(x: Tensor<4>, slope: f64) -> Tensor<4> {
-    if slope == 1.0 {
-        x
-    } else {
-        crate::leaky_relu(x, slope)
-    }
 }

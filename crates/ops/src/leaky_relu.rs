@@ -43,6 +43,19 @@ pub(crate) fn reference_forward<B: Backend>(x: FloatTensor<B>, slope: f64) -> Fl
     B::float_add(linear, positive)
 }
 
+/// [`reference_forward`], or `x` itself for slope 1 (the operations that end in an optional
+/// leaky ReLU take slope 1 for none).
+pub(crate) fn reference_forward_unless_linear<B: Backend>(
+    x: FloatTensor<B>,
+    slope: f64,
+) -> FloatTensor<B> {
+    if slope == 1.0 {
+        x
+    } else {
+        reference_forward::<B>(x, slope)
+    }
+}
+
 /// The gradient of [`reference_forward`]: `slope * grad + (1 - slope) * relu'(x) * grad`.
 pub(crate) fn reference_backward<B: Backend>(
     x: FloatTensor<B>,
@@ -105,7 +118,10 @@ impl<B: LeakyReluBackend, C: CheckpointStrategy> LeakyReluBackend for Autodiff<B
 }
 
 /// Leaky ReLU of `x`: `x` where positive, `slope * x` elsewhere, differentiable on every
-/// backend.
+/// backend; `x` itself for slope 1.
 pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+    if slope == 1.0 {
+        return x;
+    }
     Tensor::from_dispatch(Dispatch::leaky_relu_forward(x.into_dispatch(), slope))
 }

@@ -51,7 +51,7 @@ mod subsample;
 mod tanh;
 
 pub use batch_norm::{batch_norm, batch_norm_leaky_relu, conv2d_batch_norm_leaky_relu};
-pub use conv::{conv2d, conv2d_stride1};
+pub use conv::{conv2d, conv2d_leaky_relu, conv2d_stride1};
 pub use fractional_max_pool::{PoolRegions, Span, fractional_max_pool2d, max_pool2x2};
 pub use leaky_relu::leaky_relu;
 pub use linear::linear;

@@ -28,8 +28,10 @@ impl Conv2dBackend for Remote {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
+        slope: f64,
     ) -> FloatTensor<Self> {
-        crate::conv::burns_forward::<Self>(x, weight, bias, padding)
+        let output = crate::conv::burns_forward::<Self>(x, weight, bias, padding);
+        crate::leaky_relu::reference_forward_unless_linear::<Self>(output, slope)
     }
 
     fn conv2d_stride1_backward(

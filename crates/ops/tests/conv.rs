@@ -1,5 +1,6 @@
-//! The stride-1 convolution (`ops::conv2d`) against plain f64 loops on every backend: output and
-//! the gradients of the input, weight and bias. Valid and explicit padding, square and oblong
+//! The stride-1 convolution (`ops::conv2d`, and with a leaky ReLU, `ops::conv2d_leaky_relu`)
+//! against plain f64 loops on every backend: output and the gradients of the input, weight and
+//! bias. Valid and explicit padding, square and oblong
 //! kernels, 1x1 maps, and LeNet's 5x5 `Same` kernel; and the FMP net's head on wgpu against flex.
 
 mod common;
@@ -10,8 +11,10 @@ use burn::nn::conv::Conv2dConfig;
 use burn::{prelude::*, tensor::Distribution};
 use common::{BACKENDS, close_all, device, values};
 
-/// Output, input gradient, weight gradient and bias gradient of `sum(conv(x) * upstream)` by
-/// direct summation over every (output cell, kernel cell) pair.
+/// Output, input gradient, weight gradient and bias gradient of `sum(leaky(conv(x)) *
+/// upstream)`, `leaky` the leaky ReLU of `slope`, by direct summation over every (output cell,
+/// kernel cell) pair.
+#[allow(clippy::too_many_arguments)]
 fn loops(
     x: &[f64],
     [n, c, h, w]: [usize; 4],
@@ -19,6 +22,7 @@ fn loops(
     [out, kh, kw]: [usize; 3],
     bias: &[f64],
     [ph, pw]: [usize; 2],
+    slope: f64,
     upstream: &[f64],
 ) -> [Vec<f64>; 4] {
     let (oh, ow) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
@@ -26,30 +30,34 @@ fn loops(
     let mut x_grad = vec![0.0; x.len()];
     let mut weight_grad = vec![0.0; weight.len()];
     let mut bias_grad = vec![0.0; out];
+    // Each output cell's (input index, weight index) pairs inside the image.
+    let pairs = |i: usize, o: usize, oy: usize, ox: usize| {
+        let cells = (0..c).flat_map(move |ch| {
+            (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ch, oy + ky, ox + kx, ky, kx)))
+        });
+        cells
+            .filter(move |&(_, iy, ix, ..)| iy >= ph && ix >= pw && iy - ph < h && ix - pw < w)
+            .map(move |(ch, iy, ix, ky, kx)| {
+                let xi = ((i * c + ch) * h + iy - ph) * w + ix - pw;
+                (xi, ((o * c + ch) * kh + ky) * kw + kx)
+            })
+    };
     for i in 0..n {
         for o in 0..out {
             for oy in 0..oh {
                 for ox in 0..ow {
                     let at = ((i * out + o) * oh + oy) * ow + ox;
-                    let g = upstream[at];
-                    let mut sum = bias[o];
+                    let z = bias[o]
+                        + pairs(i, o, oy, ox)
+                            .map(|(xi, wi)| x[xi] * weight[wi])
+                            .sum::<f64>();
+                    output[at] = if z > 0.0 { z } else { slope * z };
+                    let g = upstream[at] * if z > 0.0 { 1.0 } else { slope };
                     bias_grad[o] += g;
-                    for ch in 0..c {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let (iy, ix) = (oy + ky, ox + kx);
-                                if iy < ph || ix < pw || iy - ph >= h || ix - pw >= w {
-                                    continue;
-                                }
-                                let xi = ((i * c + ch) * h + iy - ph) * w + ix - pw;
-                                let wi = ((o * c + ch) * kh + ky) * kw + kx;
-                                sum += x[xi] * weight[wi];
-                                x_grad[xi] += g * weight[wi];
-                                weight_grad[wi] += g * x[xi];
-                            }
-                        }
+                    for (xi, wi) in pairs(i, o, oy, ox) {
+                        x_grad[xi] += g * weight[wi];
+                        weight_grad[wi] += g * x[xi];
                     }
-                    output[at] = sum;
                 }
             }
         }
@@ -96,16 +104,23 @@ fn convolution_matches_plain_loops_on_every_backend() {
         (4, 2, 3, [3, 1], [5, 5], PaddingConfig2d::Same),
         (3, 2, 2, [20, 19], [3, 3], PaddingConfig2d::Valid),
     ];
+    // Without an activation, and with the leaky ReLU applied as the output is written.
+    let slopes = [1.0, 0.3];
     for backend in BACKENDS {
         let device = device(backend).autodiff();
-        for (n, c, out, [h, w], [kh, kw], padding) in cases.iter().cloned() {
-            let what = format!("{backend} {c}->{out} {h}x{w} kernel {kh}x{kw} {padding:?}");
+        for ((n, c, out, [h, w], [kh, kw], padding), slope) in cases
+            .iter()
+            .cloned()
+            .flat_map(|case| slopes.map(|s| (case.clone(), s)))
+        {
+            let what =
+                format!("{backend} {c}->{out} {h}x{w} kernel {kh}x{kw} {padding:?} slope {slope}");
             let conv = Conv2dConfig::new([c, out], [kh, kw])
                 .with_padding(padding.clone())
                 .init(&device);
             let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device)
                 .require_grad();
-            let output = ops::conv2d(&conv, x.clone());
+            let output = ops::conv2d_leaky_relu(&conv, x.clone(), slope);
             let [_, _, oh, ow] = output.dims();
             let upstream =
                 Tensor::<4>::random([n, out, oh, ow], Distribution::Normal(0.0, 1.0), &device);
@@ -129,6 +144,7 @@ fn convolution_matches_plain_loops_on_every_backend() {
                 [out, kh, kw],
                 &values(bias.val().detach()),
                 pad,
+                slope,
                 &values(upstream),
             );
             close_all(&ours, &expected, &what);

@@ -12,7 +12,9 @@ use burn::{
     },
     prelude::*,
 };
-use ops::{PoolRegions, batch_norm_leaky_relu, conv2d, conv2d_batch_norm_leaky_relu, leaky_relu};
+use ops::{
+    PoolRegions, batch_norm_leaky_relu, conv2d, conv2d_batch_norm_leaky_relu, conv2d_leaky_relu,
+};
 
 use crate::observe::{Observer, show};
 use serde::{Deserialize, Serialize};
@@ -327,7 +329,7 @@ impl FmpNet {
                 show(o, &x);
                 batch_norm_leaky_relu(norm, x, self.leaky_slope)
             }
-            None => leaky_relu(conv2d(conv, x), self.leaky_slope),
+            None => conv2d_leaky_relu(conv, x, self.leaky_slope),
         };
         show(o, &x);
         x

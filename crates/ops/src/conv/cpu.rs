@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::{Conv2dBackend, burns_backward, options};
 use crate::cpu::{CpuBackend, all_f32, sums, written, zeroed};
+use crate::leaky_relu;
 use crate::matmul::{View, multiply, multiply_strided};
 
 /// Output columns a group of images aims at in one matrix product: maps smaller than this are
@@ -235,8 +236,22 @@ fn product_weights<'a>(by_product: &'a [f32], g: &Geometry) -> Vec<View<'a>> {
         .collect()
 }
 
-/// The flex forward pass.
-pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+/// The leaky ReLU of `slope`, branch-free so that it vectorises (the signs are unpredictable);
+/// exactly `z` for slope 1.
+#[inline(always)]
+fn leaky(z: f32, slope: f32) -> f32 {
+    z.max(0.0) + slope * z.min(0.0)
+}
+
+/// The flex forward pass, with the leaky ReLU of `slope` applied to each image's output while
+/// it is in cache.
+pub(super) fn forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    slope: f32,
+) -> Vec<f32> {
     let [n, ..] = g.input;
     let (out, plane, group, span) = (g.out, g.plane(), g.group(), g.span());
     let by_product = weight_by_product(weight, g);
@@ -276,17 +291,22 @@ pub(super) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry) -> 
                             row.fill(b);
                         }
                         products(output, true);
+                        if slope != 1.0 {
+                            for v in output.iter_mut() {
+                                *v = leaky(*v, slope);
+                            }
+                        }
                         return;
                     }
                     product.resize(out * columns, 0.0);
                     products(product, false);
-                    // [out, (image, cell)] -> [image, out, cell], plus the bias.
+                    // [out, (image, cell)] -> [image, out, cell], plus the bias, activated.
                     for (o, (row, &b)) in product.chunks(columns).zip(bias).enumerate() {
                         for image in 0..count {
                             let source = &row[image * span..][..plane];
                             let target = &mut output[(image * out + o) * plane..][..plane];
                             for (t, s) in target.iter_mut().zip(source) {
-                                t.write(s + b);
+                                t.write(leaky(s + b, slope));
                             }
                         }
                     }
@@ -409,14 +429,18 @@ impl<B: CpuBackend> Conv2dBackend for B {
         weight: FloatTensor<B>,
         bias: FloatTensor<B>,
         padding: [usize; 2],
+        slope: f64,
     ) -> FloatTensor<B> {
         match Geometry::new(&x, &weight, padding) {
             Some(g) if all_f32(&[&x, &weight, &bias]) => {
                 let [x, weight, bias] = [&x, &weight, &bias].map(B::f32s);
-                let output = forward(&x, &weight, &bias, &g);
+                let output = forward(&x, &weight, &bias, &g, slope as f32);
                 B::float(output, [g.input[0], g.out, g.output[0], g.output[1]])
             }
-            _ => Self::conv2d(x, weight, Some(bias), options(padding)),
+            _ => {
+                let output = Self::conv2d(x, weight, Some(bias), options(padding));
+                leaky_relu::reference_forward_unless_linear::<B>(output, slope)
+            }
         }
     }
 
@@ -467,7 +491,7 @@ mod tests {
                 .expect("a thread pool");
             pool.install(|| {
                 let (x_grad, weight_grad, bias_grad) = backward(&x, &weight, &grad, &g);
-                let output = forward(&x, &weight, &bias, &g);
+                let output = forward(&x, &weight, &bias, &g, 1.0);
                 (
                     g.input[0].div_ceil(g.group()),
                     [output, x_grad, weight_grad, bias_grad],

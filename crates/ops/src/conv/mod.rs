@@ -34,13 +34,15 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
 use crate::graph::record;
+use crate::leaky_relu::{self, LeakyReluBackend};
 use tensor_ops::{reference_backward, reference_forward};
 
 /// The backend operations behind [`conv2d`].
 #[backend_extension(Flex, NdArray, Cube, Fusion, Remote, Autodiff)]
 pub trait Conv2dBackend: Backend {
     /// Convolves `x` `[n, c, h, w]` with `weight` `[out, c, kh, kw]` at stride 1, zero-padded by
-    /// `padding` (rows, columns) on both sides, and adds `bias` `[out]`.
+    /// `padding` (rows, columns) on both sides, adds `bias` `[out]` and applies the leaky ReLU
+    /// of `slope` (1 for none; not negative, so that the output keeps its input's sign).
     ///
     /// Fusion records the operation whole (its output shape is known) and runs the Cube
     /// backend's when the stream executes: fused into the surrounding elementwise kernels, the
@@ -51,11 +53,14 @@ pub trait Conv2dBackend: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
+        slope: f64,
     ) -> FloatTensor<Self> {
-        reference_forward::<Self>(x, weight, bias, padding)
+        let output = reference_forward::<Self>(x, weight, bias, padding);
+        leaky_relu::reference_forward_unless_linear::<Self>(output, slope)
     }
 
-    /// The gradients of `x`, `weight` and `bias` given the output's, `grad`.
+    /// The gradients of `x`, `weight` and `bias` given the gradient of the output before the
+    /// activation, `grad`.
     #[fusion(meta = backward_specs)]
     fn conv2d_stride1_backward(
         x: FloatTensor<Self>,
@@ -74,6 +79,7 @@ fn forward_spec(
     weight: &TensorSpec,
     _bias: &TensorSpec,
     padding: &[usize; 2],
+    _slope: &f64,
 ) -> TensorSpec {
     let [n, _, h, w] = x.shape.dims::<4>();
     let [out, _, kh, kw] = weight.shape.dims::<4>();
@@ -122,20 +128,28 @@ pub(super) fn burns_backward<B: Backend>(
     (x_grad, weight_grad, B::conv2d_bias_backward(x, bias, grad))
 }
 
-impl<B: Conv2dBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
+impl<B: Conv2dBackend + LeakyReluBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
     fn conv2d_stride1(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
+        slope: f64,
     ) -> FloatTensor<Self> {
         record::<B, C, _, 3>(
             [x, weight, bias],
             |[x, weight, bias]| {
-                let output = B::conv2d_stride1(x.clone(), weight.clone(), bias.clone(), padding);
-                (output, ([x, weight, bias], padding))
+                let output =
+                    B::conv2d_stride1(x.clone(), weight.clone(), bias.clone(), padding, slope);
+                // The activation's gradient needs the sign of its input, which its output keeps.
+                let activated = (slope != 1.0).then(|| output.clone());
+                (output, ([x, weight, bias], padding, slope, activated))
             },
-            |([x, weight, bias], padding), grad| {
+            |([x, weight, bias], padding, slope, activated), grad| {
+                let grad = match activated {
+                    Some(output) => B::leaky_relu_backward(output, slope, grad),
+                    None => grad,
+                };
                 let (x, weight, bias) = B::conv2d_stride1_backward(x, weight, bias, padding, grad);
                 [x, weight, bias]
             },
@@ -170,9 +184,17 @@ impl<B: Conv2dBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
 /// stride 1, no dilation, one group, a bias and the same padding on both sides (every one in
 /// this project's networks) run through [`conv2d_stride1`]; others through Burn's module.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_leaky_relu(conv, x, 1.0)
+}
+
+/// [`conv2d`] followed by the leaky ReLU of `slope` ([`crate::leaky_relu`]); through
+/// [`conv2d_stride1`]'s operation, the activation is applied as the output is written.
+pub fn conv2d_leaky_relu(conv: &Conv2d, x: Tensor<4>, slope: f64) -> Tensor<4> {
     match stride1_bias_padding(conv) {
-        Some((bias, padding)) => conv2d_stride1(x, conv.weight.val(), bias, padding),
-        None => conv.forward(x),
+        Some((bias, padding)) => {
+            conv2d_stride1_leaky_relu(x, conv.weight.val(), bias, padding, slope)
+        }
+        None => crate::leaky_relu(conv.forward(x), slope),
     }
 }
 
@@ -192,11 +214,27 @@ pub fn conv2d_stride1(
     bias: Tensor<1>,
     padding: [usize; 2],
 ) -> Tensor<4> {
+    conv2d_stride1_leaky_relu(x, weight, bias, padding, 1.0)
+}
+
+/// [`conv2d_stride1`] followed by the leaky ReLU of `slope`, in one operation where the slope is
+/// not negative (a negative one flips the sign the backward pass reads from the output).
+pub(crate) fn conv2d_stride1_leaky_relu(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    padding: [usize; 2],
+    slope: f64,
+) -> Tensor<4> {
+    if slope < 0.0 {
+        return crate::leaky_relu(conv2d_stride1(x, weight, bias, padding), slope);
+    }
     Tensor::from_dispatch(Dispatch::conv2d_stride1(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         padding,
+        slope,
     ))
 }
 

@@ -11,6 +11,7 @@ use burn_cubecl::{CubeBackend, kernel::into_contiguous};
 use super::cpu::Geometry;
 use super::{Conv2dBackend, burns_backward, burns_forward};
 use crate::channel::channel_total;
+use crate::leaky_relu;
 
 /// The convolution from Burn's operations: unfold + matrix products where that pays, Burn's
 /// convolution elsewhere.
@@ -227,8 +228,12 @@ impl Conv2dBackend for CubeBackend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
+        slope: f64,
     ) -> FloatTensor<Self> {
-        into_contiguous(reference_forward::<Self>(x, weight, bias, padding))
+        let output = reference_forward::<Self>(x, weight, bias, padding);
+        into_contiguous(leaky_relu::reference_forward_unless_linear::<Self>(
+            output, slope,
+        ))
     }
 
     fn conv2d_stride1_backward(
@@ -270,7 +275,7 @@ mod tests {
         };
         let [xt, wt, ..] = tensors();
         let g = Geometry::new(&xt, &wt, [1, 1]).expect("a non-empty convolution");
-        let output = forward(&x, &weight, &bias, &g);
+        let output = forward(&x, &weight, &bias, &g, 1.0);
         let (x_grad, weight_grad, bias_grad) = backward(&x, &weight, &grad, &g);
         let image = g.rows() * g.plane();
         for (limit, groups) in [(image, 5), (2 * image + 1, 3), (usize::MAX, 1)] {
