@@ -126,7 +126,37 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Makes the main thread one of rayon's threads, so that it works on the operations it starts
+/// instead of waking a worker for each and sleeping until they are done: on the small nets the
+/// waking was a large share of a step (docs/performance.md). Only with two threads or more: the
+/// main thread does not take work that other threads (a data loader's) hand to the pool except
+/// while it runs an operation of its own, so alone in the pool it could leave theirs waiting.
+fn work_on_the_main_thread() {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    if threads >= 2 {
+        // Fails only if the pool already exists, which it does not before the first operation.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .use_current_thread()
+            .build_global();
+    }
+}
+
 fn run_command(cli: Cli) -> Result<()> {
+    // The servers wait for connections on the main thread and compute on their own threads,
+    // as the loader bench's loaders do: there the main thread would take none of the work.
+    let computes_on_the_main_thread = !matches!(
+        cli.command,
+        Some(Command::Serve(_) | Command::Worker(_) | Command::LoaderBench(_))
+    );
+    if computes_on_the_main_thread {
+        work_on_the_main_thread();
+    }
     match cli.command {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::LoaderBench(args)) => bench::run_loader(args),

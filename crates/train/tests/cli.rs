@@ -681,3 +681,36 @@ fn the_fmp_quick_start_reports_both_accuracies_and_how_to_look_inside() {
     let hint = format!("show {out} samples/digit-7.png");
     assert!(message.contains(&hint), "{hint:?} not in {message}");
 }
+
+/// The main thread is one of rayon's threads where there are two or more: a run with one, two
+/// and three threads (the data loader's thread feeding tensors to the pool meanwhile) finishes
+/// within minutes instead of waiting forever, and learns.
+#[test]
+fn a_run_finishes_on_one_two_and_three_rayon_threads() {
+    for threads in ["1", "2", "3"] {
+        let run = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
+            .current_dir(repo())
+            .args(["configs/quickstart.toml", "--epochs", "1", "--output"])
+            .arg(run.path())
+            .env("RAYON_NUM_THREADS", threads)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(300) {
+                child.kill().unwrap();
+                panic!("{threads} rayon thread(s): no end after 300 s (deadlocked?)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        assert!(status.success(), "{threads} rayon thread(s): {status}");
+        let accuracy = summary(run.path())["test_accuracy"].as_f64().unwrap();
+        assert!(accuracy >= 80.0, "{threads} rayon thread(s): {accuracy}%");
+    }
+}
