@@ -13,7 +13,8 @@
 //! not apply (another dtype, an empty shape).
 //!
 //! - [`conv2d`], [`conv2d_stride1`]: stride-1 convolution (unfold + matrix products; on wgpu as
-//!   tensor operations, a group of images per product).
+//!   tensor operations, a group of images per product); [`conv2d_leaky_relu`] with the leaky
+//!   ReLU applied as the output is written.
 //! - [`linear`]: a dense layer (matrix products split by columns across threads on the CPU).
 //! - [`batch_norm`], [`batch_norm_leaky_relu`]: training-mode batch normalisation, optionally
 //!   with the leaky ReLU that follows it in the same pass (channel loops on the CPU);

@@ -368,7 +368,8 @@ pub fn describe(backend: BackendName, device: &Device) -> String {
     }
 }
 
-/// The CPU's model and thread count.
+/// The CPU's model and the number of threads the CPU backends run on (rayon's, which
+/// `RAYON_NUM_THREADS` sets).
 fn cpu_name() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -379,10 +380,7 @@ fn cpu_name() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("{model}, {threads} threads")
+    format!("{model}, {} threads", rayon::current_num_threads())
 }
 
 /// The runtime name Burn gives a wgpu device, which names the compiler its kernels go through:

@@ -132,10 +132,17 @@ pub fn run(cli: Cli) -> Result<()> {
 /// main thread does not take work that other threads (a data loader's) hand to the pool except
 /// while it runs an operation of its own, so alone in the pool it could leave theirs waiting.
 fn work_on_the_main_thread() {
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
+    // rayon reads the variable too, and takes 0 or anything but a number for its default.
+    let asked = std::env::var("RAYON_NUM_THREADS").ok();
+    let parsed = asked.as_deref().map(str::parse::<usize>);
+    if let (Some(value), Some(Err(_))) = (&asked, &parsed) {
+        say_err!(
+            "warning: RAYON_NUM_THREADS={value:?} is not a number of threads: one per CPU is used"
+        );
+    }
+    let threads = parsed
+        .and_then(Result::ok)
+        .filter(|&n| n > 0)
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     if threads >= 2 {

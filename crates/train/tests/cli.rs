@@ -684,10 +684,11 @@ fn the_fmp_quick_start_reports_both_accuracies_and_how_to_look_inside() {
 
 /// The main thread is one of rayon's threads where there are two or more: a run with one, two
 /// and three threads (the data loader's thread feeding tensors to the pool meanwhile) finishes
-/// within minutes instead of waiting forever, and learns.
+/// within minutes instead of waiting forever, and learns; a thread count that is not a number
+/// is named and the run goes on.
 #[test]
-fn a_run_finishes_on_one_two_and_three_rayon_threads() {
-    for threads in ["1", "2", "3"] {
+fn a_run_finishes_on_one_two_and_three_rayon_threads_and_names_a_bad_count() {
+    for threads in ["1", "2", "3", "many"] {
         let run = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
             .current_dir(repo())
@@ -695,9 +696,16 @@ fn a_run_finishes_on_one_two_and_three_rayon_threads() {
             .arg(run.path())
             .env("RAYON_NUM_THREADS", threads)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Read as it comes, so that a full pipe cannot stop the run.
+        let mut stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut errors = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut errors).unwrap();
+            errors
+        });
         let start = std::time::Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -709,7 +717,14 @@ fn a_run_finishes_on_one_two_and_three_rayon_threads() {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         };
-        assert!(status.success(), "{threads} rayon thread(s): {status}");
+        let errors = reader.join().unwrap();
+        assert!(
+            status.success(),
+            "{threads} rayon thread(s): {status}\n{errors}"
+        );
+        // A value that is not a number is named, and the run goes on with one thread per CPU.
+        let warned = errors.contains("RAYON_NUM_THREADS=\"many\" is not a number of threads");
+        assert_eq!(warned, threads == "many", "{threads}: {errors}");
         let accuracy = summary(run.path())["test_accuracy"].as_f64().unwrap();
         assert!(accuracy >= 80.0, "{threads} rayon thread(s): {accuracy}%");
     }
