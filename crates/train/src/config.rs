@@ -363,10 +363,19 @@ impl RunConfig {
                 false => "is a folder; give a config file, e.g. configs/quickstart.toml".into(),
             }));
         }
+        let with_extension = path.with_extension("toml");
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidData => error(
                 "is not a TOML config (not text); give one, e.g. configs/quickstart.toml".into(),
             ),
+            std::io::ErrorKind::NotFound
+                if path.extension().is_none() && with_extension.is_file() =>
+            {
+                error(format!(
+                    "no such file; did you mean {}?",
+                    with_extension.display()
+                ))
+            }
             _ => error(format!("cannot read: {e}")),
         })?;
         Self::parse(&text, path, overrides)

@@ -79,6 +79,14 @@ fn a_misspelt_command_is_named_with_the_nearest_one() {
     // A config and a command are left to the parser as before.
     let output = train(&["nosuchconfig.toml"]);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("no command"));
+    // A config's path without its extension is pointed at the file.
+    let output = train(&["configs/quickstart"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("configs/quickstart: no such file; did you mean configs/quickstart.toml?"),
+        "{stderr}"
+    );
     assert!(train(&["help"]).status.success());
 }
 
