@@ -1,6 +1,6 @@
-//! One model code, three backends, the same training: for every network config in configs/, the
-//! loss and every parameter's gradient agree between flex, ndarray and wgpu (with fusion, as a
-//! run uses it), and the first training steps of the quick starts give the same losses on
+//! One model code, three backends, the same training: for every network config in configs/ (and
+//! the FMP net without batch norm), the loss, every parameter's gradient and the evaluation
+//! pass's logits agree between flex, ndarray and wgpu (with fusion, as a run uses it), and the first training steps of the quick starts give the same losses on
 //! ndarray and wgpu as on flex. The same holds on a device a worker serves (flex, on loopback,
 //! started in the test process), where every operation goes over the wire.
 //!
@@ -187,12 +187,46 @@ fn batch(network: &NetworkConfig, channels: usize, n: usize, seed: u64) -> (Tens
     (TensorData::new(pixels, [n, channels, size, size]), labels)
 }
 
+/// Every shipped config's network, and the FMP net without batch norm (a `[model]` setting the
+/// README offers; its convolutions apply the leaky ReLU as they write), by name.
+fn networks() -> Vec<(String, RunConfig, NetworkConfig)> {
+    let mut networks: Vec<_> = shipped_configs()
+        .into_iter()
+        .map(|name| {
+            let config = config(&name);
+            let network = reduced(config.network());
+            (name, config, network)
+        })
+        .collect();
+    let config = config("fmp_quickstart.toml");
+    let NetworkConfig::FmpNet(fmp) = reduced(config.network()) else {
+        unreachable!("the FMP quick start is an FMP net")
+    };
+    let network = NetworkConfig::FmpNet(models::FmpNetConfig {
+        batch_norm: false,
+        ..fmp
+    });
+    networks.push((
+        "fmp_quickstart.toml without batch norm".into(),
+        config,
+        network,
+    ));
+    networks
+}
+
+/// The network's evaluation pass (no autodiff; batch norm with its running statistics, folded
+/// into the convolutions) on `pixels`.
+fn evaluation_logits(model: &Network, pixels: &TensorData, device: &Device, seed: u64) -> Vec<f64> {
+    let model = model.valid().to_device(device);
+    model.reseed(seed);
+    let logits = model.forward(Tensor::from_data(pixels.clone(), device));
+    logits.into_data().convert::<f64>().try_to_vec().unwrap()
+}
+
 #[test]
-fn every_config_has_the_same_gradients_on_every_backend() {
+fn every_network_has_the_same_gradients_and_evaluation_on_every_backend() {
     let mut checked: Vec<(String, String)> = Vec::new();
-    for name in shipped_configs() {
-        let config = config(&name);
-        let network = reduced(config.network());
+    for (name, config, network) in networks() {
         // Configs that differ only in training settings share their reduced network.
         let key = format!("{network:?} {}", config.dataset_kind().channels());
         if let Some((_, same)) = checked.iter().find(|(k, _)| *k == key) {
@@ -204,6 +238,7 @@ fn every_config_has_the_same_gradients_on_every_backend() {
         let model = init(&network, config.seed);
         let (pixels, labels) = batch(&network, channels, 8, config.seed);
         let mut reference: Option<(f64, ParameterValues)> = None;
+        let mut trained_on_flex = None;
         for (backend, device) in targets() {
             let device = device.autodiff();
             let model = model.clone().fork(&device);
@@ -218,6 +253,7 @@ fn every_config_has_the_same_gradients_on_every_backend() {
             let Some((flex_loss, flex_grads)) = &reference else {
                 assert!(loss.is_finite(), "{name} on flex: loss {loss}");
                 reference = Some((loss, grads));
+                trained_on_flex = Some(model);
                 continue;
             };
             let what = format!("{name} ({}) on {backend}", network.name());
@@ -245,6 +281,24 @@ fn every_config_has_the_same_gradients_on_every_backend() {
                  {worst:.2e} of the norm",
                 grads.len()
             );
+        }
+        // The evaluation pass of the network after flex's step, so that batch norm's running
+        // statistics have moved from their initial values; the pass changes none of them.
+        let trained = trained_on_flex.expect("flex is the first target");
+        let mut flex_logits = None;
+        for (backend, device) in targets() {
+            let logits = evaluation_logits(&trained, &pixels, &device, config.seed);
+            let Some(flex_logits) = &flex_logits else {
+                flex_logits = Some(logits);
+                continue;
+            };
+            let diff = norm(&difference(&logits, flex_logits)) / norm(flex_logits);
+            assert!(
+                diff <= GRADIENT_TOLERANCE,
+                "{name} on {backend}: the evaluation pass's logits differ from flex's by \
+                 {diff:.2e} of their norm"
+            );
+            println!("{name} on {backend}: evaluation logits differ by {diff:.2e} of their norm");
         }
     }
 }
