@@ -279,13 +279,9 @@ impl<B: CpuBackend> BatchNormTrainBackend for B {
         let (gamma, beta) = (B::f32s(&gamma), B::f32s(&beta));
         let (scale, shift) = affine([&gamma, &beta, &mean, &variance], settings.epsilon);
         let slope = settings.slope as f32;
-        // Branch-free, so that it vectorises: the signs are unpredictable.
         let output = map_planes(xs, xs, layout, |ch| {
             let (scale, shift) = (scale[ch], shift[ch]);
-            move |v, _| {
-                let z = v * scale + shift;
-                z.max(0.0) + slope * z.min(0.0)
-            }
+            move |v, _| leaky_relu::leaky(v * scale + shift, slope)
         });
         let channels = [gamma.len()];
         (

@@ -36,6 +36,13 @@ pub trait LeakyReluBackend: Backend {
     }
 }
 
+/// The leaky ReLU of `slope` on one value, as the CPU loops apply it: branch-free, so that it
+/// vectorises (the signs of activations are unpredictable); exactly `z` for slope 1.
+#[inline(always)]
+pub(crate) fn leaky(z: f32, slope: f32) -> f32 {
+    z.max(0.0) + slope * z.min(0.0)
+}
+
 /// `slope * x + (1 - slope) * relu(x)`: the same function from operations every backend has.
 pub(crate) fn reference_forward<B: Backend>(x: FloatTensor<B>, slope: f64) -> FloatTensor<B> {
     let linear = B::float_mul_scalar(x.clone(), slope.into());
@@ -74,8 +81,7 @@ impl<B: CpuBackend> LeakyReluBackend for B {
         }
         let xs = B::f32s(&x);
         let slope = slope as f32;
-        // Branch-free, so that it vectorises: the signs of activations are unpredictable.
-        let out = map(&xs, &xs, move |v, _| v.max(0.0) + slope * v.min(0.0));
+        let out = map(&xs, &xs, move |v, _| leaky(v, slope));
         B::float(out, x.shape())
     }
 

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::{Conv2dBackend, burns_backward, options};
 use crate::cpu::{CpuBackend, all_f32, sums, written, zeroed};
-use crate::leaky_relu;
+use crate::leaky_relu::{self, leaky};
 use crate::matmul::{View, multiply, multiply_strided};
 
 /// Output columns a group of images aims at in one matrix product: maps smaller than this are
@@ -234,13 +234,6 @@ fn product_weights<'a>(by_product: &'a [f32], g: &Geometry) -> Vec<View<'a>> {
         .chunks(g.out * g.strips())
         .map(|weight| View::rows(weight, [g.out, g.strips()]))
         .collect()
-}
-
-/// The leaky ReLU of `slope`, branch-free so that it vectorises (the signs are unpredictable);
-/// exactly `z` for slope 1.
-#[inline(always)]
-fn leaky(z: f32, slope: f32) -> f32 {
-    z.max(0.0) + slope * z.min(0.0)
 }
 
 /// The flex forward pass, with the leaky ReLU of `slope` applied to each image's output while
