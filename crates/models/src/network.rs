@@ -95,6 +95,12 @@ impl Network {
         }
     }
 
+    /// Whether forward passes draw pooling regions (an FMP net), so that repeated passes over
+    /// the same images differ and their average is worth taking.
+    pub fn draws_pooling_regions(&self) -> bool {
+        matches!(self, Self::FmpNet(_))
+    }
+
     /// Makes the next forward passes repeatable: an FMP net restarts its pooling-region
     /// generator at `seed` (see [`FmpNet::reseed`]); the LeNets are deterministic already.
     pub fn reseed(&self, seed: u64) {

@@ -20,11 +20,14 @@ use burn::train::{
 
 /// A long phase outside an epoch (a test pass, an evaluation, a benchmark's steps, whose first
 /// one on a GPU compiles and tunes kernels for minutes): a bar on a terminal, else a line when it
-/// starts and one when it ends (logs). Ends when dropped.
+/// starts and one when it ends (logs), saying whether it was done or stopped short (an error,
+/// a lost worker). Ends when dropped.
 pub struct Phase {
     bar: Option<indicatif::ProgressBar>,
     name: String,
     started: Instant,
+    done: std::cell::Cell<usize>,
+    total: usize,
 }
 
 impl Phase {
@@ -52,11 +55,14 @@ impl Phase {
             bar,
             name,
             started: Instant::now(),
+            done: 0.into(),
+            total,
         }
     }
 
     /// `done` more units are done.
     pub fn advance(&self, done: usize) {
+        self.done.set(self.done.get() + done);
         if let Some(bar) = &self.bar {
             bar.inc(done as u64);
         }
@@ -65,13 +71,12 @@ impl Phase {
 
 impl Drop for Phase {
     fn drop(&mut self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let (name, done, total) = (&self.name, self.done.get(), self.total);
         match self.bar.take() {
             Some(bar) => bar.finish_and_clear(),
-            None => say_err!(
-                "{}: done in {:.1} s",
-                self.name,
-                self.started.elapsed().as_secs_f64()
-            ),
+            None if done >= total => say_err!("{name}: done in {seconds:.1} s"),
+            None => say_err!("{name}: stopped after {seconds:.1} s, {done} of {total} done"),
         }
     }
 }

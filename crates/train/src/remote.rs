@@ -143,7 +143,7 @@ pub fn description(device: &Device) -> Option<String> {
 }
 
 /// The names of the workers' devices among `devices`.
-pub fn workers(devices: &[Device]) -> Vec<String> {
+fn workers(devices: &[Device]) -> Vec<String> {
     devices.iter().filter_map(description).collect()
 }
 
@@ -156,6 +156,26 @@ pub fn silent(devices: &[Device]) -> Vec<String> {
         .filter(|o| devices.contains(&o.device) && !accepts(&o.worker))
         .map(|o| o.name.clone())
         .collect()
+}
+
+/// What failed in a command on `devices` that Burn's remote backend ended with a panic whose
+/// message is `cause`: the workers that stopped answering, or, where all still answer, a step on
+/// every worker's device. `None` where no device is a worker's: the panic is not theirs.
+pub fn lost(devices: &[Device], cause: &str) -> Option<String> {
+    let workers = workers(devices);
+    if workers.is_empty() {
+        return None;
+    }
+    let silent = silent(devices);
+    // Burn's message runs over several lines of nested causes; the first says what failed.
+    let cause = cause.lines().next().unwrap_or(cause);
+    Some(match silent.is_empty() {
+        true => format!(
+            "a step on {} failed ({cause}); the worker's output says why",
+            workers.join(", ")
+        ),
+        false => format!("{} stopped answering ({cause})", silent.join(" and ")),
+    })
 }
 
 /// Whether something listens at the worker's host and port (within a few seconds).
@@ -202,6 +222,7 @@ fn connect_error(address: &WorkerAddress, error: ConnectError) -> anyhow::Error 
 /// several; a trainer that goes away has its session's tensors freed. With a token in
 /// [`TOKEN_VARIABLE`], only trainers presenting it are served.
 pub fn serve(devices: Vec<Device>, listener: std::net::TcpListener) -> Result<()> {
+    log_sessions();
     let mut server = RemoteServer::new(devices);
     if let Some(token) = token() {
         let authorizer = TokenAuthorizer::new(token).context("the token is empty")?;
@@ -215,6 +236,20 @@ pub fn serve(devices: Vec<Device>, listener: std::net::TcpListener) -> Result<()
             }
             other => anyhow!("the worker stopped: {other}"),
         })
+}
+
+/// Burn's server logs its sessions through `tracing` to stdout, with its own subscriber unless
+/// the program installed one. This one logs the same lines (`RUST_LOG`, else info with wgpu's
+/// from warnings up), coloured only on a terminal: a worker's output is often kept in a file.
+fn log_sessions() {
+    use tracing_subscriber::{EnvFilter, prelude::*};
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wgpu=warn"));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_filter(filter);
+    // Fails where a subscriber is already installed (a second server in one process): it logs.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 #[cfg(test)]

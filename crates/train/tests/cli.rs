@@ -37,10 +37,17 @@ fn short_training_on_the_sample_learns() {
     let elsewhere = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_train"))
         .current_dir(elsewhere.path())
-        .args(["eval", run.path().to_str().unwrap(), "--passes", "1"])
+        .args(["eval", run.path().to_str().unwrap(), "--passes", "12"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
+    // The LeNet draws no pooling regions: twelve passes would repeat one, so one is run.
+    let said = text(&output);
+    assert!(
+        said.contains("note: 12 passes asked for, one run: lenet5_modern draws no pooling"),
+        "{said}"
+    );
+    assert!(said.contains("1 pass(es) each"), "{said}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use common::{repo, summary, text, train, wait_for_checkpoint};
 
@@ -14,6 +15,8 @@ struct Worker {
     child: Child,
     /// `ws://127.0.0.1:PORT`, as the worker printed it.
     address: String,
+    /// The lines it prints after the address, read as they come so that its pipe never fills.
+    logged: Arc<Mutex<Vec<String>>>,
 }
 
 impl Worker {
@@ -31,9 +34,9 @@ impl Worker {
             command.env("CNN_WORKER_TOKEN", token);
         }
         let mut child = command.spawn().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut printed = Vec::new();
-        for line in stdout.lines() {
+        while let Some(line) = stdout.next() {
             let line = line.unwrap();
             if let Some(start) = line.find("ws://") {
                 let address = line[start..]
@@ -42,9 +45,17 @@ impl Worker {
                     .collect::<Vec<_>>()
                     .join(":");
                 let address = address.trim_end_matches(|c: char| !c.is_ascii_digit());
+                let logged = Arc::new(Mutex::new(Vec::new()));
+                let sink = logged.clone();
+                std::thread::spawn(move || {
+                    for line in stdout.map_while(Result::ok) {
+                        sink.lock().unwrap().push(line);
+                    }
+                });
                 return Self {
                     child,
                     address: address.to_string(),
+                    logged,
                 };
             }
             printed.push(line);
@@ -52,6 +63,24 @@ impl Worker {
         let _ = child.kill();
         let status = child.wait();
         panic!("the worker printed no address ({status:?}): {printed:?}");
+    }
+
+    /// The first line it printed after the address that contains `text`, waiting up to a
+    /// minute for it.
+    fn logged_line(&self, text: &str) -> String {
+        let started = std::time::Instant::now();
+        while started.elapsed().as_secs() < 60 {
+            let logged = self.logged.lock().unwrap();
+            if let Some(line) = logged.iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            drop(logged);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "the worker logged no {text:?}: {:?}",
+            self.logged.lock().unwrap()
+        );
     }
 
     fn port(&self) -> u16 {
@@ -285,6 +314,16 @@ fn a_worker_that_disappears_ends_the_run_by_name_and_the_run_resumes_when_it_is_
     );
     assert!(said.contains(&format!("worker {address}")), "{said}");
     assert!(said.contains("--resume"), "{said}");
+    // The run's own error, without Burn's panic notice or Rust's panic report before it.
+    assert!(
+        !said.contains("PANIC") && !said.contains("panicked"),
+        "{said}"
+    );
+    let log = std::fs::read_to_string(run.path().join("experiment.log")).unwrap();
+    assert!(
+        log.contains("PANIC =>"),
+        "the panic is in the run's log: {log}"
+    );
     let kept = train::last_complete(run.path()).expect("the last complete checkpoint is kept");
     assert!(kept < 4, "the run finished before the worker went");
     assert!(!run.path().join("summary.json").exists());
@@ -295,4 +334,48 @@ fn a_worker_that_disappears_ends_the_run_by_name_and_the_run_resumes_when_it_is_
     let summary = summary(run.path());
     assert!(summary["resumed_from"].as_u64().unwrap() >= kept as u64);
     assert_eq!(summary["epochs"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_worker_that_disappears_ends_the_bench_by_name_and_its_log_is_plain_text() {
+    let worker = Worker::start(0, None);
+    let address = worker.address.clone();
+    // Burn's server logs its start after the address; in a pipe, without colour codes.
+    let logged = worker.logged_line("Server started");
+    assert!(!logged.contains('\x1b'), "{logged:?}");
+    // The worker's device first, so that it is timed from the start.
+    let devices = format!("{address}/0,0");
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_train"))
+        .current_dir(repo())
+        .args(["bench", "configs/quickstart.toml", "--backends", "flex"])
+        .args(["--devices", &devices, "--steps", "100000"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(bench.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let timing = line.contains("training steps, 2 warm-up");
+        said.push(line);
+        if timing {
+            break;
+        }
+    }
+    drop(worker); // SIGKILL mid-timing
+    said.extend(stderr.map(Result::unwrap));
+    let status = bench.wait().unwrap();
+    let said = said.join("\n");
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "error: flex: timing failed: worker {address}/0 stopped"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("stopped after"),
+        "the timing says it stopped: {said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
 }

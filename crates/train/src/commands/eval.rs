@@ -67,7 +67,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ..Overrides::default()
     };
     let trained = args.model.load(overrides)?;
-    let passes = trained.passes(args.passes)?;
+    let mut passes = trained.passes(args.passes)?;
+    if passes > 1 && !trained.network.draws_pooling_regions() {
+        say_err!(
+            "note: {passes} passes asked for, one run: {} draws no pooling regions, so every \
+             pass over the test set would give the same",
+            trained.network.name()
+        );
+        passes = 1;
+    }
     let (splits, _) = trained.config.load_splits()?;
     let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
     let seed = args.seed.unwrap_or(trained.config.seed);

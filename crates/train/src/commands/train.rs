@@ -1,7 +1,6 @@
 //! `train <config.toml>`: a training run from config to summary: data, model, Burn's Learner,
 //! test accuracy.
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -250,14 +249,14 @@ fn launch(
     let learner = Learner::new(model, config.optimizer(), scheduler);
     // Burn's remote backend panics when a worker goes away mid-step (on this thread or a
     // device's); the worker is then named, as any failure of the run is.
-    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| training.launch(learner))) {
+    let result = match panics::catch_quietly(|| training.launch(learner)) {
         Ok(result) => result,
-        Err(panic) => match lost_workers(config, plan, &panics::message(&*panic)) {
+        Err(caught) => match lost_workers(config, plan, &caught.message()) {
             Some(error) => {
                 remove_incomplete(&config.output);
                 return Err(error);
             }
-            None => std::panic::resume_unwind(panic),
+            None => caught.resume(),
         },
     };
     let trained = outcome(result, config, plan, *panics::lock(&non_finite))?;
@@ -383,6 +382,9 @@ fn learner_options(
     stop_on_signal(&training.interrupter());
     panics::stop_on_loader_panic(&training.interrupter());
     let mut training = training
+        .with_application_logger(Some(Box::new(panics::RunLog(
+            config.output.join("experiment.log"),
+        ))))
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
         .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
@@ -666,20 +668,7 @@ const SAME_COMMAND: &str = "continue with the same command and --resume";
 /// answer, every worker of the run), with `cause` (Burn's message) and how to go on; `None` for
 /// a run on this machine's devices only.
 fn lost_workers(config: &RunConfig, plan: &RunPlan, cause: &str) -> Option<anyhow::Error> {
-    let workers = remote::workers(&plan.devices);
-    if workers.is_empty() {
-        return None;
-    }
-    let silent = remote::silent(&plan.devices);
-    // Burn's message runs over several lines of nested causes; the first says what failed.
-    let cause = cause.lines().next().unwrap_or(cause);
-    let what = match silent.is_empty() {
-        true => format!(
-            "a step on {} failed ({cause}); the worker's output says why",
-            workers.join(", ")
-        ),
-        false => format!("{} stopped answering ({cause})", silent.join(" and ")),
-    };
+    let what = remote::lost(&plan.devices, cause)?;
     Some(anyhow::anyhow!(
         "training failed: {what}; {}",
         kept_checkpoint(

@@ -6,7 +6,7 @@ mod loader;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::{
     data::{
         dataloader::{DataLoaderIterator, Progress, batcher::Batcher},
@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     BackendName, Overrides, RunConfig, device,
     files::{check_output_file, write_atomic, write_json},
+    panics,
     plan::RunPlan,
+    remote,
     timing::{median_and_min, time_ms},
 };
 
@@ -392,6 +394,11 @@ fn time_pooling(
 /// Side of the square matrices whose product measures a device's practical peak.
 const MATMUL_SIDE: usize = 2048;
 
+/// The most timed products for the ceiling: their median has settled well before, and on a CPU
+/// each takes about as long as a whole training step of the small nets, so `--steps` in the
+/// thousands spent minutes on it.
+const CEILING_PRODUCTS: usize = 30;
+
 /// GFLOP/s of `MATMUL_SIDE`^3 f32 matrix products on `device`: the median of `steps` timed
 /// products after `warmup` untimed ones, at least one (the first product compiles and autotunes
 /// its kernels, which is no part of a ceiling).
@@ -439,25 +446,29 @@ fn time_backends(
                 continue;
             }
         };
-        let mut timing = time_backend(config, &train_set, &batcher, &devices[0], [warmup, steps])
-            .with_context(|| backend.to_string())?;
-        if devices.len() > 1 {
-            let times = time_multi_device(config, &train_set, &batcher, &devices, [warmup, steps])
-                .with_context(|| format!("{backend} on {} devices", devices.len()))?;
-            let median = median_and_min(&times).0;
-            let images_per_second = train_set.len().min(config.batch_size) as f64 / (median / 1e3);
-            timing.multi_device = Some(MultiDeviceTiming {
-                devices: devices
-                    .iter()
-                    .map(|d| device::describe(backend, d))
-                    .collect(),
-                step_ms: times,
-                median_ms: median,
-                images_per_second,
-                scaling_efficiency: images_per_second
-                    / (devices.len() as f64 * timing.images_per_second),
-            });
-        }
+        // A worker that goes away ends the timing with an error or, from Burn's remote
+        // backend, a panic; the worker is then named.
+        let timed = panics::catch_quietly(|| {
+            time_backend_and_devices(config, &train_set, &batcher, &devices, [warmup, steps])
+        });
+        let lost = |cause: &str| {
+            remote::lost(&devices, cause).map(|what| {
+                anyhow!(
+                    "{backend}: timing failed: {what}; once the worker runs again, run the \
+                     bench again"
+                )
+            })
+        };
+        let timing = match timed {
+            Ok(Ok(timing)) => timing,
+            // An error is a worker's only where one stopped answering.
+            Ok(Err(error)) if remote::silent(&devices).is_empty() => return Err(error),
+            Ok(Err(error)) => return Err(lost(&format!("{error:#}")).unwrap_or(error)),
+            Err(caught) => match lost(&caught.message()) {
+                Some(error) => return Err(error),
+                None => caught.resume(),
+            },
+        };
         let timing = BackendTiming {
             config: name.clone(),
             ..timing
@@ -483,6 +494,38 @@ impl DataLoaderIterator<ImageBatch> for OneBatch {
     fn progress(&self) -> Progress {
         Progress::new(usize::from(self.0.is_none()), 1, None)
     }
+}
+
+/// [`time_backend`] on the first of `devices`, and where there are several, the steps split
+/// between them ([`time_multi_device`]).
+fn time_backend_and_devices(
+    config: &RunConfig,
+    train_set: &ImageDataset,
+    batcher: &ImageBatcher,
+    devices: &[Device],
+    [warmup, steps]: [usize; 2],
+) -> Result<BackendTiming> {
+    let backend = config.backend;
+    let mut timing = time_backend(config, train_set, batcher, &devices[0], [warmup, steps])
+        .with_context(|| backend.to_string())?;
+    if devices.len() > 1 {
+        let times = time_multi_device(config, train_set, batcher, devices, [warmup, steps])
+            .with_context(|| format!("{backend} on {} devices", devices.len()))?;
+        let median = median_and_min(&times).0;
+        let images_per_second = train_set.len().min(config.batch_size) as f64 / (median / 1e3);
+        timing.multi_device = Some(MultiDeviceTiming {
+            devices: devices
+                .iter()
+                .map(|d| device::describe(backend, d))
+                .collect(),
+            step_ms: times,
+            median_ms: median,
+            images_per_second,
+            scaling_efficiency: images_per_second
+                / (devices.len() as f64 * timing.images_per_second),
+        });
+    }
+    Ok(timing)
 }
 
 /// Milliseconds of training steps split between `devices` as `train --devices` runs them:
@@ -641,7 +684,7 @@ fn time_backend(
         _ => None,
     };
     // Last: its large buffers must not disturb the timings above.
-    let peak = matmul_gflops(device, warmup, steps)?;
+    let peak = matmul_gflops(device, warmup, steps.min(CEILING_PRODUCTS))?;
     let gflop_per_image = 3.0 * network.forward_flops() as f64 / 1e9;
     let gflop_per_second = gflop_per_image * batch_size as f64 / (median / 1e3);
     Ok(BackendTiming {
