@@ -95,25 +95,60 @@ pub fn misspelt_command(args: &[std::ffi::OsString]) -> Option<String> {
     if word.starts_with('-') || word.contains(['.', '/']) || std::path::Path::new(word).exists() {
         return None;
     }
-    let cli = Cli::command();
-    let mut names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
-    names.push("help");
-    if names.contains(&word) {
+    if command_names().contains(&word.to_string()) {
         return None;
     }
     let config = std::path::Path::new("configs").join(format!("{word}.toml"));
-    let nearest = names
-        .iter()
-        .map(|name| (strsim::levenshtein(word, name), name))
-        .min();
-    let hint = match nearest {
+    let hint = match nearest_command(word) {
         _ if config.is_file() => format!("to train with {}, give its path", config.display()),
-        Some((edits, name)) if edits <= 2 => format!("did you mean `{name}`?"),
-        _ => "to train, give a config file such as configs/quickstart.toml".into(),
+        Some(name) => format!("did you mean `{name}`?"),
+        None => "to train, give a config file such as configs/quickstart.toml".into(),
     };
     Some(format!(
         "there is no command `{word}`; {hint} (`--help` lists the commands)"
     ))
+}
+
+/// The command line `args`, or clap's error. A word after the config that is no option's value
+/// is named as such: clap takes it for a command and refuses it as "the subcommand cannot be
+/// used with [CONFIG]", whether or not a command has that name.
+pub fn parse(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+    use clap::error::{ContextKind, ErrorKind};
+    Cli::try_parse_from(args).map_err(|error| {
+        let stray = match (error.kind(), error.get(ContextKind::InvalidSubcommand)) {
+            (ErrorKind::ArgumentConflict, Some(word)) => word.to_string(),
+            _ => return error,
+        };
+        let hint = match nearest_command(&stray) {
+            Some(name) if name == stray => format!("a command comes first: `train {name} ...`"),
+            Some(name) => format!("did you mean the command `{name}`? It comes first"),
+            None => "`--help` lists the options".into(),
+        };
+        Cli::command().error(
+            ErrorKind::UnknownArgument,
+            format!(
+                "unexpected `{stray}` after the config: training takes one config file and \
+                 options; {hint}"
+            ),
+        )
+    })
+}
+
+/// The commands' names, `help` among them.
+fn command_names() -> Vec<String> {
+    let cli = Cli::command();
+    let names = cli.get_subcommands().map(|c| c.get_name().to_string());
+    names.chain(["help".to_string()]).collect()
+}
+
+/// The command whose name is within two edits of `word`, the nearest where several are.
+fn nearest_command(word: &str) -> Option<String> {
+    command_names()
+        .into_iter()
+        .map(|name| (strsim::levenshtein(word, &name), name))
+        .min()
+        .filter(|(edits, _)| *edits <= 2)
+        .map(|(_, name)| name)
 }
 
 /// Runs the command `cli` names; without one, trains the config it gives. Output that could not

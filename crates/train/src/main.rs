@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 // Training allocates and frees activation-sized buffers at every step. glibc's malloc hands the
 // large ones back to the kernel and faults them in again (zeroed pages, TLB shootdowns); mimalloc
 // keeps them for reuse once told never to purge freed memory (see `keep_freed_memory`).
@@ -41,7 +39,8 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stderr(), "error: {message}");
         return ExitCode::from(2);
     }
-    match train::run(train::Cli::parse_from(args)) {
+    let cli = train::parse(&args).unwrap_or_else(|error| error.exit());
+    match train::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole chain: what failed, then why. A closed stderr cannot be

@@ -56,6 +56,22 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
 }
 
 #[test]
+fn a_word_after_the_config_is_named_with_where_commands_go() {
+    for (word, hint) in [
+        ("evl", "did you mean the command `eval`? It comes first"),
+        ("eval", "a command comes first: `train eval ...`"),
+        ("extra", "`--help` lists the options"),
+    ] {
+        let output = train(&["configs/quickstart.toml", "--epochs", "1", word]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{word}: {stderr}");
+        let expected = format!("unexpected `{word}` after the config: training takes one");
+        assert!(stderr.contains(&expected), "{word}: {stderr}");
+        assert!(stderr.contains(hint), "{word}: {stderr}");
+    }
+}
+
+#[test]
 fn a_misspelt_command_is_named_with_the_nearest_one() {
     for (args, hint) in [
         (
