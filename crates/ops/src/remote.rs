@@ -40,8 +40,9 @@ impl Conv2dBackend for Remote {
         bias: FloatTensor<Self>,
         padding: [usize; 2],
         grad: FloatTensor<Self>,
+        input_gradient: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        crate::conv::burns_backward::<Self>(x, weight, bias, padding, grad)
+        crate::conv::burns_backward::<Self>(x, weight, bias, padding, grad, input_gradient)
     }
 }
 impl FractionalMaxPoolBackend for Remote {}

@@ -9,7 +9,7 @@ use burn::nn::BatchNormConfig;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::{prelude::*, tensor::Distribution};
-use common::{BACKENDS, close_all, device, values};
+use common::{BACKENDS, close, close_all, device, values};
 
 /// Output, input gradient, weight gradient and bias gradient of `sum(leaky(conv(x)) *
 /// upstream)`, `leaky` the leaky ReLU of `slope`, by direct summation over every (output cell,
@@ -138,16 +138,26 @@ fn convolution_matches_plain_loops_on_every_backend() {
                 PaddingConfig2d::Explicit(top, left, ..) => [top, left],
             };
             let expected = loops(
-                &values(x.detach()),
+                &values(x.clone().detach()),
                 [n, c, h, w],
                 &values(conv.weight.val().detach()),
                 [out, kh, kw],
                 &values(bias.val().detach()),
                 pad,
                 slope,
-                &values(upstream),
+                &values(upstream.clone()),
             );
             close_all(&ours, &expected, &what);
+
+            // Images need no gradient, and the operation then computes none: the weight's and
+            // the bias's are the same without it.
+            let images = x.detach();
+            let output = ops::conv2d_leaky_relu(&conv, images.clone(), slope);
+            let grads = (output * upstream).sum().backward();
+            let what = format!("{what}, input without a gradient");
+            let weight_grad = values(conv.weight.grad(&grads).unwrap());
+            close(&weight_grad, &expected[2], &format!("{what}: weight grad"));
+            close(&values(bias.grad(&grads).unwrap()), &expected[3], &what);
         }
     }
 }

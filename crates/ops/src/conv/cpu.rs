@@ -310,12 +310,14 @@ pub(super) fn forward(
     unsafe { written(len, fill) }.0
 }
 
-/// The flex backward pass: the gradients of the input, the weight and the bias.
+/// The flex backward pass: the gradients of the input (zeros without `input_gradient`), the
+/// weight and the bias.
 pub(super) fn backward(
     x: &[f32],
     weight: &[f32],
     grad: &[f32],
     g: &Geometry,
+    input_gradient: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [n, ..] = g.input;
     let (out, plane, strips, group, span) = (g.out, g.plane(), g.strips(), g.group(), g.span());
@@ -368,20 +370,27 @@ pub(super) fn backward(
                         *total += sum;
                     }
                     let grad_rows = View::rows(grad_rows, [out, columns]);
+                    let products = weight_grad
+                        .chunks_mut(out * strips)
+                        .zip(g.product_offsets());
+                    for (weight_grad, offset) in products {
+                        let strips =
+                            View::strided(&unfolded, offset, [strips, columns], row_stride);
+                        multiply(weight_grad, grad_rows, strips.transposed(), true, parallel);
+                    }
+                    let x_grad = zeroed(x_grad);
+                    if !input_gradient {
+                        continue;
+                    }
                     // The first product writes each strip's first `columns` values and the
                     // others add from their offsets on: the rest of each strip starts at zero.
                     unfolded_grad.resize(strips * row_stride, 0.0);
                     for row in unfolded_grad.chunks_mut(row_stride) {
                         row[columns..].fill(0.0);
                     }
-                    let products = weights
-                        .iter()
-                        .zip(weight_grad.chunks_mut(out * strips))
-                        .zip(g.product_offsets());
-                    for (index, ((&weight, weight_grad), offset)) in products.enumerate() {
-                        let strips =
-                            View::strided(&unfolded, offset, [strips, columns], row_stride);
-                        multiply(weight_grad, grad_rows, strips.transposed(), true, parallel);
+                    for (index, (&weight, offset)) in
+                        weights.iter().zip(g.product_offsets()).enumerate()
+                    {
                         multiply_strided(
                             &mut unfolded_grad[offset..],
                             row_stride,
@@ -391,7 +400,7 @@ pub(super) fn backward(
                             parallel,
                         );
                     }
-                    fold(&unfolded_grad, g, zeroed(x_grad));
+                    fold(&unfolded_grad, g, x_grad);
                 }
                 (weight_grad, bias_grad)
             })
@@ -443,18 +452,19 @@ impl<B: CpuBackend> Conv2dBackend for B {
         bias: FloatTensor<B>,
         padding: [usize; 2],
         grad: FloatTensor<B>,
+        input_gradient: bool,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
         match Geometry::new(&x, &weight, padding) {
             Some(g) if all_f32(&[&x, &weight, &bias, &grad]) => {
-                let (x_grad, weight_grad, bias_grad) =
-                    backward(&B::f32s(&x), &B::f32s(&weight), &B::f32s(&grad), &g);
+                let [xs, ws, gs] = [&x, &weight, &grad].map(B::f32s);
+                let (x_grad, weight_grad, bias_grad) = backward(&xs, &ws, &gs, &g, input_gradient);
                 (
                     B::float(x_grad, x.shape()),
                     B::float(weight_grad, weight.shape()),
                     B::float(bias_grad, [g.out]),
                 )
             }
-            _ => burns_backward::<B>(x, weight, bias, padding, grad),
+            _ => burns_backward::<B>(x, weight, bias, padding, grad, input_gradient),
         }
     }
 }
@@ -483,7 +493,7 @@ mod tests {
                 .build()
                 .expect("a thread pool");
             pool.install(|| {
-                let (x_grad, weight_grad, bias_grad) = backward(&x, &weight, &grad, &g);
+                let (x_grad, weight_grad, bias_grad) = backward(&x, &weight, &grad, &g, true);
                 let output = forward(&x, &weight, &bias, &g, 1.0);
                 (
                     g.input[0].div_ceil(g.group()),

@@ -24,6 +24,7 @@
 mod cpu;
 mod tensor_ops;
 
+use burn::backend::TensorMetadata;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch,
@@ -60,7 +61,9 @@ pub trait Conv2dBackend: Backend {
     }
 
     /// The gradients of `x`, `weight` and `bias` given the gradient of the output before the
-    /// activation, `grad`.
+    /// activation, `grad`. Without `input_gradient` the input's is not computed and comes back
+    /// as zeros: a network's first layer, whose input is the images, needs none, and it costs
+    /// as much as the weight's.
     #[fusion(meta = backward_specs)]
     fn conv2d_stride1_backward(
         x: FloatTensor<Self>,
@@ -68,8 +71,9 @@ pub trait Conv2dBackend: Backend {
         bias: FloatTensor<Self>,
         padding: [usize; 2],
         grad: FloatTensor<Self>,
+        input_gradient: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        reference_backward::<Self>(x, weight, bias, padding, grad)
+        reference_backward::<Self>(x, weight, bias, padding, grad, input_gradient)
     }
 }
 
@@ -97,6 +101,7 @@ fn backward_specs(
     bias: &TensorSpec,
     _padding: &[usize; 2],
     _grad: &TensorSpec,
+    _input_gradient: &bool,
 ) -> (TensorSpec, TensorSpec, TensorSpec) {
     (x.clone(), weight.clone(), bias.clone())
 }
@@ -115,17 +120,27 @@ pub(super) fn burns_forward<B: Backend>(
     B::conv2d(x, weight, Some(bias), options(padding))
 }
 
-/// Burn's own gradients of the convolution: input, weight, bias.
+/// Burn's own gradients of the convolution: input (zeros without `input_gradient`), weight,
+/// bias.
 pub(super) fn burns_backward<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
     padding: [usize; 2],
     grad: FloatTensor<B>,
+    input_gradient: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let x_grad = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(padding));
+    let x_grad = match input_gradient {
+        true => B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(padding)),
+        false => unwanted_gradient::<B>(&x),
+    };
     let weight_grad = B::conv2d_weight_backward(x.clone(), weight, grad.clone(), options(padding));
     (x_grad, weight_grad, B::conv2d_bias_backward(x, bias, grad))
+}
+
+/// Zeros shaped as `x`: the input's gradient where it is not wanted.
+pub(super) fn unwanted_gradient<B: Backend>(x: &FloatTensor<B>) -> FloatTensor<B> {
+    B::float_zeros(x.shape(), &x.device(), x.dtype().into())
 }
 
 impl<B: Conv2dBackend + LeakyReluBackend, C: CheckpointStrategy> Conv2dBackend for Autodiff<B, C> {
@@ -136,6 +151,8 @@ impl<B: Conv2dBackend + LeakyReluBackend, C: CheckpointStrategy> Conv2dBackend f
         padding: [usize; 2],
         slope: f64,
     ) -> FloatTensor<Self> {
+        // Images need no gradient: only an input on the graph does.
+        let input_gradient = x.is_tracked();
         record::<B, C, _, 3>(
             [x, weight, bias],
             |[x, weight, bias]| {
@@ -143,14 +160,16 @@ impl<B: Conv2dBackend + LeakyReluBackend, C: CheckpointStrategy> Conv2dBackend f
                     B::conv2d_stride1(x.clone(), weight.clone(), bias.clone(), padding, slope);
                 // The activation's gradient needs the sign of its input, which its output keeps.
                 let activated = (slope != 1.0).then(|| output.clone());
-                (output, ([x, weight, bias], padding, slope, activated))
+                let state = ([x, weight, bias], padding, slope, activated, input_gradient);
+                (output, state)
             },
-            |([x, weight, bias], padding, slope, activated), grad| {
+            |([x, weight, bias], padding, slope, activated, input_gradient), grad| {
                 let grad = match activated {
                     Some(output) => B::leaky_relu_backward(output, slope, grad),
                     None => grad,
                 };
-                let (x, weight, bias) = B::conv2d_stride1_backward(x, weight, bias, padding, grad);
+                let (x, weight, bias) =
+                    B::conv2d_stride1_backward(x, weight, bias, padding, grad, input_gradient);
                 [x, weight, bias]
             },
         )
@@ -162,6 +181,7 @@ impl<B: Conv2dBackend + LeakyReluBackend, C: CheckpointStrategy> Conv2dBackend f
         bias: FloatTensor<Self>,
         padding: [usize; 2],
         grad: FloatTensor<Self>,
+        input_gradient: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Only reached when differentiating a gradient: not needed for training, so the results
         // are constants.
@@ -171,6 +191,7 @@ impl<B: Conv2dBackend + LeakyReluBackend, C: CheckpointStrategy> Conv2dBackend f
             bias.into_primitive(),
             padding,
             grad.into_primitive(),
+            input_gradient,
         );
         (
             Self::from_inner(x_grad),

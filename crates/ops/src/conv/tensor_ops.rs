@@ -9,7 +9,7 @@ use burn::tensor::ops::PadMode;
 use burn_cubecl::{CubeBackend, kernel::into_contiguous};
 
 use super::cpu::Geometry;
-use super::{Conv2dBackend, burns_backward, burns_forward};
+use super::{Conv2dBackend, burns_backward, burns_forward, unwanted_gradient};
 use crate::channel::channel_total;
 use crate::leaky_relu;
 
@@ -34,10 +34,12 @@ pub(super) fn reference_backward<B: Backend>(
     bias: FloatTensor<B>,
     padding: [usize; 2],
     grad: FloatTensor<B>,
+    input_gradient: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let limit = UNFOLDED_VALUES;
     match unfolding_pays(&weight) {
-        true => unfolded_backward::<B>(x, weight, bias, padding, grad, UNFOLDED_VALUES),
-        false => burns_backward::<B>(x, weight, bias, padding, grad),
+        true => unfolded_backward::<B>(x, weight, bias, padding, grad, input_gradient, limit),
+        false => burns_backward::<B>(x, weight, bias, padding, grad, input_gradient),
     }
 }
 
@@ -89,19 +91,21 @@ fn unfolded_forward<B: Backend>(
     B::float_cat(groups, 0)
 }
 
-/// The gradients of the input, the weight and the bias in the tensor-op formulation of
-/// [`unfolded_forward`], group by group.
+/// The gradients of the input (zeros without `input_gradient`), the weight and the bias in the
+/// tensor-op formulation of [`unfolded_forward`], group by group.
 fn unfolded_backward<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
     padding: [usize; 2],
     grad: FloatTensor<B>,
+    input_gradient: bool,
     limit: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let Some(g) = Geometry::new(&x, &weight, padding) else {
-        return burns_backward::<B>(x, weight, bias, padding, grad);
+        return burns_backward::<B>(x, weight, bias, padding, grad, input_gradient);
     };
+    let unwanted = (!input_gradient).then(|| unwanted_gradient::<B>(&x));
     let (x, weight) = (channels_first::<B>(x, &g), weight_rows::<B>(weight, &g));
     // [image, out, oy, ox] -> [out, image, oy, ox], sliced by images below.
     let bias_grad = channel_total::<B>(grad.clone());
@@ -118,8 +122,10 @@ fn unfolded_backward<B: Backend>(
         let unfolded = unfold::<B>(x.clone(), &g, images);
         let part = B::float_matmul(grad_rows.clone(), B::float_transpose(unfolded));
         weight_grad = Some(add(weight_grad, part));
-        let unfolded_grad = B::float_matmul(B::float_transpose(weight.clone()), grad_rows);
-        x_grads.push(fold::<B>(unfolded_grad, &g, count));
+        if input_gradient {
+            let unfolded_grad = B::float_matmul(B::float_transpose(weight.clone()), grad_rows);
+            x_grads.push(fold::<B>(unfolded_grad, &g, count));
+        }
     }
     let [out, c, kh, kw] = [g.out, g.input[1], g.kernel[0], g.kernel[1]];
     let weight_grad = weight_grad.expect("a batch of at least one image");
@@ -129,7 +135,7 @@ fn unfolded_backward<B: Backend>(
         &[0, 3, 1, 2],
     );
     (
-        B::float_cat(x_grads, 0),
+        unwanted.unwrap_or_else(|| B::float_cat(x_grads, 0)),
         weight_grad,
         B::float_reshape(bias_grad, bias.shape()),
     )
@@ -242,8 +248,10 @@ impl Conv2dBackend for CubeBackend {
         bias: FloatTensor<Self>,
         padding: [usize; 2],
         grad: FloatTensor<Self>,
+        input_gradient: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (x, weight, bias) = reference_backward::<Self>(x, weight, bias, padding, grad);
+        let (x, weight, bias) =
+            reference_backward::<Self>(x, weight, bias, padding, grad, input_gradient);
         (
             into_contiguous(x),
             into_contiguous(weight),
@@ -276,7 +284,7 @@ mod tests {
         let [xt, wt, ..] = tensors();
         let g = Geometry::new(&xt, &wt, [1, 1]).expect("a non-empty convolution");
         let output = forward(&x, &weight, &bias, &g, 1.0);
-        let (x_grad, weight_grad, bias_grad) = backward(&x, &weight, &grad, &g);
+        let (x_grad, weight_grad, bias_grad) = backward(&x, &weight, &grad, &g, true);
         let image = g.rows() * g.plane();
         for (limit, groups) in [(image, 5), (2 * image + 1, 3), (usize::MAX, 1)] {
             assert_eq!(image_groups(&g, limit).count(), groups);
@@ -288,7 +296,8 @@ mod tests {
                 &output,
                 &format!("output, {groups} groups"),
             );
-            let (xg, wg, bg) = unfolded_backward::<Flex>(x, weight, bias, [1, 1], grad, limit);
+            let (xg, wg, bg) =
+                unfolded_backward::<Flex>(x, weight, bias, [1, 1], grad, true, limit);
             close(
                 &Flex::f32s(&xg),
                 &x_grad,
