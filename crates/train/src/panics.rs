@@ -4,9 +4,9 @@
 //!   panicked would train on epochs of no images, save checkpoints and a summary, and exit 0.
 //!   Only Burn's loader threads are watched: CubeCL catches panics of its own on other threads
 //!   (kernel definitions it cannot compile, for one) and goes on correctly.
-//! - Burn's remote backend panics when a worker goes away. The commands that use workers run
-//!   under [`catch_quietly`], which keeps those panics from stderr, and name the worker in their
-//!   own error; a panic they cannot explain is printed as Rust prints it, and goes on.
+//! - Burn's remote backend panics when a worker goes away. The commands run on workers under
+//!   [`catch`], quietly: it keeps those panics from stderr, and the command names the worker in
+//!   its own error; a panic it cannot explain is printed as Rust prints it, and goes on.
 //! - Every panic goes into the run's `experiment.log` when one is open ([`RunLog`]).
 
 use std::any::Any;
@@ -27,14 +27,14 @@ const LOADER_THREAD: &str = "dataloader-";
 static FIRST: Mutex<Option<String>> = Mutex::new(None);
 static RUN: Mutex<Option<Interrupter>> = Mutex::new(None);
 
-/// How many [`catch_quietly`] calls are running, and what the panics they kept from stderr
-/// would have printed.
+/// How many quiet [`catch`] calls are running, and what the panics they kept from stderr would
+/// have printed.
 static QUIET: AtomicUsize = AtomicUsize::new(0);
 static KEPT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Installs the process's panic hook, once: it logs every panic, records a loader thread's and
-/// stops the run ([`stop_on_loader_panic`]), and keeps panics from stderr while
-/// [`catch_quietly`] runs. Other panics are printed as before.
+/// stops the run ([`stop_on_loader_panic`]), and keeps panics from stderr while a quiet
+/// [`catch`] runs. Other panics are printed as before.
 pub fn install_hook() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
@@ -65,7 +65,7 @@ pub fn stop_on_loader_panic(interrupter: &Interrupter) {
     *lock(&RUN) = Some(interrupter.clone());
 }
 
-/// A panic that ended [`catch_quietly`]'s closure.
+/// A panic that ended [`catch`]'s closure.
 pub struct Caught {
     payload: Box<dyn Any + Send>,
     /// What Rust would have printed for each panic kept from stderr meanwhile.
@@ -86,14 +86,17 @@ impl Caught {
     }
 }
 
-/// `f`'s result, or the panic that ended it. While `f` runs, panics on any thread but a
-/// loader's are not printed: the caller explains the panic in its own error, or prints them
-/// with [`Caught::resume`]. Those of a closure that still returns are printed afterwards.
-pub fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, Caught> {
+/// `f`'s result, or the panic that ended it. `quietly`, panics on any thread but a loader's
+/// are not printed while `f` runs: the caller explains the panic in its own error, or prints
+/// them with [`Caught::resume`]; those of a closure that still returns are printed afterwards.
+/// Only for runs on workers, where a panic is expected: elsewhere, a thread's panic that left
+/// the run waiting would say nothing.
+pub fn catch<T>(quietly: bool, f: impl FnOnce() -> T) -> Result<T, Caught> {
     install_hook();
-    QUIET.fetch_add(1, Ordering::SeqCst);
+    let quiet = usize::from(quietly);
+    QUIET.fetch_add(quiet, Ordering::SeqCst);
     let result = std::panic::catch_unwind(AssertUnwindSafe(f));
-    QUIET.fetch_sub(1, Ordering::SeqCst);
+    QUIET.fetch_sub(quiet, Ordering::SeqCst);
     let reports = std::mem::take(&mut *lock(&KEPT));
     match result {
         Ok(value) => {

@@ -142,6 +142,11 @@ pub fn description(device: &Device) -> Option<String> {
         .map(|o| o.name.clone())
 }
 
+/// Whether any of `devices` is a worker's.
+pub fn any_worker(devices: &[Device]) -> bool {
+    devices.iter().any(|device| description(device).is_some())
+}
+
 /// The names of the workers' devices among `devices`.
 fn workers(devices: &[Device]) -> Vec<String> {
     devices.iter().filter_map(description).collect()

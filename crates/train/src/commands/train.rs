@@ -249,7 +249,8 @@ fn launch(
     let learner = Learner::new(model, config.optimizer(), scheduler);
     // Burn's remote backend panics when a worker goes away mid-step (on this thread or a
     // device's); the worker is then named, as any failure of the run is.
-    let result = match panics::catch_quietly(|| training.launch(learner)) {
+    let on_workers = remote::any_worker(&plan.devices);
+    let result = match panics::catch(on_workers, || training.launch(learner)) {
         Ok(result) => result,
         Err(caught) => match lost_workers(config, plan, &caught.message()) {
             Some(error) => {

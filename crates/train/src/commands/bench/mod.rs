@@ -448,7 +448,7 @@ fn time_backends(
         };
         // A worker that goes away ends the timing with an error or, from Burn's remote
         // backend, a panic; the worker is then named.
-        let timed = panics::catch_quietly(|| {
+        let timed = panics::catch(remote::any_worker(&devices), || {
             time_backend_and_devices(config, &train_set, &batcher, &devices, [warmup, steps])
         });
         let lost = |cause: &str| {
