@@ -48,7 +48,7 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
     fn save(&self, epoch: usize, record: R) -> Result<(), CheckpointerError> {
         let path = self.path(epoch);
         // An epoch cut short by a loader's panic is not a finished epoch.
-        if let Some(panic) = crate::panics::loader_panic() {
+        if let Some(panic) = crate::panics::loader_panic_during(epoch) {
             return Err(CheckpointerError::Unknown(format!(
                 "{} not written: a data-loader thread panicked: {panic}",
                 path.display()

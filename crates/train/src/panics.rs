@@ -27,6 +27,9 @@ const LOADER_THREAD: &str = "dataloader-";
 static FIRST: Mutex<Option<String>> = Mutex::new(None);
 static RUN: Mutex<Option<Interrupter>> = Mutex::new(None);
 
+/// The last epoch that ended before any loader panic: epochs up to it are whole.
+static WHOLE_EPOCHS: AtomicUsize = AtomicUsize::new(0);
+
 /// How many quiet [`catch`] calls are running, and what the panics they kept from stderr would
 /// have printed.
 static QUIET: AtomicUsize = AtomicUsize::new(0);
@@ -171,6 +174,24 @@ fn message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|m| m.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Says that epoch `epoch` ended (its validation done, its checkpoint not yet asked for): it is
+/// whole unless a loader thread has panicked.
+pub fn epoch_ended(epoch: usize) {
+    if lock(&FIRST).is_none() {
+        WHOLE_EPOCHS.fetch_max(epoch, Ordering::SeqCst);
+    }
+}
+
+/// The loader panic that cut epoch `epoch` short, if one did. Burn saves an epoch's checkpoint
+/// on a thread of its own, which may run after a later epoch's loader has panicked: that epoch
+/// was whole all the same.
+pub fn loader_panic_during(epoch: usize) -> Option<String> {
+    match WHOLE_EPOCHS.load(Ordering::SeqCst) >= epoch {
+        true => None,
+        false => loader_panic(),
+    }
 }
 
 /// The message of the first panic on a loader thread, if there was one.

@@ -319,6 +319,7 @@ impl TrainingProgressLogger for EpochRenderer {
     }
 
     fn update_epoch(&mut self, epoch: usize) {
+        crate::panics::epoch_ended(epoch);
         self.finish_epoch();
         self.epoch = epoch + 1;
     }
