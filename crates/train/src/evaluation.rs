@@ -66,7 +66,11 @@ pub struct Mistake {
 }
 
 /// Evaluates `model` on `dataset` (of `kind`) in batches of `batch_size` on `device`, `passes`
-/// forward passes per image (at least one).
+/// forward passes per image (at least one). The passes run one after another over the whole
+/// set, pass `p` drawing its pooling regions from `seed + p`: a pass's figure does not depend
+/// on how many passes run, and the same seed repeats an evaluation exactly (`train eval` that of
+/// the end of a run).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Network,
     dataset: &ImageDataset,
@@ -75,6 +79,7 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
     passes: usize,
+    seed: u64,
 ) -> Result<Evaluated> {
     let passes = passes.max(1);
     let model = model.valid().to_device(device);
@@ -85,7 +90,9 @@ pub fn evaluate(
         vec![vec![0; classes]; classes],
     ];
     let mut per_pass = vec![0usize; passes];
-    let mut mistakes = Vec::new();
+    let mut labels = vec![0usize; dataset.len()];
+    // Each image's probabilities summed over the passes.
+    let mut sums = vec![0f32; dataset.len() * classes];
     let indices: Vec<usize> = (0..dataset.len()).collect();
     let phase = Phase::start(
         format!(
@@ -95,44 +102,41 @@ pub fn evaluate(
         dataset.len() * passes,
         "image passes",
     );
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let items = dataset
-            .get_many(chunk.to_vec())
-            .expect("indices are in range");
-        let labels: Vec<usize> = items.iter().map(|item| item.label as usize).collect();
-        let batch: ImageBatch = batcher.batch(items, device);
-        let mut sum: Option<Tensor<2>> = None;
-        for (pass, hits) in per_pass.iter_mut().enumerate() {
-            let probabilities = softmax(model.forward(batch.images.clone()), 1);
-            let predicted = labels_of(probabilities.clone())?;
-            *hits += predicted
-                .iter()
-                .zip(&labels)
-                .filter(|(p, l)| p == l)
-                .count();
-            if pass == 0 {
-                for (&p, &l) in predicted.iter().zip(&labels) {
-                    confusion[0][l][p] += 1;
+    for (pass, hits) in per_pass.iter_mut().enumerate() {
+        model.reseed(seed.wrapping_add(pass as u64));
+        for chunk in indices.chunks(batch_size.max(1)) {
+            let items = dataset
+                .get_many(chunk.to_vec())
+                .expect("indices are in range");
+            for (item, &index) in items.iter().zip(chunk) {
+                labels[index] = item.label as usize;
+            }
+            let batch: ImageBatch = batcher.batch(items, device);
+            let probabilities = host_values(softmax(model.forward(batch.images), 1))?;
+            for (row, &index) in probabilities.chunks(classes).zip(chunk) {
+                let (label, predicted) = (labels[index], argmax(row));
+                *hits += usize::from(predicted == label);
+                if pass == 0 {
+                    confusion[0][label][predicted] += 1;
+                }
+                for (sum, p) in sums[index * classes..][..classes].iter_mut().zip(row) {
+                    *sum += p;
                 }
             }
-            sum = Some(match sum {
-                Some(sum) => sum + probabilities,
-                None => probabilities,
-            });
             phase.advance(chunk.len());
         }
-        let averaged = host_values(sum.expect("at least one pass"))?;
-        for (row, (&label, &index)) in averaged.chunks(classes).zip(labels.iter().zip(chunk)) {
-            let predicted = argmax(row);
-            confusion[1][label][predicted] += 1;
-            if predicted != label {
-                mistakes.push(Mistake {
-                    index,
-                    label,
-                    predicted,
-                    probability: row[predicted] / passes as f32,
-                });
-            }
+    }
+    let mut mistakes = Vec::new();
+    for (index, (row, &label)) in sums.chunks(classes).zip(&labels).enumerate() {
+        let predicted = argmax(row);
+        confusion[1][label][predicted] += 1;
+        if predicted != label {
+            mistakes.push(Mistake {
+                index,
+                label,
+                predicted,
+                probability: row[predicted] / passes as f32,
+            });
         }
     }
     mistakes.sort_by(|a, b| b.probability.total_cmp(&a.probability));
@@ -151,15 +155,6 @@ pub fn evaluate(
         confusion,
         worst: mistakes,
     })
-}
-
-/// The most probable label of each row of `probabilities`, read back from the device.
-fn labels_of(probabilities: Tensor<2>) -> Result<Vec<usize>> {
-    let classes = probabilities.dims()[1];
-    Ok(host_values(probabilities)?
-        .chunks(classes)
-        .map(argmax)
-        .collect())
 }
 
 impl Evaluated {
@@ -238,8 +233,8 @@ impl Evaluated {
             "each pass pools over regions of its own: over these {} passes the one-pass accuracy \
              was {mean:.2}% +- {deviation:.2}% (standard deviation), about how much a one-pass \
              figure moves with the regions drawn. `train eval` draws them from the run's seed, \
-             so that the same command repeats exactly (the test pass at the end of training \
-             drew other regions); `--seed N` draws others",
+             as the test pass at the end of training did, so that it repeats that evaluation \
+             exactly; `--seed N` draws others",
             self.passes
         ))
     }

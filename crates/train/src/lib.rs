@@ -122,7 +122,7 @@ pub fn parse(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
         let hint = match nearest_command(&stray) {
             Some(name) if name == stray => format!("a command comes first: `train {name} ...`"),
             Some(name) => format!("did you mean the command `{name}`? It comes first"),
-            None => "`--help` lists the options".into(),
+            None => "commands come before it (`--help` lists them and the options)".into(),
         };
         Cli::command().error(
             ErrorKind::UnknownArgument,

@@ -215,7 +215,11 @@ fn locate_weights(source: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
         );
     }
     if !source.is_file() {
-        bail!("{}: no such file or directory", source.display());
+        bail!(
+            "{}: no such file or directory; give the folder a training run wrote (its \
+             `output`, such as runs/quickstart), an export folder, or a .bpk or .safetensors file",
+            source.display()
+        );
     }
     // A checkpoint sits in <run>/checkpoint/, an export's files in the export folder.
     let folder = source.parent().unwrap_or(Path::new("."));

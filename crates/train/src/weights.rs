@@ -47,6 +47,11 @@ impl WeightsFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some("bpk") => Ok(Self::Burnpack),
             Some("safetensors") => Ok(Self::PyTorch),
+            Some("toml") => Err(anyhow!(
+                "{0}: a config, not trained weights; `train {0}` trains it, and this command \
+                 then takes the folder the run writes (its `output`) or its weights",
+                path.display()
+            )),
             _ => Err(anyhow!(
                 "{}: unknown weights format; expected a .bpk (Burn record) or .safetensors \
                  (PyTorch names) file",

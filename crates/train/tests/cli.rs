@@ -56,11 +56,31 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
 }
 
 #[test]
+fn eval_of_a_config_or_of_nothing_says_what_it_takes() {
+    for (source, expected) in [
+        (
+            "configs/quickstart.toml",
+            "configs/quickstart.toml: a config, not trained weights; `train \
+             configs/quickstart.toml` trains it",
+        ),
+        (
+            "runs/no-such-run",
+            "runs/no-such-run: no such file or directory; give the folder a training run wrote",
+        ),
+    ] {
+        let output = train(&["eval", source]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{source}: {stderr}");
+        assert!(stderr.contains(expected), "{source}: {stderr}");
+    }
+}
+
+#[test]
 fn a_word_after_the_config_is_named_with_where_commands_go() {
     for (word, hint) in [
         ("evl", "did you mean the command `eval`? It comes first"),
         ("eval", "a command comes first: `train eval ...`"),
-        ("extra", "`--help` lists the options"),
+        ("extra", "commands come before it (`--help` lists them"),
     ] {
         let output = train(&["configs/quickstart.toml", "--epochs", "1", word]);
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -221,6 +221,15 @@ fn eval_gives_confusion_matrices_per_pass_accuracy_and_the_worst_mistakes() {
     let per_pass = value["accuracy_per_pass"].as_array().unwrap();
     assert_eq!(per_pass.len(), 3);
     assert_eq!(per_pass[0], value["accuracy_one_pass"]);
+    // The run's seed draws the regions of the test pass at the end of training: its two passes
+    // come out again, whatever the number of passes asked for.
+    let at_the_end = summary["test"]["accuracy_per_pass"].as_array().unwrap();
+    assert_eq!(at_the_end.len(), 2);
+    assert_eq!(
+        &per_pass[..2],
+        &at_the_end[..],
+        "eval against the end of training"
+    );
     let worst = value["worst"].as_array().unwrap();
     assert!(!worst.is_empty());
     for pair in worst.windows(2) {

@@ -36,8 +36,8 @@ pub struct EvalArgs {
     /// Also write a page with the confusion matrices and the worst mistakes to this file.
     #[arg(long)]
     html: Option<PathBuf>,
-    /// Seed of an FMP net's pooling regions; default: the run's seed, so that an evaluation
-    /// repeats exactly.
+    /// Seed of an FMP net's pooling regions; default: the run's seed, which the test pass at the
+    /// end of training used, so that an evaluation repeats that one exactly.
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -79,7 +79,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (splits, _) = trained.config.load_splits()?;
     let test_set = ImageDataset::new(splits.test_images, splits.test_labels);
     let seed = args.seed.unwrap_or(trained.config.seed);
-    trained.network.reseed(seed);
     let kind = trained.dataset();
     let evaluated = evaluate(
         &trained.network,
@@ -89,6 +88,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         trained.config.batch_size,
         &trained.device,
         passes,
+        seed,
     )?;
     say!(
         "{}: test accuracy {}{} on {} {} images",

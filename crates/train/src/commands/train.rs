@@ -280,7 +280,10 @@ fn test_pass(
     let kind = config.dataset_kind();
     let device = plan.device();
     let passes = config.test_passes();
-    let evaluated = evaluate(trained, test_set, kind, batcher, batch_size, device, passes)?;
+    let seed = config.seed;
+    let evaluated = evaluate(
+        trained, test_set, kind, batcher, batch_size, device, passes, seed,
+    )?;
     Ok((evaluated, started.elapsed().as_secs_f64()))
 }
 
