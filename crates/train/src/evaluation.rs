@@ -104,12 +104,16 @@ pub fn evaluate(
     );
     for (pass, hits) in per_pass.iter_mut().enumerate() {
         model.reseed(seed.wrapping_add(pass as u64));
+        // Each pass builds its batches again rather than holding the whole set on the device
+        // (CIFAR-10's test set at the FMP net's input is over a gigabyte).
         for chunk in indices.chunks(batch_size.max(1)) {
             let items = dataset
                 .get_many(chunk.to_vec())
                 .expect("indices are in range");
-            for (item, &index) in items.iter().zip(chunk) {
-                labels[index] = item.label as usize;
+            if pass == 0 {
+                for (item, &index) in items.iter().zip(chunk) {
+                    labels[index] = item.label as usize;
+                }
             }
             let batch: ImageBatch = batcher.batch(items, device);
             let probabilities = host_values(softmax(model.forward(batch.images), 1))?;
